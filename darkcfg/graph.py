@@ -1,0 +1,114 @@
+"""cfg sections -> a layer graph with every shape, parameter array and FLOP count known.
+
+This is all `darkcfg summary` needs; nothing here imports Numba.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from .cfg import Section, read_cfg
+from .errors import CfgError
+from .layers import REGISTRY, Layer
+from .netcfg import NET_OPTIONS, NET_QUIET
+from .options import read_options
+
+DIALECTS = ("pjreddie", "alexeyab")
+
+
+@dataclass
+class NetInfo:
+    """The [net] section, typed, plus what darkcfg derives from it."""
+    opts: dict[str, Any]
+    input_shape: tuple[int, int, int]
+    dialect: str = "pjreddie"
+    section: Section | None = None
+
+    @property
+    def inputs(self) -> int:
+        c, h, w = self.input_shape
+        return c * h * w
+
+    @property
+    def batch(self) -> int:
+        """The mini-batch: batch / subdivisions, at least 1."""
+        return max(1, self.opts["batch"] // self.opts["subdivisions"])
+
+
+@dataclass
+class Graph:
+    file: str
+    net: NetInfo
+    layers: list[Layer] = field(default_factory=list)
+
+    @property
+    def output_layer(self) -> Layer:
+        """The network's output: the last layer that is not a [cost]."""
+        for layer in reversed(self.layers):
+            if layer.type != "cost":
+                return layer
+        return self.layers[-1]
+
+    @property
+    def nparams(self) -> int:
+        return sum(layer.nparams for layer in self.layers)
+
+    @property
+    def truths(self) -> int:
+        last = self.layers[-1]
+        return getattr(last, "truths", 0) or last.outputs
+
+    def unsupported(self) -> list[tuple[Layer, str]]:
+        return [(lay, why) for lay in self.layers if (why := lay.unsupported())]
+
+
+def _net_info(sec: Section, *, width, height, channels, batch, dialect, strict) -> NetInfo:
+    opts = read_options(sec, NET_OPTIONS, NET_QUIET, strict=strict)
+    for key, value in (("width", width), ("height", height), ("channels", channels),
+                       ("batch", batch)):
+        if value is not None:
+            if value < 1:
+                raise CfgError(f"the {key} override must be >= 1, got {value}", file=sec.file)
+            opts[key] = value
+    if batch is not None:
+        opts["subdivisions"] = 1
+    if opts["subdivisions"] > opts["batch"]:
+        raise sec.error(f"subdivisions={opts['subdivisions']} is larger than batch="
+                        f"{opts['batch']}: the mini-batch (batch/subdivisions) would be 0",
+                        "subdivisions")
+    w, h, c = opts["width"], opts["height"], opts["channels"]
+    if w and h and c:
+        shape = (c, h, w)
+    elif opts["inputs"] and not (w or h or c):
+        shape = (opts["inputs"], 1, 1)
+    else:
+        missing = [k for k in ("width", "height", "channels") if not opts[k]]
+        raise sec.error("no input shape: give width, height and channels (or inputs= for a "
+                        f"non-image net); missing {', '.join(missing)}",
+                        missing[0] if missing[0] in sec.entries else None)
+    if dialect not in DIALECTS:
+        raise CfgError(f"unknown dialect '{dialect}'; use one of {', '.join(DIALECTS)}",
+                       file=sec.file)
+    return NetInfo(opts, shape, dialect, sec)
+
+
+def build_graph(sections: list[Section], *, width: int | None = None,
+                height: int | None = None, channels: int | None = None,
+                batch: int | None = None, dialect: str | None = None,
+                strict: bool = True) -> Graph:
+    net_sec, *layer_secs = sections
+    net = _net_info(net_sec, width=width, height=height, channels=channels, batch=batch,
+                    dialect=dialect or "pjreddie", strict=strict)
+    if not layer_secs:
+        raise CfgError("the cfg has a [net] section but no layers", file=net_sec.file,
+                       line=net_sec.line, section=net_sec.written)
+    graph = Graph(net_sec.file, net)
+    for sec in layer_secs:
+        graph.layers.append(REGISTRY[sec.name](sec, net, graph.layers, strict=strict))
+    return graph
+
+
+def load_graph(path: str | os.PathLike, **kw) -> Graph:
+    """Read and size a cfg file. Keyword arguments as for `build_graph`."""
+    return build_graph(read_cfg(path, strict=kw.get("strict", True)), **kw)

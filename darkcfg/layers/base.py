@@ -1,0 +1,159 @@
+"""The layer base class and the registry of cfg sections.
+
+A section kind is one module in this package holding one `Layer` subclass decorated with
+`@register`. The class declares its options (typed, with Darknet's defaults), computes its
+output shape in `setup`, lists its parameter arrays in weights-file order, and counts its
+FLOPs. Kernels live in `darkcfg.kernels` and are imported only when a network runs, so
+reading a cfg and printing its summary never touches Numba.
+"""
+from __future__ import annotations
+
+import warnings
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from ..cfg import Section
+from ..errors import CfgError, CfgWarning
+from ..options import Opt, read_options
+
+if TYPE_CHECKING:
+    from ..graph import NetInfo
+
+Shape = tuple[int, int, int]          # (c, h, w), Darknet's planar order
+
+REGISTRY: dict[str, type[Layer]] = {}
+
+# Keys every layer section accepts (cfg-format.md §3).
+COMMON = {
+    "learning_rate": Opt("float", 1.0, "multiplier on the [net] learning rate", min=0),
+    "stopbackward": Opt("int", 0, "no gradient reaches this layer or earlier ones", min=0),
+    "onlyforward": Opt("int", 0, "skip this layer's backward", min=0),
+    "dontload": Opt("int", 0, "skip this layer when reading .weights", min=0),
+    "dontloadscales": Opt("int", 0, "do not read the BN triplet from .weights", min=0),
+    "dontsave": Opt("int", 0, "skip this layer when saving .weights", min=0),
+}
+# Accepted everywhere and ignored: GPU-only or scheduling switches with no CPU effect.
+COMMON_QUIET = frozenset({"clip", "stream", "wait_stream", "dont_update", "burnin_update",
+                          "train_only_bn"})
+
+
+def register(cls: type[Layer]) -> type[Layer]:
+    REGISTRY[cls.type] = cls
+    return cls
+
+
+class Layer:
+    type: ClassVar[str]
+    options: ClassVar[dict[str, Opt]] = {}
+    quiet: ClassVar[frozenset[str]] = frozenset()
+    doc: ClassVar[str] = ""
+    # False for sections darkcfg can size and summarise but not compute (DECISIONS §7).
+    runnable: ClassVar[bool] = True
+
+    def __init__(self, section: Section, net: NetInfo, layers: list[Layer], *,
+                 strict: bool = True):
+        self.section = section
+        self.strict = strict
+        self.index: int = section.index  # type: ignore[assignment]
+        self.net = net
+        schema = {**COMMON, **self.options}
+        self.opts: dict[str, Any] = read_options(section, schema, COMMON_QUIET | self.quiet,
+                                                 strict=strict)
+        self.prev: Layer | None = layers[-1] if layers else None
+        self.in_shape: Shape = self.prev.out_shape if self.prev else net.input_shape
+        self.inputs = self.prev.outputs if self.prev else net.inputs
+        self.sources: list[int] = []      # layers read besides the previous one
+        self.out_shape: Shape = self.in_shape
+        self.setup(layers)
+        c, h, w = self.out_shape
+        if min(self.out_shape) <= 0:
+            raise self.error(f"output shape {c} x {h} x {w} (c x h x w) is empty: the input "
+                             f"{self.describe_in()} is too small for this layer")
+
+    # --- to override --------------------------------------------------------------------
+    def setup(self, layers: list[Layer]) -> None:
+        """Validate options and set `out_shape` (default: same as input)."""
+
+    def param_shapes(self) -> list[tuple[str, tuple[int, ...]]]:
+        """Parameter arrays in .weights file order: (Darknet name, shape)."""
+        return []
+
+    def flops(self) -> float:
+        """Floating-point operations of one forward pass at batch 1 (multiply-add = 2)."""
+        return 0.0
+
+    def conv_flops(self) -> float:
+        """The FLOPs Darknet (P) counts in its conv BFLOPs total."""
+        return 0.0
+
+    def receptive(self, rf: list[tuple[float, float]]) -> tuple[float, float]:
+        """(receptive field, effective stride) in input pixels, given every earlier layer's."""
+        return self._rf_in(rf)
+
+    def row(self) -> str:
+        """Darknet P's summary text for this layer (after the index column)."""
+        return self.type
+
+    def unsupported(self) -> str | None:
+        """Why darkcfg cannot run this layer (None when it can)."""
+        return None if self.runnable else f"[{self.section.written}] layers cannot run in " \
+            "darkcfg yet (shape and parameters only)"
+
+    # --- helpers ------------------------------------------------------------------------
+    @property
+    def outputs(self) -> int:
+        c, h, w = self.out_shape
+        return c * h * w
+
+    @property
+    def nparams(self) -> int:
+        n = 0
+        for _, shape in self.param_shapes():
+            size = 1
+            for d in shape:
+                size *= d
+            n += size
+        return n
+
+    def error(self, message: str, key: str | None = None) -> CfgError:
+        return self.section.error(message, key)
+
+    def lenient(self, message: str, key: str | None = None, fallback: str = "") -> None:
+        """A problem that is an error when strict and a warning (with `fallback`) otherwise."""
+        if self.strict:
+            raise self.error(message, key)
+        warnings.warn(f"{self.error(message, key)}; {fallback} (lenient mode)", CfgWarning,
+                      stacklevel=3)
+
+    def describe_in(self) -> str:
+        c, h, w = self.in_shape
+        return f"{c} x {h} x {w}"
+
+    def _rf_in(self, rf: list[tuple[float, float]]) -> tuple[float, float]:
+        return rf[self.index - 1] if self.index > 0 else (1.0, 1.0)
+
+    def resolve(self, key: str, k: int, layers: list[Layer]) -> int:
+        """A layer reference: negative is relative to this layer, non-negative absolute."""
+        i = self.index + k if k < 0 else k
+        if i < 0:
+            raise self.error(f"'{key}' refers to layer {k} ({i} counting from layer "
+                             f"{self.index}), before the first layer", key)
+        if i >= self.index:
+            what = "itself" if i == self.index else f"layer {i}, which comes later"
+            raise self.error(f"'{key}={self.section.entries[key].value}' refers to {what}; "
+                             f"only earlier layers (0..{self.index - 1}) can be used", key)
+        if i >= len(layers):  # pragma: no cover - guarded above
+            raise self.error(f"'{key}' refers to layer {i}, which does not exist", key)
+        return i
+
+    def image_input(self) -> None:
+        """Darknet's 'Layer before ... must output image' check."""
+        c, h, w = self.in_shape
+        if min(c, h, w) <= 0:
+            raise self.error(f"needs an image input (c x h x w), but the layer before gives "
+                             f"{self.describe_in()}")
+
+
+def dims(shape: Shape) -> str:
+    """`w x h x c` as Darknet prints it."""
+    c, h, w = shape
+    return f"{w:4d} x{h:4d} x{c:4d}"

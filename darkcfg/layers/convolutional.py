@@ -1,0 +1,99 @@
+"""[convolutional] / [conv]: grouped, dilated, strided 2-D convolution (+ BN, activation)."""
+from __future__ import annotations
+
+from ..activations import ACTIVATIONS
+from ..options import Opt
+from .base import Layer, dims, register
+
+ACT = Opt("str", "logistic", "activation after the layer", choices=ACTIVATIONS)
+
+# Keys that change the math in ways darkcfg does not compute: accepted so the cfg can be
+# summarised, refused when the network is run.
+NOT_COMPUTED = ("binary", "xnor", "bin_output", "antialiasing", "sway", "rotate", "stretch",
+                "stretch_sway", "coordconv", "cbn")
+
+
+@register
+class Convolutional(Layer):
+    type = "convolutional"
+    doc = "2-D convolution; groups, dilation, per-axis stride; optional batch norm"
+    options = {
+        "filters": Opt("int", 1, "output channels", min=1),
+        "size": Opt("int", 1, "kernel size", min=1),
+        "stride": Opt("int", 1, "stride on both axes", min=1),
+        "stride_x": Opt("int", 0, "horizontal stride (AH; default: stride)", min=0),
+        "stride_y": Opt("int", 0, "vertical stride (AH; default: stride)", min=0),
+        "pad": Opt("int", 0, "1: padding = size/2 (overrides padding)", min=0),
+        "padding": Opt("int", 0, "explicit padding per side", min=0),
+        "groups": Opt("int", 1, "grouped convolution (groups = channels: depthwise)", min=1),
+        "dilation": Opt("int", 1, "kernel dilation (AH)", min=1),
+        "activation": ACT,
+        "batch_normalize": Opt("int", 0, "batch normalisation after the convolution", min=0),
+        "flipped": Opt("int", 0, "weights stored transposed in the .weights file", min=0),
+        "share_index": Opt("layers", None, "reuse another conv layer's weights (AH)"),
+        **{k: Opt("int", 0, "not computed by darkcfg", min=0) for k in NOT_COMPUTED},
+    }
+    quiet = frozenset({"dot", "angle", "assisted_excitation", "grad_centr", "reverse"})
+
+    def setup(self, layers):
+        o = self.opts
+        self.image_input()
+        c, h, w = self.in_shape
+        self.n, self.size = o["filters"], o["size"]
+        self.stride_x = o["stride_x"] or o["stride"]
+        self.stride_y = o["stride_y"] or o["stride"]
+        self.pad = self.size // 2 if o["pad"] else o["padding"]
+        self.dilation = 1 if self.size == 1 else o["dilation"]
+        self.groups = g = o["groups"]
+        self.batch_normalize = bool(o["batch_normalize"])
+        self.activation = o["activation"]
+        if c % g:
+            raise self.error(f"groups must divide the input channels; received groups={g} "
+                             f"with {c} input channels", "groups")
+        if self.n % g:
+            raise self.error(f"groups must divide filters; received groups={g}, "
+                             f"filters={self.n}", "groups")
+        self.share = None
+        if o["share_index"] is not None:
+            self.share = self.resolve("share_index", o["share_index"][0], layers)
+        # AH apply the kernel with padding*dilation (cfg-format.md §5.1, §7); darkcfg
+        # reports the shape that computation really has (DECISIONS §4).
+        extent = self.dilation * (self.size - 1) + 1
+        pad = self.pad * self.dilation
+        out_h = (h + 2 * pad - extent) // self.stride_y + 1
+        out_w = (w + 2 * pad - extent) // self.stride_x + 1
+        self.out_shape = (self.n, out_h, out_w)
+
+    def param_shapes(self):
+        if self.share is not None:
+            return []
+        c = self.in_shape[0]
+        n = self.n
+        bn = [("scales", (n,)), ("rolling_mean", (n,)), ("rolling_variance", (n,))]
+        return [("biases", (n,)), *(bn if self.batch_normalize else []),
+                ("weights", (n, c // self.groups, self.size, self.size))]
+
+    def flops(self):
+        c = self.in_shape[0]
+        _, oh, ow = self.out_shape
+        return 2.0 * self.n * self.size * self.size * (c // self.groups) * oh * ow
+
+    conv_flops = flops
+
+    def receptive(self, rf):
+        r, j = self._rf_in(rf)
+        extent = self.dilation * (self.size - 1) + 1
+        return r + (extent - 1) * j, j * max(self.stride_x, self.stride_y)
+
+    def row(self):
+        return (f"conv  {self.n:5d} {self.size:2d} x{self.size:2d} /{self.stride_x:2d}  "
+                f"{dims(self.in_shape)}   ->  {dims(self.out_shape)}  "
+                f"{self.flops() / 1e9:5.3f} BFLOPs")
+
+    def unsupported(self):
+        used = [k for k in NOT_COMPUTED if self.opts[k]]
+        if used:
+            return f"'{used[0]}={self.opts[used[0]]}' is not computed by darkcfg"
+        if self.share is not None:
+            return "'share_index' (weights shared with another layer) is not computed by darkcfg"
+        return None

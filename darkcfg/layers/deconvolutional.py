@@ -1,0 +1,51 @@
+"""[deconvolutional] / [deconv] (P): transposed convolution."""
+from __future__ import annotations
+
+from ..options import Opt
+from .base import Layer, dims, register
+from .convolutional import ACT
+
+
+@register
+class Deconvolutional(Layer):
+    type = "deconvolutional"
+    doc = "transposed convolution (P)"
+    options = {
+        "filters": Opt("int", 1, "output channels", min=1),
+        "size": Opt("int", 1, "kernel size", min=1),
+        "stride": Opt("int", 1, "stride", min=1),
+        "pad": Opt("int", 0, "1: padding = size/2", min=0),
+        "padding": Opt("int", 0, "explicit padding", min=0),
+        "activation": ACT,
+        "batch_normalize": Opt("int", 0, "batch normalisation", min=0),
+    }
+
+    def setup(self, layers):
+        o = self.opts
+        self.image_input()
+        c, h, w = self.in_shape
+        self.n, self.size, self.stride = o["filters"], o["size"], o["stride"]
+        self.pad = self.size // 2 if o["pad"] else o["padding"]
+        self.batch_normalize = bool(o["batch_normalize"])
+        self.activation = o["activation"]
+        self.out_shape = (self.n, (h - 1) * self.stride + self.size - 2 * self.pad,
+                          (w - 1) * self.stride + self.size - 2 * self.pad)
+
+    def param_shapes(self):
+        n, c = self.n, self.in_shape[0]
+        bn = [("scales", (n,)), ("rolling_mean", (n,)), ("rolling_variance", (n,))]
+        return [("biases", (n,)), *(bn if self.batch_normalize else []),
+                ("weights", (c, n, self.size, self.size))]
+
+    def flops(self):
+        c, h, w = self.in_shape
+        return 2.0 * self.n * c * self.size * self.size * h * w
+
+    def receptive(self, rf):
+        r, j = self._rf_in(rf)
+        j = j / self.stride
+        return r + (self.size - 1) * j, j
+
+    def row(self):
+        return (f"deconv{self.n:5d} {self.size:2d} x{self.size:2d} /{self.stride:2d}  "
+                f"{dims(self.in_shape)}   ->  {dims(self.out_shape)}")

@@ -1,0 +1,74 @@
+"""[maxpool] / [max]: Darknet's max pooling (total padding, window origin -padding/2)."""
+from __future__ import annotations
+
+from ..options import Opt
+from .base import Layer, dims, register
+
+POOL_OPTIONS = {
+    "stride": Opt("int", 1, "stride on both axes", min=1),
+    "stride_x": Opt("int", 0, "horizontal stride (AH; default: stride)", min=0),
+    "stride_y": Opt("int", 0, "vertical stride (AH; default: stride)", min=0),
+    "size": Opt("int", 0, "window size (default: stride)", min=0),
+    "padding": Opt("int", -1, "TOTAL padding, both sides together (default: size-1)", min=0),
+}
+
+
+class Pool(Layer):
+    """Shared shape rule of [maxpool] and [local_avgpool] (cfg-format.md §5.4)."""
+
+    def setup(self, layers):
+        o = self.opts
+        self.image_input()
+        c, h, w = self.in_shape
+        self.stride_x = o["stride_x"] or o["stride"]
+        self.stride_y = o["stride_y"] or o["stride"]
+        self.size = o["size"] or o["stride"]
+        self.padding = self.size - 1 if o["padding"] == -1 else o["padding"]
+        self.out_shape = (c, (h + self.padding - self.size) // self.stride_y + 1,
+                          (w + self.padding - self.size) // self.stride_x + 1)
+
+    def flops(self):
+        c, oh, ow = self.out_shape
+        return float(self.size * self.size * c * oh * ow)
+
+    def receptive(self, rf):
+        r, j = self._rf_in(rf)
+        return r + (self.size - 1) * j, j * max(self.stride_x, self.stride_y)
+
+
+@register
+class Maxpool(Pool):
+    type = "maxpool"
+    doc = "max pooling; maxpool_depth pools across channels"
+    options = {
+        **POOL_OPTIONS,
+        "maxpool_depth": Opt("int", 0, "pool across channels instead of space (AH)", min=0),
+        "out_channels": Opt("int", 1, "output channels with maxpool_depth", min=1),
+        "antialiasing": Opt("int", 0, "blur after pooling (AH; not computed)", min=0),
+        "maxpool_zero_nonmax": Opt("int", 0, "(AH; not computed)", min=0),
+    }
+
+    def setup(self, layers):
+        if self.opts["maxpool_depth"]:
+            self.image_input()
+            c, h, w = self.in_shape
+            self.size = self.padding = 0
+            self.stride_x = self.stride_y = 1
+            self.out_shape = (self.opts["out_channels"], h, w)
+            return
+        super().setup(layers)
+
+    def flops(self):
+        if self.opts["maxpool_depth"]:
+            return float(self.in_shape[0] * self.out_shape[1] * self.out_shape[2])
+        return super().flops()
+
+    def row(self):
+        return (f"max          {self.size} x {self.size} / {self.stride_x}  "
+                f"{dims(self.in_shape)}   ->  {dims(self.out_shape)}")
+
+    def unsupported(self):
+        for k in ("antialiasing", "maxpool_zero_nonmax"):
+            if self.opts[k]:
+                return f"'{k}={self.opts[k]}' is not computed by darkcfg"
+        return None

@@ -1,0 +1,25 @@
+"""[normalization] / [lrn] (P, A): local response normalisation across channels."""
+from __future__ import annotations
+
+from ..options import Opt
+from .base import Layer, register
+
+
+@register
+class Normalization(Layer):
+    type = "normalization"
+    doc = "local response normalisation across channels"
+    options = {
+        "size": Opt("int", 5, "channels in the window", min=1),
+        "alpha": Opt("float", 0.0001, "scale"),
+        "beta": Opt("float", 0.75, "exponent"),
+        "kappa": Opt("float", 1.0, "offset"),
+    }
+
+    def setup(self, layers):
+        self.image_input()
+
+    def row(self):
+        c, h, w = self.in_shape
+        return (f"Local Response Normalization Layer: {w} x {h} x {c} image, "
+                f"{self.opts['size']} size")

@@ -1,0 +1,44 @@
+"""[route]: channel concatenation of earlier layers (optionally one channel group)."""
+from __future__ import annotations
+
+from ..options import Opt
+from .base import Layer, register
+
+
+@register
+class Route(Layer):
+    type = "route"
+    doc = "concatenate earlier layers' channels; groups/group_id take a slice of each"
+    options = {
+        "layers": Opt("layers", None, "source layers, relative or absolute", required=True),
+        "groups": Opt("int", 1, "split each source into this many channel groups (AH)",
+                      min=1),
+        "group_id": Opt("int", 0, "which group to take (AH)", min=0),
+    }
+
+    def setup(self, layers):
+        self.sources = [self.resolve("layers", k, layers) for k in self.opts["layers"]]
+        g, gid = self.opts["groups"], self.opts["group_id"]
+        if gid >= g:
+            raise self.error(f"'group_id' must be below groups={g}, got {gid}", "group_id")
+        self.groups, self.group_id = g, gid
+        c0, h0, w0 = layers[self.sources[0]].out_shape
+        total = 0
+        for i in self.sources:
+            c, h, w = layers[i].out_shape
+            if (h, w) != (h0, w0):
+                raise self.error(
+                    f"cannot concatenate layer {i} ({w} x {h} x {c}, w x h x c) with layer "
+                    f"{self.sources[0]} ({w0} x {h0} x {c0}): routed layers need the same "
+                    "width and height", "layers")
+            if c % g:
+                raise self.error(f"groups={g} must divide the {c} channels of layer {i}",
+                                 "groups")
+            total += c // g
+        self.out_shape = (total, h0, w0)
+
+    def receptive(self, rf):
+        return max(rf[i] for i in self.sources)
+
+    def row(self):
+        return "route " + "".join(f" {i}" for i in self.sources)

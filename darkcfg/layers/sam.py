@@ -1,0 +1,36 @@
+"""[sam] (AH): element-wise product of the previous layer and an earlier one."""
+from __future__ import annotations
+
+from ..activations import ACTIVATIONS
+from ..options import Opt
+from .base import Layer, dims, register
+
+
+@register
+class Sam(Layer):
+    type = "sam"
+    doc = "spatial attention: previous * from, element-wise"
+    options = {
+        "from": Opt("layers", None, "the layer to multiply with", required=True),
+        "activation": Opt("str", "linear", "activation", choices=ACTIVATIONS),
+    }
+
+    def setup(self, layers):
+        self.sources = [self.resolve("from", self.opts["from"][0], layers)]
+        self.activation = self.opts["activation"]
+        shape = layers[self.sources[0]].out_shape
+        if shape != self.in_shape:
+            fc, fh, fw = shape
+            c, h, w = self.in_shape
+            raise self.error(f"layer {self.sources[0]} is {fw} x {fh} x {fc} but the previous "
+                             f"layer is {w} x {h} x {c} (w x h x c); [sam] needs equal shapes",
+                             "from")
+
+    def flops(self):
+        return float(self.outputs)
+
+    def receptive(self, rf):
+        return max(self._rf_in(rf), rf[self.sources[0]])
+
+    def row(self):
+        return f"scale Layer: {self.sources[0]}  {dims(self.out_shape)}"

@@ -1,0 +1,72 @@
+"""[shortcut]: residual sum of the previous layer and one or more earlier layers."""
+from __future__ import annotations
+
+from ..activations import ACTIVATIONS
+from ..options import Opt
+from .base import Layer, dims, register
+
+
+@register
+class Shortcut(Layer):
+    type = "shortcut"
+    doc = "residual add: act(alpha*previous + beta*from), over the overlapping channels"
+    options = {
+        "from": Opt("layers", None, "layer(s) added to the previous layer", required=True),
+        "activation": Opt("str", "linear", "activation after the sum", choices=ACTIVATIONS),
+        "alpha": Opt("float", 1.0, "scale on the previous layer (P)"),
+        "beta": Opt("float", 1.0, "scale on the from layer (P)"),
+        "weights_type": Opt("str", "none", "learnable fusion weights (AH)",
+                            choices=("none", "per_feature", "per_layer", "per_channel")),
+        "weights_normalization": Opt("str", "none", "fusion weight normalisation (AH)",
+                                     choices=("none", "relu", "avg_relu", "softmax")),
+    }
+
+    def setup(self, layers):
+        self.image_input()
+        self.sources = [self.resolve("from", k, layers) for k in self.opts["from"]]
+        self.activation = self.opts["activation"]
+        c, h, w = self.in_shape
+        self.factors = []
+        for i in self.sources:
+            fc, fh, fw = layers[i].out_shape
+            # P maps an integer factor: a larger `from` is sampled with stride fw/w, a
+            # smaller one is added at every w/fw-th cell (reference case `shortcut`).
+            if fw >= w:
+                ok = fw % w == 0 and fh % h == 0 and fw // w == fh // h
+            else:
+                ok = w % fw == 0 and h % fh == 0 and w // fw == h // fh
+            if not ok:
+                raise self.error(
+                    f"cannot add layer {i} ({fw} x {fh} x {fc}, w x h x c) to the previous "
+                    f"layer ({w} x {h} x {c}): the spatial sizes must be equal or differ by "
+                    "the same integer factor on both axes", "from")
+            self.factors.append((fw, fh, fc))
+        if len(self.sources) > 1 and any(f[:2] != (w, h) for f in self.factors):
+            raise self.error("with several 'from' layers every one must have the previous "
+                             f"layer's spatial size {w} x {h}", "from")
+        wt = self.opts["weights_type"]
+        self.nweights = 0
+        if wt in ("per_feature", "per_layer"):
+            self.nweights = len(self.sources) + 1
+        elif wt == "per_channel":
+            self.nweights = (len(self.sources) + 1) * c
+
+    def param_shapes(self):
+        return [("weights", (self.nweights,))] if self.nweights else []
+
+    def flops(self):
+        return float(self.outputs * len(self.sources)) * (2 if self.nweights else 1)
+
+    def receptive(self, rf):
+        return max([self._rf_in(rf)] + [rf[i] for i in self.sources])
+
+    def row(self):
+        src = self.sources[0]
+        fw, fh, fc = self.factors[0]
+        return (f"res  {src:3d}                {dims((fc, fh, fw))}   ->  "
+                f"{dims(self.out_shape)}")
+
+    def unsupported(self):
+        if self.nweights:
+            return "'weights_type' (learnable fusion weights) is not computed by darkcfg"
+        return None

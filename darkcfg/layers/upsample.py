@@ -1,0 +1,40 @@
+"""[upsample]: nearest-neighbour upsampling (negative stride: sum-pool downsampling)."""
+from __future__ import annotations
+
+from ..options import Opt
+from .base import Layer, dims, register
+
+
+@register
+class Upsample(Layer):
+    type = "upsample"
+    doc = "nearest-neighbour x stride, times scale; negative stride sums s x s blocks"
+    options = {
+        "stride": Opt("int", 2, "factor; negative downsamples"),
+        "scale": Opt("float", 1.0, "multiplier on the values"),
+    }
+
+    def setup(self, layers):
+        self.image_input()
+        s = self.opts["stride"]
+        if s == 0:
+            raise self.error("'stride' must not be 0", "stride")
+        self.stride, self.scale = s, self.opts["scale"]
+        c, h, w = self.in_shape
+        if s > 0:
+            self.out_shape = (c, h * s, w * s)
+        else:
+            if h % -s or w % -s:
+                raise self.error(f"downsampling by {-s} needs width and height divisible by "
+                                 f"{-s}; the input is {w} x {h}", "stride")
+            self.out_shape = (c, h // -s, w // -s)
+
+    def receptive(self, rf):
+        r, j = self._rf_in(rf)
+        return (r, j / self.stride) if self.stride > 0 else (r + (-self.stride - 1) * j,
+                                                             j * -self.stride)
+
+    def row(self):
+        name = "upsample  " if self.stride > 0 else "downsample"
+        return (f"{name}         {abs(self.stride):2d}x  {dims(self.in_shape)}   ->  "
+                f"{dims(self.out_shape)}")

@@ -1,0 +1,78 @@
+"""[yolo]: YOLOv3/v4 detection head (logistic on x, y, objectness and classes)."""
+from __future__ import annotations
+
+from ..options import Opt
+from .base import Layer, register
+
+# Detector-training and tracking knobs darkcfg accepts without modelling (DECISIONS §1).
+YOLO_QUIET = frozenset({
+    "jitter", "random", "resize", "focal_loss", "max_delta", "objectness_smooth",
+    "counters_per_class", "label_smooth_eps", "track_history_size", "track_ciou_norm",
+    "sim_thresh", "dets_for_track", "dets_for_show", "embedding_layer", "show_details",
+    "map", "uc_normalizer", "yolo_point", "iou_thresh_kind", "stretch_sway", "rotate",
+})
+
+
+@register
+class Yolo(Layer):
+    type = "yolo"
+    doc = "YOLO head: decodes boxes for `mask` anchors; its loss trains them"
+    options = {
+        "classes": Opt("int", 20, "number of classes", min=1),
+        "num": Opt("int", 1, "total number of anchors", min=1),
+        "mask": Opt("ints", None, "anchors used by this head (default: all)"),
+        "anchors": Opt("floats", None, "anchor w,h pairs in network-input pixels"),
+        "ignore_thresh": Opt("float", 0.5, "no objectness loss above this IoU"),
+        "truth_thresh": Opt("float", 1.0, "IoU making a prediction a positive"),
+        "max": Opt("int", 90, "max truth boxes per image", min=1),
+        "scale_x_y": Opt("float", 1.0, "x,y scaling (AH)"),
+        "new_coords": Opt("int", 0, "scaled-YOLOv4 box coding (AH)", min=0),
+        "iou_loss": Opt("str", "mse", "box loss (AH)",
+                        choices=("mse", "iou", "giou", "diou", "ciou")),
+        "iou_normalizer": Opt("float", 0.75, "box loss weight (AH)"),
+        "obj_normalizer": Opt("float", 1.0, "objectness loss weight (AH)"),
+        "cls_normalizer": Opt("float", 1.0, "class loss weight (AH)"),
+        "delta_normalizer": Opt("float", 1.0, "delta weight (AH)"),
+        "iou_thresh": Opt("float", 1.0, "extra anchors above this IoU (AH)"),
+        "nms_kind": Opt("str", "default", "NMS kind (AH)",
+                        choices=("default", "greedynms", "diounms", "cornersnms")),
+        "beta_nms": Opt("float", 0.6, "DIoU-NMS beta (AH)"),
+    }
+    quiet = YOLO_QUIET
+    per_anchor = 5          # x, y, w, h, objectness
+
+    def setup(self, layers):
+        o = self.opts
+        self.classes, self.total = o["classes"], o["num"]
+        self.mask = o["mask"] if o["mask"] is not None else list(range(self.total))
+        anchors = o["anchors"] or []
+        if o["anchors"] is not None and len(anchors) % 2:
+            raise self.error(f"'anchors' needs w,h pairs; got {len(anchors)} numbers",
+                             "anchors")
+        for m in self.mask:
+            if m < 0:
+                raise self.error(f"mask index {m} is negative", "mask")
+        if max(self.mask) >= self.total:
+            have = len(anchors) // 2
+            self.lenient(f"mask index {max(self.mask)} is outside the {self.total} anchors "
+                         f"(num={self.total})", "mask",
+                         f"using num={have}, the number of anchors listed")
+            self.total = have
+            if max(self.mask) >= self.total:
+                raise self.error(f"mask index {max(self.mask)} is outside the {have} "
+                                 "anchors listed", "mask")
+        if o["anchors"] is not None and len(anchors) < 2 * self.total:
+            raise self.error(f"num={self.total} anchors need {2 * self.total} numbers in "
+                             f"'anchors'; got {len(anchors)}", "anchors")
+        self.anchors = anchors
+        c, h, w = self.in_shape
+        want = len(self.mask) * (self.classes + self.per_anchor)
+        if c != want:
+            raise self.error(
+                f"the previous layer has {c} channels but this head needs "
+                f"{len(self.mask)} anchors x ({self.classes} classes + {self.per_anchor}) = "
+                f"{want}: set filters={want} in the [convolutional] before it", "classes")
+        self.truths = o["max"] * 5
+
+    def row(self):
+        return "yolo"
