@@ -11,12 +11,15 @@ from __future__ import annotations
 import warnings
 from typing import TYPE_CHECKING, Any, ClassVar
 
+import numpy as np
+
 from ..cfg import Section
 from ..errors import CfgError, CfgWarning
 from ..options import Opt, read_options
 
 if TYPE_CHECKING:
     from ..graph import NetInfo
+    from ..network import Network
 
 Shape = tuple[int, int, int]          # (c, h, w), Darknet's planar order
 
@@ -97,6 +100,22 @@ class Layer:
         """Why darkcfg cannot run this layer (None when it can)."""
         return None if self.runnable else f"[{self.section.written}] layers cannot run in " \
             "darkcfg yet (shape and parameters only)"
+
+    # --- running (network.py calls these; kernels come from darkcfg.kernels) -------------
+    def allocate(self) -> None:
+        """Create `self.params` (Darknet names, weights-file order) with Darknet's inference
+        defaults: zeros, BN scales and rolling variances 1."""
+        self.params: dict[str, np.ndarray] = {}
+        for name, shape in self.param_shapes():
+            fill = 1.0 if name in ("scales", "rolling_variance") else 0.0
+            self.params[name] = np.full(shape, fill, dtype=np.float32)
+
+    def forward(self, x: np.ndarray, net: Network) -> np.ndarray:
+        """x: the previous layer's output (N, C, H, W) float32 C-contiguous (the network
+        input for layer 0). Returns (N, *out_shape) float32; other layers' outputs are in
+        `net.outputs`, `net.train` says whether this is a training pass. The array may be
+        a buffer reused by the next call."""
+        raise NotImplementedError(f"[{self.type}] has no forward pass yet")
 
     # --- helpers ------------------------------------------------------------------------
     @property
