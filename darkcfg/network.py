@@ -68,9 +68,10 @@ class Network:
             self.outputs[i] = x
         return self.outputs[self.output_index]
 
-    def load_weights(self, path: str | os.PathLike) -> None:
+    def load_weights(self, path: str | os.PathLike):
+        """Read a .weights file; returns a `weights.LoadReport`."""
         from .weights import load_weights
-        load_weights(self, path)
+        return load_weights(self, path)
 
     def save_weights(self, path: str | os.PathLike) -> None:
         from .weights import save_weights

@@ -1,0 +1,193 @@
+"""Darknet .weights files: header, then every layer's arrays in cfg order (float32 LE).
+
+See ../shared/spec/weights-format.md. A file is meaningless without its cfg, so every
+problem names the layer and the byte offset where the cfg and the file part ways.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .errors import WeightsError
+
+if TYPE_CHECKING:
+    from .layers import Layer
+    from .network import Network
+
+BN_TRIPLET = ("scales", "rolling_mean", "rolling_variance")
+
+
+class WeightsWarning(UserWarning):
+    """A .weights file that loads, but not completely (a prefix file)."""
+
+
+@dataclass
+class Header:
+    major: int
+    minor: int
+    revision: int
+    seen: int
+    size: int            # header bytes: 16 or 20
+
+    @property
+    def transpose(self) -> bool:
+        return self.major > 1000 or self.minor > 1000
+
+    @property
+    def dialect(self) -> str:
+        # DECISIONS §2: revision >= 5 (AlexeyAB's 0.2.5) means the alexeyab dialect
+        return "alexeyab" if (self.major, self.minor) == (0, 2) and self.revision >= 5 \
+            else "pjreddie"
+
+    def pack(self) -> bytes:
+        head = np.array([self.major, self.minor, self.revision], "<i4").tobytes()
+        seen = np.array([self.seen], "<u8" if self.size == 20 else "<u4").tobytes()
+        return head + seen
+
+
+@dataclass
+class LoadReport:
+    layers_loaded: int        # layers with parameters that were read
+    layers_with_params: int
+    bytes_read: int
+    header: Header
+
+    @property
+    def complete(self) -> bool:
+        return self.layers_loaded == self.layers_with_params
+
+
+def read_header(path: str | os.PathLike) -> Header:
+    path = os.fspath(path)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(20)
+    except OSError as e:
+        raise WeightsError(f"{path}: cannot read: {e.strerror}") from None
+    if len(head) < 16:
+        raise WeightsError(f"{path}: {len(head)} bytes is too short for a .weights header "
+                           "(16 or 20 bytes)")
+    major, minor, revision = (int(v) for v in np.frombuffer(head[:12], "<i4"))
+    # AH's rule (weights-format.md §2): 8-byte `seen` from version 0.2 on
+    if major * 10 + minor >= 2:
+        if len(head) < 20:
+            raise WeightsError(f"{path}: {len(head)} bytes is too short for a version "
+                               f"{major}.{minor}.{revision} header (20 bytes)")
+        return Header(major, minor, revision, int(np.frombuffer(head[12:20], "<u8")[0]), 20)
+    return Header(major, minor, revision, int(np.frombuffer(head[12:16], "<u4")[0]), 16)
+
+
+def file_arrays(layer: Layer) -> list[str]:
+    """Names of the arrays this layer reads from a file, in order (dontload/dontloadscales)."""
+    if layer.opts.get("dontload"):
+        return []
+    names = [name for name, _ in layer.param_shapes()]
+    if layer.opts.get("dontloadscales"):
+        names = [n for n in names if n not in BN_TRIPLET]
+    return names
+
+
+def _from_file(layer: Layer, name: str, flat: np.ndarray, header: Header) -> np.ndarray:
+    """File layout -> darkcfg's array for the flipped/transposed variants."""
+    shape = layer.params[name].shape
+    if name == "weights" and layer.type == "convolutional" and layer.opts.get("flipped"):
+        n = shape[0]
+        return flat.reshape(-1, n).T.reshape(shape)      # file: [c*k*k][n]
+    if name == "weights" and layer.type == "connected" and header.transpose:
+        return flat.reshape(shape[1], shape[0]).T.reshape(shape)   # file: [in][out]
+    return flat.reshape(shape)
+
+
+def _to_file(layer: Layer, name: str, array: np.ndarray, header: Header) -> np.ndarray:
+    if name == "weights" and layer.type == "convolutional" and layer.opts.get("flipped"):
+        return array.reshape(array.shape[0], -1).T
+    if name == "weights" and layer.type == "connected" and header.transpose:
+        return array.T
+    return array
+
+
+def load_weights(net: Network, path: str | os.PathLike) -> LoadReport:
+    """Fill the network's parameters from a .weights file.
+
+    A file that stops exactly between two layers is a prefix file (`darknet partial`,
+    e.g. darknet53.conv.74): those layers load and a WeightsWarning says how many. A file
+    that stops inside a layer, or that has bytes left over, is a WeightsError.
+    """
+    path = os.fspath(path)
+    header = read_header(path)
+    data = np.fromfile(path, dtype="<f4", offset=header.size) \
+        if os.path.getsize(path) > header.size else np.empty(0, "<f4")
+    extra_bytes = (os.path.getsize(path) - header.size) % 4
+    name = os.path.basename(path)
+    with_params = [lay for lay in net.layers if file_arrays(lay)]
+    expected = header.size + 4 * sum(lay.params[n].size for lay in with_params
+                                     for n in file_arrays(lay))
+    pos, loaded = 0, 0
+    for layer in with_params:
+        if pos == data.size:
+            break
+        for arr_name in file_arrays(layer):
+            arr = layer.params[arr_name]
+            if pos + arr.size > data.size:
+                raise WeightsError(
+                    f"{name}: the file ends inside layer {layer.index} [{layer.type}] "
+                    f"('{arr_name}', {arr.size} values from byte "
+                    f"{header.size + 4 * pos}): it has {header.size + 4 * data.size + extra_bytes}"
+                    f" bytes, this cfg needs {expected}. These weights were probably made "
+                    "for a different cfg (check filters, size, classes, batch_normalize).")
+            arr[...] = _from_file(layer, arr_name, data[pos:pos + arr.size], header)
+            pos += arr.size
+        loaded += 1
+    if pos < data.size or extra_bytes:
+        last = with_params[-1] if with_params else None
+        left = 4 * (data.size - pos) + extra_bytes
+        where = f"after the last layer with parameters, {last.index} [{last.type}]" if last \
+            else "and this cfg has no parameters at all"
+        raise WeightsError(
+            f"{name}: {left} bytes are left over at byte {header.size + 4 * pos} {where}: "
+            f"the file has {os.path.getsize(path)} bytes, this cfg needs {expected}. These "
+            "weights were probably made for a different (larger) cfg.")
+    if loaded < len(with_params):
+        nxt = with_params[loaded]
+        warnings.warn(f"{name}: loaded {loaded} of {len(with_params)} layers with parameters "
+                      f"(a prefix file ending before layer {nxt.index} [{nxt.type}]); the "
+                      "rest keep their initial values", WeightsWarning, stacklevel=2)
+    net.seen = header.seen
+    net.header = header
+    return LoadReport(loaded, len(with_params), header.size + 4 * pos, header)
+
+
+def default_header(net: Network) -> Header:
+    revision = 5 if net.graph.net.dialect == "alexeyab" else 0
+    return Header(0, 2, revision, 0, 20)
+
+
+def save_weights(net: Network, path: str | os.PathLike) -> None:
+    """Write the network's parameters atomically (a crash never leaves a broken file).
+
+    A network loaded from a file is written with that file's header layout, so load-then-
+    save is byte-identical; otherwise 0.2.0 (pjreddie) or 0.2.5 (alexeyab)."""
+    path = os.fspath(path)
+    header = getattr(net, "header", None) or default_header(net)
+    header = Header(header.major, header.minor, header.revision, int(net.seen), header.size)
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".weights", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(header.pack())
+            for layer in net.layers:
+                if layer.opts.get("dontsave"):
+                    continue
+                for name, _ in layer.param_shapes():
+                    arr = _to_file(layer, name, layer.params[name], header)
+                    f.write(np.ascontiguousarray(arr, dtype="<f4").tobytes())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
