@@ -47,6 +47,8 @@ class Section:
 
     def error(self, message: str, key: str | None = None, **kw) -> CfgError:
         entry = self.entries.get(key) if key else None
+        if entry and f"'{key}" not in message:
+            message = f"'{key}={entry.value}': {message}"
         return CfgError(message, file=self.file, line=entry.line if entry else self.line,
                         section=self.written, index=self.index, key=key,
                         value=entry.value if entry else None, **kw)
