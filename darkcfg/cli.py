@@ -6,7 +6,7 @@ import sys
 import warnings
 
 from . import __version__
-from .errors import CfgWarning, DarkcfgError
+from .errors import CfgWarning, DarkcfgError, DataError
 
 
 def _shape_args(p: argparse.ArgumentParser) -> None:
@@ -31,6 +31,38 @@ def cmd_summary(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .network import Network
+    from .predict import prepare, read_labels, top_k
+    net = Network.load(args.cfg, args.weights, dialect=args.dialect, strict=not args.lenient,
+                       width=args.width, height=args.height, channels=args.channels)
+    names = read_labels(args.labels) if args.labels else None
+    out_len = net.graph.output_layer.outputs
+    if names is not None and len(names) != out_len:
+        raise DataError(f"{args.labels}: {len(names)} labels, but the network has {out_len} "
+                        "outputs")
+    failed, outputs = 0, []
+    for path in args.images:
+        try:
+            x = prepare(path, net.input_shape)
+        except DarkcfgError as e:
+            print(f"darkcfg: error: {e}", file=sys.stderr)
+            failed += 1
+            continue
+        y = net.forward(x[None])[0].ravel().copy()
+        outputs.append(y)
+        print(f"{path}:")
+        for i, p in top_k(y, min(args.top, y.size)):
+            label = names[i] if names else f"class {i}"
+            print(f"  {100 * p:6.2f}%  {label}")
+    if args.output and outputs:
+        np.save(args.output, np.stack(outputs))
+        print(f"saved {len(outputs)} x {outputs[0].size} outputs to {args.output}")
+    return 1 if failed else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="darkcfg", description="Run, summarise and train Darknet .cfg networks on a CPU.")
@@ -43,6 +75,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="table (Darknet's layout plus extras), json, or dot (Graphviz)")
     _shape_args(p)
     p.set_defaults(func=cmd_summary)
+
+    p = sub.add_parser("run", help="run a network on images; top-k classes for classifiers")
+    p.add_argument("cfg", help="the .cfg file")
+    p.add_argument("weights", help="the .weights file")
+    p.add_argument("images", nargs="+", help="image files (PNG, JPEG, ...)")
+    p.add_argument("--labels", help="class names, one per line")
+    p.add_argument("--top", type=int, default=5, help="how many classes to print (5)")
+    p.add_argument("--output", help="save the raw network outputs as a .npy array")
+    _shape_args(p)
+    p.set_defaults(func=cmd_run)
     for extend in _EXTENSIONS:
         extend(sub)
     return parser
