@@ -31,6 +31,9 @@ class Network:
         self.seen = 0
         for layer in self.layers:
             layer.allocate()
+            layer.allocate_grads()
+        self.truth: np.ndarray | None = None
+        self.rng = np.random.default_rng(0)     # dropout masks and augmentation
         self.outputs: list[np.ndarray | None] = [None] * len(self.layers)
         self.output_index = graph.output_layer.index
 
@@ -67,6 +70,83 @@ class Network:
             x = layer.forward(x, self)
             self.outputs[i] = x
         return self.outputs[self.output_index]
+
+    # --- training -----------------------------------------------------------------------
+    def init_weights(self, seed: int = 0) -> None:
+        """Random initial parameters as Darknet draws them for training from scratch."""
+        rng = np.random.default_rng(seed)
+        for layer in self.layers:
+            layer.init_params(rng)
+
+    def add_grad(self, index: int, g: np.ndarray) -> None:
+        """Accumulate dLoss/d(output of layer `index`)."""
+        have = self.grads[index]
+        if have is None:
+            self.grads[index] = g.copy()
+        else:
+            have += g
+
+    def forward_train(self, x: np.ndarray, truth: np.ndarray | None) -> float:
+        """A training-mode forward pass (batch statistics, dropout, losses against
+        `truth`, shape (N, truths)); returns the network cost as Darknet reports it: the
+        mean over the layers that have a cost of each one's summed cost."""
+        self.train = True
+        self.truth = None if truth is None else np.ascontiguousarray(truth, np.float32)
+        try:
+            self.forward(x)
+        finally:
+            self.train = False
+        costs = [lay.cost for lay in self.layers if getattr(lay, "cost", None) is not None]
+        return float(np.mean(costs)) if costs else 0.0
+
+    def backward(self) -> None:
+        """Gradients of the last `forward_train`, last layer first; accumulates into every
+        layer's `grads`. Stops at a layer with stopbackward (it and earlier layers get
+        none)."""
+        self.grads: list[np.ndarray | None] = [None] * len(self.layers)
+        for i in range(len(self.layers) - 1, -1, -1):
+            layer = self.layers[i]
+            if layer.opts["stopbackward"]:
+                break
+            dy, self.grads[i] = self.grads[i], None        # free as we go
+            if layer.opts["onlyforward"]:
+                continue
+            dx = layer.backward(dy, self)
+            if dx is not None and i > 0:
+                self.add_grad(i - 1, dx)
+
+    @property
+    def iteration(self) -> int:
+        """Darknet's get_current_batch: images seen / images per update."""
+        o = self.graph.net.opts
+        return self.seen // (self.graph.net.batch * o["subdivisions"])
+
+    def train_step(self, x: np.ndarray, truth: np.ndarray) -> float:
+        """One iteration under the cfg's rules: `subdivisions` forward/backward passes over
+        mini-batches of x (N = batch images, truth (N, truths)), then one SGD update with
+        the scheduled learning rate. Returns the loss per image, as Darknet prints it."""
+        from .schedule import check_schedule, learning_rate
+        from .sgd import update_layer
+        o = self.graph.net.opts
+        mini, subs = self.graph.net.batch, o["subdivisions"]
+        x = np.asarray(x, np.float32)
+        truth = np.asarray(truth, np.float32).reshape(len(x), -1)
+        if len(x) != mini * subs:
+            raise DarkcfgError(f"train_step takes batch={mini * subs} images (batch/"
+                               f"subdivisions={mini} per pass, {subs} passes); got {len(x)}")
+        check_schedule(o, self.graph.net.section)
+        total = 0.0
+        for k in range(subs):
+            self.seen += mini
+            part = slice(k * mini, (k + 1) * mini)
+            total += self.forward_train(x[part], truth[part])
+            self.backward()
+        rate = learning_rate(o, self.iteration, self.rng)
+        self.last_rate = rate
+        for layer in self.layers:
+            if layer.grads:
+                update_layer(layer, rate, o["momentum"], o["decay"], mini * subs)
+        return total / (subs * mini)
 
     def load_weights(self, path: str | os.PathLike):
         """Read a .weights file; returns a `weights.LoadReport`."""

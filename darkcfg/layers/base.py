@@ -117,6 +117,35 @@ class Layer:
         a buffer reused by the next call."""
         raise NotImplementedError(f"[{self.type}] has no forward pass yet")
 
+    def backward(self, dy: np.ndarray | None, net: Network) -> np.ndarray | None:
+        """Training only, after `forward(x, net)` with net.train True.
+
+        dy: dLoss/d(this layer's output), (N, *out_shape) float32, or None when no gradient
+        reached this layer (a loss layer then still has its own). Accumulates (+=) the
+        parameter gradients into `self.grads`, adds gradients for the layers in
+        `self.sources` with `net.add_grad(j, g)`, and returns dLoss/d(input) (N, *in_shape)
+        or None (no gradient flows down)."""
+        raise NotImplementedError(f"[{self.type}] has no backward pass yet")
+
+    # Parameters that SGD trains (the rolling BN statistics are not among them).
+    TRAINED = ("weights", "biases", "scales")
+
+    def allocate_grads(self) -> None:
+        self.grads = {k: np.zeros_like(v) for k, v in self.params.items() if k in self.TRAINED}
+        self.updates = {k: np.zeros_like(v) for k, v in self.grads.items()}
+
+    def init_params(self, rng: np.random.Generator) -> None:
+        """Darknet's initialisation for training from scratch (training.md §9): weights
+        scaled by sqrt(2/fan_in); biases 0; BN scales 1, rolling mean 0, variance 0."""
+        for name, arr in self.params.items():
+            if name == "weights":
+                fan_in = max(1, int(np.prod(arr.shape[1:])))
+                arr[...] = np.sqrt(2.0 / fan_in) * rng.standard_normal(arr.shape)
+            elif name == "scales":
+                arr[...] = 1
+            else:
+                arr[...] = 0
+
     # --- helpers ------------------------------------------------------------------------
     @property
     def outputs(self) -> int:
