@@ -1,9 +1,16 @@
 """[activation] (P, A): an element-wise activation."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+import numpy as np
+
 from ..activations import ACTIVATIONS
 from ..options import Opt
 from .base import Layer, register
+
+if TYPE_CHECKING:
+    from ..network import Network
 
 
 @register
@@ -17,3 +24,11 @@ class Activation(Layer):
 
     def row(self):
         return f"Activation Layer: {self.inputs} inputs"
+
+    def forward(self, x: np.ndarray, net: Network) -> np.ndarray:
+        # x (N, C, H, W) -> same shape, into this layer's own buffer: x is the previous
+        # layer's output, which later layers (route, shortcut) may still read.
+        from ..kernels import activations, conv
+        self._out = out = conv.reuse(getattr(self, "_out", None), x.shape)
+        np.copyto(out, x)
+        return activations.activate(out, self.activation)

@@ -1,7 +1,14 @@
 """[batchnorm] (P, A): standalone per-channel batch normalisation."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+import numpy as np
+
 from .base import Layer, register
+
+if TYPE_CHECKING:
+    from ..network import Network
 
 
 @register
@@ -24,3 +31,13 @@ class Batchnorm(Layer):
     def row(self):
         c, h, w = self.in_shape
         return f"Batch Normalization Layer: {w} x {h} x {c} image"
+
+    def forward(self, x: np.ndarray, net: Network) -> np.ndarray:
+        # x (N, C, H, W) -> same shape (own buffer, as [activation]). P has no biases in
+        # the file and adds zeros (reference case `batchnorm_crop`); A reads biases first.
+        from ..kernels import bn, conv
+        p = self.params
+        self._out = out = conv.reuse(getattr(self, "_out", None), x.shape)
+        np.copyto(out, x)
+        return bn.bn_inference(out, p["scales"], p["rolling_mean"], p["rolling_variance"],
+                               p.get("biases"), self.net.dialect)

@@ -1,9 +1,16 @@
 """[connected] / [conn]: fully connected layer over the flattened C,H,W input."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+import numpy as np
+
 from ..options import Opt
 from .base import Layer, register
 from .convolutional import ACT
+
+if TYPE_CHECKING:
+    from ..network import Network
 
 
 @register
@@ -37,3 +44,16 @@ class Connected(Layer):
 
     def row(self):
         return f"connected                            {self.inputs:4d}  ->  {self.n:4d}"
+
+    def forward(self, x: np.ndarray, net: Network) -> np.ndarray:
+        # x (N, C, H, W) flattened in C,H,W order -> (N, n, 1, 1) = x W^T, then BN over
+        # the n outputs (reference case `connected`) or bias, then activation.
+        from ..kernels import activations, bn, conv
+        p = self.params
+        self._out = out = conv.dense(x, p["weights"], out=getattr(self, "_out", None))
+        if self.batch_normalize:
+            bn.bn_inference(out, p["scales"], p["rolling_mean"], p["rolling_variance"],
+                            p["biases"], self.net.dialect)
+        else:
+            bn.add_bias(out, p["biases"])
+        return activations.activate(out, self.activation)

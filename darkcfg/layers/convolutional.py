@@ -1,9 +1,16 @@
 """[convolutional] / [conv]: grouped, dilated, strided 2-D convolution (+ BN, activation)."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+import numpy as np
+
 from ..activations import ACTIVATIONS
 from ..options import Opt
 from .base import Layer, dims, register
+
+if TYPE_CHECKING:
+    from ..network import Network
 
 ACT = Opt("str", "logistic", "activation after the layer", choices=ACTIVATIONS)
 
@@ -97,3 +104,20 @@ class Convolutional(Layer):
         if self.share is not None:
             return "'share_index' (weights shared with another layer) is not computed by darkcfg"
         return None
+
+    def forward(self, x: np.ndarray, net: Network) -> np.ndarray:
+        # x (N, C, H, W) -> (N, n, oh, ow): conv, then BN (whose biases are the conv
+        # biases) or bias, then activation. Buffers are reused across calls.
+        from ..kernels import activations, bn, conv
+        p = self.params
+        out, self._work = conv.conv2d(
+            x, p["weights"], sy=self.stride_y, sx=self.stride_x,
+            pad=self.pad * self.dilation, d=self.dilation, groups=self.groups,
+            out=getattr(self, "_out", None), work=getattr(self, "_work", None))
+        self._out = out
+        if self.batch_normalize:
+            bn.bn_inference(out, p["scales"], p["rolling_mean"], p["rolling_variance"],
+                            p["biases"], self.net.dialect)
+        else:
+            bn.add_bias(out, p["biases"])
+        return activations.activate(out, self.activation)

@@ -1,9 +1,16 @@
 """[deconvolutional] / [deconv] (P): transposed convolution."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+import numpy as np
+
 from ..options import Opt
 from .base import Layer, dims, register
 from .convolutional import ACT
+
+if TYPE_CHECKING:
+    from ..network import Network
 
 
 @register
@@ -49,3 +56,19 @@ class Deconvolutional(Layer):
     def row(self):
         return (f"deconv{self.n:5d} {self.size:2d} x{self.size:2d} /{self.stride:2d}  "
                 f"{dims(self.in_shape)}   ->  {dims(self.out_shape)}")
+
+    def forward(self, x: np.ndarray, net: Network) -> np.ndarray:
+        # x (N, c, h, w) -> (N, n, OH, OW): Darknet P's W^T x + col2im (reference case
+        # `deconv`), then BN or bias, then activation.
+        from ..kernels import activations, bn, conv
+        p = self.params
+        out, self._work = conv.deconv2d(x, p["weights"], s=self.stride, pad=self.pad,
+                                        out=getattr(self, "_out", None),
+                                        work=getattr(self, "_work", None))
+        self._out = out
+        if self.batch_normalize:
+            bn.bn_inference(out, p["scales"], p["rolling_mean"], p["rolling_variance"],
+                            p["biases"], self.net.dialect)
+        else:
+            bn.add_bias(out, p["biases"])
+        return activations.activate(out, self.activation)

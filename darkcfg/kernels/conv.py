@@ -1,0 +1,103 @@
+"""Convolution, transposed convolution and dense products: im2col + one SGEMM per group.
+
+The GEMMs are NumPy matmuls on float32 arrays (OpenBLAS sgemm); the patch gathering is
+the Numba im2col/col2im. Nothing here adds biases or activates: the layers do that with
+kernels.bn and kernels.activations.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .config import check_f32
+from .im2col import col2im_add, im2col
+
+
+def reuse(buf: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray:
+    """`buf` when it already is a float32 array of `shape`, else a new (uninitialised) one."""
+    shape = tuple(int(s) for s in shape)
+    if buf is not None and buf.shape == shape:
+        return buf
+    return np.empty(shape, np.float32)
+
+
+def conv_out_hw(h: int, w: int, k: int, sy: int, sx: int, pad: int, d: int
+                ) -> tuple[int, int]:
+    """Output (oh, ow) of a k x k conv with dilation d and `pad` pixels applied per side."""
+    extent = d * (k - 1) + 1
+    return (h + 2 * pad - extent) // sy + 1, (w + 2 * pad - extent) // sx + 1
+
+
+def conv2d(x: np.ndarray, weights: np.ndarray, *, sy: int = 1, sx: int = 1, pad: int = 0,
+           d: int = 1, groups: int = 1, out: np.ndarray | None = None,
+           work: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """x (N, C, H, W), weights (n, C/groups, k, k) -> out (N, n, oh, ow), no bias.
+
+    `pad` is the padding applied per side (Darknet AH: padding * dilation). Returns
+    (out, work): `work` is the im2col buffer, (C*k*k, oh*ow), to pass back next call.
+    A 1x1 kernel at stride 1 without padding reads x directly (P also skips im2col for
+    strided or padded 1x1 convs, which is wrong there: DECISIONS §3).
+    """
+    check_f32("x", x, 4)
+    check_f32("weights", weights, 4)
+    N, C, H, W = x.shape
+    n, cg, k, k2 = weights.shape
+    if k != k2 or cg * groups != C or n % groups:
+        raise ValueError(f"weights {weights.shape} do not fit x {x.shape} with "
+                         f"groups={groups}")
+    oh, ow = conv_out_hw(H, W, k, sy, sx, pad, d)
+    out = reuse(out, (N, n, oh, ow))
+    K, P = cg * k * k, oh * ow
+    wg = weights.reshape(groups, n // groups, K)
+    if k == 1 and sy == 1 and sx == 1 and pad == 0:
+        # (N, g, K, P) stacked GEMMs in one call, no copy of x
+        np.matmul(wg, x.reshape(N, groups, K, P), out=out.reshape(N, groups, n // groups, P))
+        return out, work
+    work = reuse(work, (C * k * k, P))
+    colg = work.reshape(groups, K, P)
+    for b in range(N):
+        im2col(x[b], k, sy, sx, pad, d, oh, ow, work)
+        np.matmul(wg, colg, out=out[b].reshape(groups, n // groups, P))
+    return out, work
+
+
+def deconv_out_hw(h: int, w: int, k: int, s: int, pad: int) -> tuple[int, int]:
+    return (h - 1) * s + k - 2 * pad, (w - 1) * s + k - 2 * pad
+
+
+def deconv2d(x: np.ndarray, weights: np.ndarray, *, s: int = 1, pad: int = 0,
+             out: np.ndarray | None = None, work: np.ndarray | None = None
+             ) -> tuple[np.ndarray, np.ndarray | None]:
+    """Transposed conv: x (N, C, h, w), weights (C, n, k, k) -> out (N, n, OH, OW), no
+    bias; OH = (h-1)*s + k - 2*pad. As Darknet P: columns = W^T x, (n*k*k, h*w), then
+    col2im into a zeroed output. Returns (out, work) like conv2d."""
+    check_f32("x", x, 4)
+    check_f32("weights", weights, 4)
+    N, C, h, w = x.shape
+    c, n, k, k2 = weights.shape
+    if k != k2 or c != C:
+        raise ValueError(f"weights {weights.shape} do not fit x {x.shape}")
+    oh, ow = deconv_out_hw(h, w, k, s, pad)
+    out = reuse(out, (N, n, oh, ow))
+    out.fill(0.0)
+    work = reuse(work, (n * k * k, h * w))
+    wt = weights.reshape(C, n * k * k).T
+    for b in range(N):
+        np.matmul(wt, x[b].reshape(C, h * w), out=work)
+        col2im_add(work, k, s, pad, h, w, out[b])
+    return out, work
+
+
+def dense(x: np.ndarray, weights: np.ndarray, out: np.ndarray | None = None
+          ) -> np.ndarray:
+    """x (N, ...) flattened to (N, inputs), weights (n, inputs) -> out (N, n, 1, 1) = x W^T,
+    no bias (Darknet [connected], weights [output][input])."""
+    check_f32("x", x)
+    check_f32("weights", weights, 2)
+    N = x.shape[0]
+    n, inputs = weights.shape
+    if x.size != N * inputs:
+        raise ValueError(f"x {x.shape} does not flatten to (N, {inputs}) for weights "
+                         f"{weights.shape}")
+    out = reuse(out, (N, n, 1, 1))
+    np.matmul(x.reshape(N, inputs), weights.T, out=out.reshape(N, n))
+    return out
