@@ -99,16 +99,18 @@ class Network:
         costs = [lay.cost for lay in self.layers if getattr(lay, "cost", None) is not None]
         return float(np.mean(costs)) if costs else 0.0
 
-    def backward(self) -> None:
+    def backward(self, keep: bool = False) -> None:
         """Gradients of the last `forward_train`, last layer first; accumulates into every
         layer's `grads`. Stops at a layer with stopbackward (it and earlier layers get
-        none)."""
+        none). keep=True leaves dLoss/d(output) of every layer in `self.grads`."""
         self.grads: list[np.ndarray | None] = [None] * len(self.layers)
         for i in range(len(self.layers) - 1, -1, -1):
             layer = self.layers[i]
             if layer.opts["stopbackward"]:
                 break
-            dy, self.grads[i] = self.grads[i], None        # free as we go
+            dy = self.grads[i]
+            if not keep:
+                self.grads[i] = None            # free as we go
             if layer.opts["onlyforward"]:
                 continue
             dx = layer.backward(dy, self)
