@@ -1,7 +1,14 @@
 """[avgpool] / [avg]: global average pooling to 1 x 1 x c."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+import numpy as np
+
 from .base import Layer, dims, register
+
+if TYPE_CHECKING:
+    from ..network import Network
 
 
 @register
@@ -19,6 +26,11 @@ class Avgpool(Layer):
 
     def receptive(self, rf):
         return float("inf"), self._rf_in(rf)[1]
+
+    def forward(self, x: np.ndarray, net: Network) -> np.ndarray:
+        # x (N, C, H, W) -> (N, C, 1, 1)
+        from ..kernels.pool import global_avgpool
+        return global_avgpool(x)
 
     def row(self):
         return f"avg                     {dims(self.in_shape)}   ->  {self.in_shape[0]:4d}"

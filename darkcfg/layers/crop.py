@@ -1,8 +1,16 @@
 """[crop] (P, A): random crop in training, centre crop at inference, scaled to [-1, 1]."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+import numpy as np
+
 from ..options import Opt
 from .base import Layer, register
+from .dropout import layer_rng
+
+if TYPE_CHECKING:
+    from ..network import Network
 
 
 @register
@@ -28,6 +36,23 @@ class Crop(Layer):
             raise self.error(f"crop {cw} x {ch} is larger than the input {w} x {h}",
                              "crop_height" if ch > h else "crop_width")
         self.out_shape = (c, ch, cw)
+
+    def forward(self, x: np.ndarray, net: Network) -> np.ndarray:
+        # x (N, C, H, W) -> (N, C, crop_height, crop_width), then 2x - 1 unless noadjust.
+        # Inference: the centre window, offsets (H - h)//2, (W - w)//2 (case
+        # `batchnorm_crop`). Training: a random window and, with flip=1, a random mirror,
+        # one draw for the whole batch as in Darknet (its CPU path applies no angle,
+        # saturation, exposure or shift).
+        from ..kernels.misc import crop
+        _, h, w = self.in_shape
+        _, oh, ow = self.out_shape
+        top, left, flip = (h - oh) // 2, (w - ow) // 2, False
+        if net.train:
+            rng = layer_rng(self, net)
+            flip = bool(self.opts["flip"]) and bool(rng.integers(2))
+            top, left = int(rng.integers(h - oh + 1)), int(rng.integers(w - ow + 1))
+        scale, shift = (1.0, 0.0) if self.opts["noadjust"] else (2.0, -1.0)
+        return crop(x, top, left, oh, ow, flip, scale, shift)
 
     def row(self):
         c, h, w = self.in_shape

@@ -1,13 +1,23 @@
 """[empty] / [silence] (AH): identity."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+import numpy as np
+
 from .base import Layer, register
+
+if TYPE_CHECKING:
+    from ..network import Network
 
 
 @register
 class Empty(Layer):
     type = "empty"
     doc = "identity"
+
+    def forward(self, x: np.ndarray, net: Network) -> np.ndarray:
+        return x
 
     def row(self):
         return "empty"

@@ -1,8 +1,15 @@
 """[local_avgpool] / [local_avg] (AH): windowed average over the in-image cells."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+import numpy as np
+
 from .base import dims, register
 from .maxpool import POOL_OPTIONS, Pool
+
+if TYPE_CHECKING:
+    from ..network import Network
 
 
 @register
@@ -10,6 +17,11 @@ class LocalAvgpool(Pool):
     type = "local_avgpool"
     doc = "windowed average pooling (mean over in-image cells)"
     options = dict(POOL_OPTIONS)
+
+    def forward(self, x: np.ndarray, net: Network) -> np.ndarray:
+        # x (N, C, H, W) -> (N, *out_shape); the divisor counts the in-image cells only.
+        from ..kernels.pool import local_avgpool
+        return local_avgpool(x, self.size, self.stride_y, self.stride_x, self.padding)
 
     def row(self):
         return (f"avg          {self.size} x {self.size} / {self.stride_x}  "

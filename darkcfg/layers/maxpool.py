@@ -1,8 +1,15 @@
 """[maxpool] / [max]: Darknet's max pooling (total padding, window origin -padding/2)."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+import numpy as np
+
 from ..options import Opt
 from .base import Layer, dims, register
+
+if TYPE_CHECKING:
+    from ..network import Network
 
 POOL_OPTIONS = {
     "stride": Opt("int", 1, "stride on both axes", min=1),
@@ -66,6 +73,17 @@ class Maxpool(Pool):
     def row(self):
         return (f"max          {self.size} x {self.size} / {self.stride_x}  "
                 f"{dims(self.in_shape)}   ->  {dims(self.out_shape)}")
+
+    def forward(self, x: np.ndarray, net: Network) -> np.ndarray:
+        # x (N, C, H, W) -> (N, *out_shape); `indexes` keeps each output's arg-max (flat
+        # index within its sample) for the backward pass, as Darknet does.
+        from ..kernels.pool import maxpool, maxpool_depth
+        if self.opts["maxpool_depth"]:
+            out, self.indexes = maxpool_depth(x, self.out_shape[0])
+        else:
+            out, self.indexes = maxpool(x, self.size, self.stride_y, self.stride_x,
+                                        self.padding)
+        return out
 
     def unsupported(self):
         for k in ("antialiasing", "maxpool_zero_nonmax"):

@@ -1,8 +1,15 @@
 """[normalization] / [lrn] (P, A): local response normalisation across channels."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+import numpy as np
+
 from ..options import Opt
 from .base import Layer, register
+
+if TYPE_CHECKING:
+    from ..network import Network
 
 
 @register
@@ -18,6 +25,12 @@ class Normalization(Layer):
 
     def setup(self, layers):
         self.image_input()
+
+    def forward(self, x: np.ndarray, net: Network) -> np.ndarray:
+        # x (N, C, H, W) -> same shape; Darknet's off-by-one window (case `misc_layers`)
+        from ..kernels.misc import lrn
+        o = self.opts
+        return lrn(x, o["size"], o["alpha"], o["beta"], o["kappa"])
 
     def row(self):
         c, h, w = self.in_shape

@@ -1,8 +1,15 @@
 """[region]: YOLOv2 detection head (logistic x, y, objectness; softmax over classes)."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+import numpy as np
+
 from ..options import Opt
 from .base import Layer, register
+
+if TYPE_CHECKING:
+    from ..network import Network
 
 
 @register
@@ -44,6 +51,26 @@ class Region(Layer):
                 f"x ({self.coords} coords + 1 + {self.classes} classes) = {want}: set "
                 f"filters={want} in the [convolutional] before it", "classes")
         self.truths = 30 * 5
+
+    def forward(self, x: np.ndarray, net: Network) -> np.ndarray:
+        # x (N, num*(coords+1+classes), H, W) -> same shape; per anchor the entries are
+        # x, y, the other coords, objectness (entry `coords`), then the classes. Logistic
+        # on x, y and objectness; the classes get a softmax across them at every cell
+        # (stride H*W) when softmax=1, else a logistic (case `real_yolov2_tiny`).
+        from ..kernels.activations import activate
+        from ..kernels.softmax import softmax_
+        n, _, h, w = x.shape
+        k = self.coords + 1 + self.classes
+        out = x.reshape(n, self.num, k, h * w).copy()
+        for b in range(n):
+            for a in range(self.num):
+                activate(out[b, a, 0:2], "logistic")
+                activate(out[b, a, self.coords:self.coords + 1], "logistic")
+                if not self.opts["softmax"] and self.classes:
+                    activate(out[b, a, self.coords + 1:], "logistic")
+        if self.opts["softmax"] and self.classes:
+            softmax_(out.reshape(n * self.num, k, h * w), self.coords + 1, k)
+        return out.reshape(x.shape)
 
     def row(self):
         return "detection"

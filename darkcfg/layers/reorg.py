@@ -1,8 +1,15 @@
 """[reorg] (Darknet P's YOLOv2 passthrough permutation) and [reorg3d] (space-to-depth)."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+import numpy as np
+
 from ..options import Opt
 from .base import Layer, dims, register
+
+if TYPE_CHECKING:
+    from ..network import Network
 
 
 @register
@@ -38,6 +45,18 @@ class Reorg(Layer):
                                  f"{s}; the input is {w} x {h}", "stride")
             self.out_shape = (c * s * s, h // s, w // s)
 
+    def forward(self, x: np.ndarray, net: Network) -> np.ndarray:
+        # x (N, C, H, W) -> (N, *out_shape): Darknet P's permutation with the input dims,
+        # reading the input as if it were (C/s^2, H*s, W*s) when not reversed (YOLOv2's
+        # passthrough, case `upsample_reorg`); `reverse` is its inverse.
+        from ..kernels.reorg import reorg_darknet
+        c = x.shape[1]
+        if c % (self.stride * self.stride):
+            raise self.error(f"reorg with stride {self.stride} needs channels divisible by "
+                             f"{self.stride * self.stride}; the input has {c} (Darknet "
+                             "divides by zero or leaves values unset here)", "stride")
+        return reorg_darknet(x, self.stride, self.reverse).reshape(-1, *self.out_shape)
+
     def receptive(self, rf):
         r, j = self._rf_in(rf)
         return (r, j) if self.extra or self.flatten else \
@@ -67,6 +86,16 @@ class Reorg3d(Reorg):
         self.opts.setdefault("flatten", 0)
         self.opts.setdefault("extra", 0)
         super().setup(layers)
+
+    def forward(self, x: np.ndarray, net: Network) -> np.ndarray:
+        # x (N, C, H, W) -> (N, *out_shape): AH's genuine space-to-depth (output channel
+        # off*C + k at (j, i) reads channel k at (j*s + off//s, i*s + off%s)). reverse=1 is
+        # its exact inverse, depth-to-space; AH calls the permutation with the output dims
+        # there too, which is not an inverse (DECISIONS §3: darkcfg computes the intent).
+        from ..kernels.reorg import depth_to_space, space_to_depth
+        if self.reverse:
+            return depth_to_space(x, self.stride)
+        return space_to_depth(x, self.stride)
 
     def row(self):
         return (f"reorg3d            /{self.stride:2d}  {dims(self.in_shape)}   ->  "

@@ -1,8 +1,15 @@
 """[route]: channel concatenation of earlier layers (optionally one channel group)."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+import numpy as np
+
 from ..options import Opt
 from .base import Layer, register
+
+if TYPE_CHECKING:
+    from ..network import Network
 
 
 @register
@@ -36,6 +43,17 @@ class Route(Layer):
                                  "groups")
             total += c // g
         self.out_shape = (total, h0, w0)
+
+    def forward(self, x: np.ndarray, net: Network) -> np.ndarray:
+        # sources (N, c_i, H, W) -> (N, sum c_i / groups, H, W): channel slice `group_id`
+        # of each source (AH groups; a contiguous piece of the flat buffer), concatenated
+        # in the listed order. Always a copy, as Darknet copies.
+        parts = []
+        for i in self.sources:
+            y = net.outputs[i]
+            step = y.shape[1] // self.groups
+            parts.append(y[:, self.group_id * step:(self.group_id + 1) * step])
+        return np.concatenate(parts, axis=1)
 
     def receptive(self, rf):
         return max(rf[i] for i in self.sources)

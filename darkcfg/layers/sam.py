@@ -1,9 +1,16 @@
 """[sam] (AH): element-wise product of the previous layer and an earlier one."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+import numpy as np
+
 from ..activations import ACTIVATIONS
 from ..options import Opt
 from .base import Layer, dims, register
+
+if TYPE_CHECKING:
+    from ..network import Network
 
 
 @register
@@ -25,6 +32,12 @@ class Sam(Layer):
             raise self.error(f"layer {self.sources[0]} is {fw} x {fh} x {fc} but the previous "
                              f"layer is {w} x {h} x {c} (w x h x c); [sam] needs equal shapes",
                              "from")
+
+    def forward(self, x: np.ndarray, net: Network) -> np.ndarray:
+        # x, from (N, C, H, W) -> their element-wise product, then the activation
+        from ..kernels.activations import activate
+        out = net.outputs[self.sources[0]] * x
+        return activate(np.ascontiguousarray(out, dtype=np.float32), self.activation)
 
     def flops(self):
         return float(self.outputs)

@@ -1,9 +1,16 @@
 """[scale_channels] (AH): scale a feature map by per-channel (or per-pixel) factors."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+import numpy as np
+
 from ..activations import ACTIVATIONS
 from ..options import Opt
 from .base import Layer, dims, register
+
+if TYPE_CHECKING:
+    from ..network import Network
 
 
 @register
@@ -28,6 +35,13 @@ class ScaleChannels(Layer):
                              f"layer {self.sources[0]} ({fw} x {fh} x {fc}) needs "
                              f"{want[2]} x {want[1]} x {want[0]}", "from")
         self.out_shape = (fc, fh, fw)
+
+    def forward(self, x: np.ndarray, net: Network) -> np.ndarray:
+        # x (N, C, 1, 1) per-channel factors (scale_wh: (N, 1, H, W) per-pixel) times the
+        # `from` map (N, C, H, W), then the activation.
+        from ..kernels.activations import activate
+        out = net.outputs[self.sources[0]] * x
+        return activate(np.ascontiguousarray(out, dtype=np.float32), self.activation)
 
     def flops(self):
         return float(self.outputs)

@@ -1,9 +1,16 @@
 """[shortcut]: residual sum of the previous layer and one or more earlier layers."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+import numpy as np
+
 from ..activations import ACTIVATIONS
 from ..options import Opt
 from .base import Layer, dims, register
+
+if TYPE_CHECKING:
+    from ..network import Network
 
 
 @register
@@ -50,6 +57,24 @@ class Shortcut(Layer):
             self.nweights = len(self.sources) + 1
         elif wt == "per_channel":
             self.nweights = (len(self.sources) + 1) * c
+
+    def forward(self, x: np.ndarray, net: Network) -> np.ndarray:
+        # x (N, C, H, W) -> same shape, activation applied last.
+        from ..kernels.activations import activate
+        from ..kernels.shortcut import shortcut_mix, shortcut_sum
+        adds = [net.outputs[i] for i in self.sources]
+        if len(adds) == 1:
+            # P: alpha*x + beta*from over the overlapping channels, a larger `from` sampled,
+            # a smaller one added sparsely; the rest of x passes unscaled (case `shortcut`).
+            out = shortcut_mix(x, adds[0], self.opts["alpha"], self.opts["beta"])
+        else:
+            # AH: flat per-sample sum, each `from` over its first min(outputs) values. AH has
+            # no alpha/beta, and P no several `from`: refuse rather than guess.
+            if (self.opts["alpha"], self.opts["beta"]) != (1.0, 1.0):
+                raise self.error("'alpha'/'beta' (P) cannot be combined with several "
+                                 "'from' layers (AH)", "alpha")
+            out = shortcut_sum(x, adds)
+        return activate(out, self.activation)
 
     def param_shapes(self):
         return [("weights", (self.nweights,))] if self.nweights else []

@@ -1,8 +1,15 @@
 """[softmax] / [soft]: softmax over contiguous groups, with temperature."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+import numpy as np
+
 from ..options import Opt
 from .base import Layer, register
+
+if TYPE_CHECKING:
+    from ..network import Network
 
 
 @register
@@ -23,6 +30,12 @@ class Softmax(Layer):
             raise self.error(f"groups must divide the layer's {self.inputs} inputs; "
                              f"received groups={g}", "groups")
         self.groups, self.temperature = g, self.opts["temperature"]
+
+    def forward(self, x: np.ndarray, net: Network) -> np.ndarray:
+        # x (N, C, H, W) -> same shape: a softmax over each of `groups` contiguous chunks of
+        # the flat per-sample buffer, logits divided by `temperature` (case `softmax`).
+        from ..kernels.softmax import softmax_groups
+        return softmax_groups(x, self.groups, self.temperature)
 
     def flops(self):
         return 3.0 * self.inputs

@@ -1,8 +1,15 @@
 """[upsample]: nearest-neighbour upsampling (negative stride: sum-pool downsampling)."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+import numpy as np
+
 from ..options import Opt
 from .base import Layer, dims, register
+
+if TYPE_CHECKING:
+    from ..network import Network
 
 
 @register
@@ -28,6 +35,14 @@ class Upsample(Layer):
                 raise self.error(f"downsampling by {-s} needs width and height divisible by "
                                  f"{-s}; the input is {w} x {h}", "stride")
             self.out_shape = (c, h // -s, w // -s)
+
+    def forward(self, x: np.ndarray, net: Network) -> np.ndarray:
+        # x (N, C, H, W) -> (N, *out_shape): nearest neighbour times scale; a negative
+        # stride sums each block times scale (case `upsample_reorg`).
+        from ..kernels.misc import downsample_sum, upsample
+        if self.stride > 0:
+            return upsample(x, self.stride, self.scale)
+        return downsample_sum(x, -self.stride, self.scale)
 
     def receptive(self, rf):
         r, j = self._rf_in(rf)

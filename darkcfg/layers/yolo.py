@@ -1,8 +1,15 @@
 """[yolo]: YOLOv3/v4 detection head (logistic on x, y, objectness and classes)."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+import numpy as np
+
 from ..options import Opt
 from .base import Layer, register
+
+if TYPE_CHECKING:
+    from ..network import Network
 
 # Detector-training and tracking knobs darkcfg accepts without modelling (DECISIONS §1).
 YOLO_QUIET = frozenset({
@@ -73,6 +80,26 @@ class Yolo(Layer):
                 f"{len(self.mask)} anchors x ({self.classes} classes + {self.per_anchor}) = "
                 f"{want}: set filters={want} in the [convolutional] before it", "classes")
         self.truths = o["max"] * 5
+
+    def forward(self, x: np.ndarray, net: Network) -> np.ndarray:
+        # x (N, A*(5+classes), H, W) -> same shape; per anchor a, channel
+        # a*(5+classes) + {0: x, 1: y, 2: w, 3: h, 4: objectness, 5..: classes}. Logistic
+        # on x, y, objectness and classes; w, h stay raw (case `real_yolov3_tiny`). AH:
+        # new_coords=1 applies none (the conv before is already logistic); scale_x_y
+        # maps x, y to x*s - (s-1)/2.
+        from ..kernels.activations import activate
+        n, c, h, w = x.shape
+        a = len(self.mask)
+        out = x.reshape(n, a, c // a, h * w).copy()
+        if not self.opts["new_coords"]:
+            for b in range(n):
+                for k in range(a):
+                    activate(out[b, k, 0:2], "logistic")
+                    activate(out[b, k, 4:], "logistic")
+        s = self.opts["scale_x_y"]
+        if s != 1.0:
+            out[:, :, 0:2] = out[:, :, 0:2] * np.float32(s) + np.float32(-0.5 * (s - 1.0))
+        return out.reshape(x.shape)
 
     def row(self):
         return "yolo"

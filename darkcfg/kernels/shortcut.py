@@ -1,0 +1,58 @@
+"""Residual sums: P's [shortcut] (alpha/beta, channel overlap, integer-factor spatial
+mixing) and AH's flat sum over several `from` layers."""
+from __future__ import annotations
+
+import numpy as np
+from numba import prange
+
+from .config import check_f32, pjit
+
+
+@pjit
+def _shortcut_mix(out, add, alpha, beta):
+    # out (N, C, H, W) in place, add (N, Ca, Ha, Wa). Over the overlapping channels and the
+    # min(H, Ha) x min(W, Wa) grid: a larger `add` is read every `stride`-th cell, a smaller
+    # one lands on every `sample`-th cell of out (sparse, not nearest-neighbour).
+    n, c, h, w = out.shape
+    ca, ha, wa = add.shape[1], add.shape[2], add.shape[3]
+    stride = max(1, wa // w)
+    sample = max(1, w // wa)
+    minc, minh, minw = min(c, ca), min(h, ha), min(w, wa)
+    for bk in prange(n * minc):
+        b, k = bk // minc, bk % minc
+        for j in range(minh):
+            for i in range(minw):
+                o = out[b, k, j * sample, i * sample]
+                out[b, k, j * sample, i * sample] = (alpha * o
+                                                     + beta * add[b, k, j * stride, i * stride])
+
+
+def shortcut_mix(x: np.ndarray, add: np.ndarray, alpha: float = 1.0,
+                 beta: float = 1.0) -> np.ndarray:
+    """x (N, C, H, W), add (N, Ca, Ha, Wa) -> (N, C, H, W): alpha*x + beta*add where they
+    overlap (reference case `shortcut`); the other cells keep x's value, unscaled.
+    Spatial sizes must be equal or differ by one integer factor on both axes."""
+    check_f32("x", x, 4)
+    check_f32("add", add, 4)
+    (n, _, h, w), (na, _, ha, wa) = x.shape, add.shape
+    big, small = (wa, w) if wa >= w else (w, wa)
+    bigh, smallh = (ha, h) if wa >= w else (h, ha)
+    if na != n or big % small or bigh % smallh or big // small != bigh // smallh:
+        raise ValueError(f"cannot add shape {add.shape} to {x.shape}: batch must match and "
+                         "the spatial sizes must differ by one integer factor on both axes")
+    out = x.copy()
+    _shortcut_mix(out, add, np.float32(alpha), np.float32(beta))
+    return out
+
+
+def shortcut_sum(x: np.ndarray, adds: list[np.ndarray]) -> np.ndarray:
+    """x (N, ...) plus each of `adds` (N, ...), per sample on the flat buffers: add k
+    contributes to the first min(len) values only (AH's several-`from` [shortcut])."""
+    n = x.shape[0]
+    out = np.array(x, dtype=np.float32, order="C")
+    flat = out.reshape(n, -1)
+    for a in adds:
+        af = np.asarray(a, dtype=np.float32).reshape(n, -1)
+        m = min(flat.shape[1], af.shape[1])
+        flat[:, :m] += af[:, :m]
+    return out
