@@ -43,6 +43,11 @@ class Reorg(Layer):
             if h % s or w % s:
                 raise self.error(f"reorg with stride {s} needs width and height divisible by "
                                  f"{s}; the input is {w} x {h}", "stride")
+            if self.type == "reorg" and c % (s * s):
+                # P's permutation reads the input as (c/s^2, h*s, w*s)
+                raise self.error(f"reorg with stride {s} needs channels divisible by {s * s};"
+                                 f" the input has {c} (Darknet divides by zero or leaves "
+                                 "values unset here)", "stride")
             self.out_shape = (c * s * s, h // s, w // s)
 
     def forward(self, x: np.ndarray, net: Network) -> np.ndarray:
@@ -50,11 +55,6 @@ class Reorg(Layer):
         # reading the input as if it were (C/s^2, H*s, W*s) when not reversed (YOLOv2's
         # passthrough, case `upsample_reorg`); `reverse` is its inverse.
         from ..kernels.reorg import reorg_darknet
-        c = x.shape[1]
-        if c % (self.stride * self.stride):
-            raise self.error(f"reorg with stride {self.stride} needs channels divisible by "
-                             f"{self.stride * self.stride}; the input has {c} (Darknet "
-                             "divides by zero or leaves values unset here)", "stride")
         return reorg_darknet(x, self.stride, self.reverse).reshape(-1, *self.out_shape)
 
     def receptive(self, rf):

@@ -48,6 +48,10 @@ class Shortcut(Layer):
                     f"layer ({w} x {h} x {c}): the spatial sizes must be equal or differ by "
                     "the same integer factor on both axes", "from")
             self.factors.append((fw, fh, fc))
+        if len(self.sources) > 1 and (self.opts["alpha"], self.opts["beta"]) != (1.0, 1.0):
+            raise self.error("'alpha'/'beta' (P) cannot be combined with several 'from' "
+                             "layers (AH); no Darknet defines that", "alpha"
+                             if "alpha" in self.section.entries else "beta")
         if len(self.sources) > 1 and any(f[:2] != (w, h) for f in self.factors):
             raise self.error("with several 'from' layers every one must have the previous "
                              f"layer's spatial size {w} x {h}", "from")
@@ -68,11 +72,8 @@ class Shortcut(Layer):
             # a smaller one added sparsely; the rest of x passes unscaled (case `shortcut`).
             out = shortcut_mix(x, adds[0], self.opts["alpha"], self.opts["beta"])
         else:
-            # AH: flat per-sample sum, each `from` over its first min(outputs) values. AH has
-            # no alpha/beta, and P no several `from`: refuse rather than guess.
-            if (self.opts["alpha"], self.opts["beta"]) != (1.0, 1.0):
-                raise self.error("'alpha'/'beta' (P) cannot be combined with several "
-                                 "'from' layers (AH)", "alpha")
+            # AH: flat per-sample sum, each `from` over its first min(outputs) values
+            # (alpha/beta with several `from` is refused in setup).
             out = shortcut_sum(x, adds)
         return activate(out, self.activation)
 
