@@ -506,3 +506,42 @@ def test_export_idx_writes_darknet_layout(tmp_path, capsys):
     assert (np.rint(x[:, 0] * 255) == imgs["t10k"]).all()
     # Darknet's substring rule finds exactly one label in each exported path
     assert all(sum(lab in p for lab in ("ant", "bee", "cow")) == 1 for p in train + test)
+
+
+# --- cfg/fashion_*.cfg and cfg/fashion.data --------------------------------------------
+
+FASHION_CFGS = sorted((ROOT / "cfg").glob("fashion_*.cfg"))
+
+
+def test_the_five_fashion_cfgs_are_there():
+    assert {p.stem for p in FASHION_CFGS} >= {"fashion_plain", "fashion_resnet",
+                                              "fashion_separable", "fashion_dilated",
+                                              "fashion_gap"}
+
+
+@pytest.mark.parametrize("path", FASHION_CFGS, ids=lambda p: p.stem)
+def test_fashion_cfg_is_small_and_ends_in_softmax(path):
+    from darkcfg.graph import load_graph
+    from darkcfg.schedule import check_schedule
+    text = path.read_text()
+    assert text.startswith("# " + path.name + " - ")           # header says what it shows
+    g = load_graph(path)
+    assert g.net.input_shape == (1, 28, 28)
+    assert g.layers[-1].type == "softmax" and g.layers[-1].outputs == 10
+    assert 10_000 <= g.nparams <= 500_000
+    macs = sum(layer.flops() for layer in g.layers) / 2
+    assert 0.3e6 <= macs <= 3.5e6
+    opts = g.net.opts
+    check_schedule(opts, g.net.section)
+    assert 10 <= opts["max_batches"] * opts["batch"] / 60000 <= 15      # epochs
+    assert opts["hue"] == 0 and opts["saturation"] == 1                # grey images
+    aug = D.Augment.from_net(opts, g.net.input_shape)
+    assert (aug.low, aug.high) == (28, 32)
+
+
+def test_fashion_data_file():
+    cfg = D.read_data_config(ROOT / "cfg" / "fashion.data")
+    assert cfg.classes == 10
+    assert (cfg.path("train"), cfg.path("valid")) == ("fashion-mnist:train",
+                                                      "fashion-mnist:test")
+    assert cfg.backup == str(ROOT / "backup")
