@@ -36,7 +36,10 @@ CONV_CASES = [
     (1, 4, 10, 9, 6, 3, 2, 1, 1, 1, 2),     # stride_y != stride_x, groups
     (1, 3, 12, 13, 5, 3, 1, 2, 4, 2, 1),    # dilation 2 with padding 2 (applied 2*2)
     (1, 3, 15, 14, 2, 3, 3, 2, 0, 3, 1),    # dilation 3, no padding
-    (2, 6, 8, 7, 6, 3, 1, 1, 1, 1, 6),      # depthwise
+    (2, 6, 8, 7, 6, 3, 1, 1, 1, 1, 6),      # depthwise (direct loops)
+    (1, 4, 11, 10, 8, 3, 2, 2, 2, 2, 4),    # depthwise x2, strided, dilated (direct)
+    (1, 5, 9, 12, 5, 3, 1, 1, 0, 1, 5),     # depthwise without padding (direct)
+    (1, 3, 7, 7, 12, 3, 1, 2, 1, 1, 3),     # depthwise x4 (GEMM)
     (1, 6, 8, 7, 12, 5, 2, 3, 2, 1, 3),     # channel multiplier, anisotropic stride
     (1, 5, 9, 9, 4, 1, 2, 2, 0, 1, 1),      # strided 1x1 (wrong in Darknet P)
     (1, 5, 6, 6, 4, 1, 1, 1, 1, 1, 1),      # padded 1x1 (wrong in Darknet P)

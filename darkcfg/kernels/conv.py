@@ -9,7 +9,13 @@ from __future__ import annotations
 import numpy as np
 
 from .config import check_f32
+from .direct import conv_direct
 from .im2col import col2im_add, im2col
+
+# Depthwise convs with at most this many filters per channel run as direct loops: their
+# per-channel GEMMs (1 or 2 rows) are too small for BLAS (timed on 2 cores: 2-4x faster
+# at 1 filter per channel, even at 2, slower from 4 on and whenever C/groups > 1).
+DIRECT_MAX = 2
 
 
 def reuse(buf: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray:
@@ -51,6 +57,10 @@ def conv2d(x: np.ndarray, weights: np.ndarray, *, sy: int = 1, sx: int = 1, pad:
     if k == 1 and sy == 1 and sx == 1 and pad == 0:
         # (N, g, K, P) stacked GEMMs in one call, no copy of x
         np.matmul(wg, x.reshape(N, groups, K, P), out=out.reshape(N, groups, n // groups, P))
+        return out, work
+    if cg == 1 and groups > 1 and n // groups <= DIRECT_MAX:
+        for b in range(N):
+            conv_direct(x[b], weights, sy, sx, pad, d, groups, out[b])
         return out, work
     work = reuse(work, (C * k * k, P))
     colg = work.reshape(groups, K, P)
