@@ -18,7 +18,8 @@ to the current folder (Darknet's rule) that one is used.
 
 `train`, `valid` and `test` each name one of:
 
-* a list file: one image path per line (Darknet's way). Truth comes from `labels`.
+* a list file: one image path per line (Darknet's way). Truth comes from `labels`
+  (or, when there is no `labels` key, from `names`).
 * an IDX file (MNIST family, `.gz` or raw, e.g. `train-images-idx3-ubyte.gz`): the
   labels file is `train_labels` / `valid_labels` / `test_labels`, or, when that key is
   absent, the file of the same name with `images-idx3` replaced by `labels-idx1`.
@@ -67,7 +68,7 @@ DATA_KEYS = ("classes", "train", "valid", "test", "labels", "names", "backup", "
 # Darknet keys for commands or data darkcfg does not model (detector evaluation, AH
 # checkpoint cadence): accepted, unused.
 DATA_QUIET = frozenset({"eval", "results", "map", "difficult", "saveweights", "savelast",
-                        "leaves", "points"})
+                        "leaves"})
 SPLITS = ("train", "valid", "test")
 
 
