@@ -7,7 +7,6 @@ output pixel (oy, ox) with j = oy*ow + ox. Patch element (c, ky, kx) of output p
 """
 from __future__ import annotations
 
-import numpy as np
 from numba import prange
 
 from .config import pjit
@@ -25,14 +24,27 @@ def im2col(x, k, sy, sx, pad, d, oh, ow, cols):
         ky = (r // k) % k
         kx = r % k
         iy = oy * sy - pad + ky * d
-        j0 = oy * ow
+        dst = cols[r, oy * ow:(oy + 1) * ow]
+        off = kx * d - pad
+        # ox range with 0 <= ox*sx + off < W; the rest of the row is padding
+        lo = 0 if off >= 0 else min(ow, (-off + sx - 1) // sx)
+        hi = max(lo, min(ow, (W - 1 - off) // sx + 1)) if W - 1 - off >= 0 else lo
         if iy < 0 or iy >= H:
-            for ox in range(ow):
-                cols[r, j0 + ox] = 0.0
-        else:
-            for ox in range(ow):
-                ix = ox * sx - pad + kx * d
-                cols[r, j0 + ox] = x[c, iy, ix] if 0 <= ix < W else np.float32(0.0)
+            lo = hi = 0
+        for j in range(lo):
+            dst[j] = 0.0
+        for j in range(ow - hi):
+            dst[hi + j] = 0.0
+        # slices indexed from 0 so that Numba drops its negative-index wraparound test
+        inner = dst[lo:hi]
+        if sx == 1:
+            src = x[c, iy, lo + off:hi + off]
+            for j in range(hi - lo):
+                inner[j] = src[j]
+        elif hi > lo:
+            src = x[c, iy, lo * sx + off:]
+            for j in range(hi - lo):
+                inner[j] = src[j * sx]
 
 
 @pjit
