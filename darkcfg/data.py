@@ -128,6 +128,8 @@ def read_data_config(path: str | os.PathLike, *, strict: bool = True) -> DataCon
         if "=" not in line:
             raise DataError(f"{path}:{lineno}: expected 'key=value', found {line!r}")
         key, value = (s.strip() for s in line.split("=", 1))
+        if key == "tag" and value == "0":
+            continue
         if key not in DATA_KEYS and key not in DATA_QUIET:
             if key in ("tree", "tag"):
                 raise DataError(f"{path}:{lineno}: '{key}' (hierarchical/multi-label "
