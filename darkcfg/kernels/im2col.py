@@ -37,11 +37,13 @@ def im2col(x, k, sy, sx, pad, d, oh, ow, cols):
             dst[hi + j] = 0.0
         # slices indexed from 0 so that Numba drops its negative-index wraparound test
         inner = dst[lo:hi]
+        if hi == lo:
+            continue
         if sx == 1:
             src = x[c, iy, lo + off:hi + off]
             for j in range(hi - lo):
                 inner[j] = src[j]
-        elif hi > lo:
+        else:
             src = x[c, iy, lo * sx + off:]
             for j in range(hi - lo):
                 inner[j] = src[j * sx]
