@@ -63,6 +63,32 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from .trainer import TrainOptions, train
+    opts = TrainOptions(seed=args.seed, max_batches=args.max_batches,
+                        save_every=args.save_every, backup_every=args.backup_every,
+                        valid_every=args.valid_every, quiet=args.quiet)
+    train(args.data, args.cfg, args.weights, opts, strict=not args.lenient)
+    return 0
+
+
+def cmd_valid(args: argparse.Namespace) -> int:
+    from .data import open_dataset, read_data_config
+    from .network import Network
+    from .trainer import accuracy
+    data_cfg = read_data_config(args.data, strict=not args.lenient)
+    net = Network.load(args.cfg, args.weights, strict=not args.lenient)
+    split = open_dataset(data_cfg, "valid")
+    if split is None:
+        raise DataError(f"{args.data}: no 'valid' key: nothing to validate on")
+    classes = net.graph.output_layer.outputs
+    top = args.top or max(data_cfg.top, 5)
+    top1, topk = accuracy(net, split, classes, top)
+    print(f"{len(split)} images ({split.source}): top-1 {100 * top1:.2f}%, "
+          f"top-{top} {100 * topk:.2f}%")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="darkcfg", description="Run, summarise and train Darknet .cfg networks on a CPU.")
@@ -85,6 +111,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", help="save the raw network outputs as a .npy array")
     _shape_args(p)
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("train", help="train a classifier from a .data file and a cfg")
+    p.add_argument("data", help="the .data file (classes, train, valid, backup, ...)")
+    p.add_argument("cfg", help="the .cfg file")
+    p.add_argument("weights", nargs="?", help="start from (or resume) these weights")
+    p.add_argument("--seed", type=int, default=0, help="seed for initialisation and data")
+    p.add_argument("--max-batches", type=int, help="override [net] max_batches")
+    p.add_argument("--save-every", type=int, default=1000,
+                   help="write <cfg>_<N>.weights every N iterations (1000)")
+    p.add_argument("--backup-every", type=int, default=100,
+                   help="write <cfg>.backup every N iterations (100)")
+    p.add_argument("--valid-every", type=int, default=0,
+                   help="validate every N iterations (default: once per epoch)")
+    p.add_argument("--quiet", action="store_true", help="no progress line")
+    p.add_argument("--lenient", action="store_true", help="cfg problems become warnings")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("valid", help="top-1 and top-k accuracy on the .data file's valid set")
+    p.add_argument("data", help="the .data file")
+    p.add_argument("cfg", help="the .cfg file")
+    p.add_argument("weights", help="the .weights file")
+    p.add_argument("--top", type=int, help="k for top-k (default: the .data top, at least 5)")
+    p.add_argument("--lenient", action="store_true", help="cfg problems become warnings")
+    p.set_defaults(func=cmd_valid)
     for extend in _EXTENSIONS:
         extend(sub)
     return parser
