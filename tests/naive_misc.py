@@ -166,3 +166,50 @@ def crop(x: np.ndarray, top: int, left: int, height: int, width: int, flip: bool
             col = w - left - j - 1 if flip else left + j
             out[:, :, i, j] = x[:, :, top + i, col] * scale + shift
     return out
+
+
+# --- backward references ------------------------------------------------------------------
+def lrn_norms(x: np.ndarray, size: int, alpha: float, kappa: float) -> np.ndarray:
+    """kappa + alpha * (Darknet's window sum of x^2), closed form as in `lrn`."""
+    c = x.shape[1]
+    sq = x.astype(np.float64) ** 2
+    norms = np.empty(x.shape)
+    for k in range(c):
+        lo, hi = max(0, k - (size - 1) // 2), min(c - 1, k + size // 2)
+        total = sq[:, lo:hi + 1].sum(axis=1)
+        if size // 2 < c:
+            total = total - sq[:, size // 2]
+        norms[:, k] = kappa + alpha * total
+    return norms
+
+
+# Losses as training.md §6 states them: (summed cost, gradient w.r.t. the layer's input
+# = minus Darknet's delta).
+def softmax_xent(p: np.ndarray, t: np.ndarray) -> tuple[float, np.ndarray]:
+    p64, t64 = p.astype(np.float64), t.astype(np.float64)
+    cost = float(np.sum(np.where(t64 != 0, -np.log(p64), 0.0)))
+    return cost, p64 - t64
+
+
+def logistic_xent(p: np.ndarray, t: np.ndarray) -> tuple[float, np.ndarray]:
+    p64, t64 = p.astype(np.float64), t.astype(np.float64)
+    return float(np.sum(-t64 * np.log(p64) - (1 - t64) * np.log(1 - p64))), p64 - t64
+
+
+def cost_loss(p: np.ndarray, t: np.ndarray, kind: str,
+              scale: float = 1.0) -> tuple[float, np.ndarray, np.ndarray]:
+    """[cost] -> (cost, per-element error, gradient passed back)."""
+    p64, t64 = p.astype(np.float64), t.astype(np.float64)
+    diff = t64 - p64
+    if kind == "masked":
+        diff = np.where(t64 == -1234, 0.0, diff)
+    big = np.abs(diff) >= 1
+    if kind == "smooth":
+        error = np.where(big, 2 * np.abs(diff) - 1, diff ** 2)
+        delta = np.where(big, np.sign(diff), diff)
+    elif kind == "L1":
+        error = np.abs(diff)
+        delta = np.where(diff > 0, 1.0, -1.0)
+    else:                                     # sse, masked, seg, wgan
+        error, delta = diff ** 2, diff
+    return float(error.sum()), error, -scale * delta

@@ -1,4 +1,5 @@
-"""Pooling: Darknet's windowed max and average pools, channel max pool, global average.
+"""Pooling: Darknet's windowed max and average pools, channel max pool, global average,
+each with its backward (dLoss/d(input) from dLoss/d(output)) after the wrappers.
 
 Window geometry (cfg-format.md §5.4, reference case `pooling`): `padding` is the TOTAL
 padding, the window for output (i, j) starts at (i*stride_y - padding//2,
@@ -158,3 +159,80 @@ def global_avgpool(x: np.ndarray) -> np.ndarray:
     check_f32("x", x, 4)
     n, c = x.shape[:2]
     return _global_avgpool(x).reshape(n, c, 1, 1)
+
+
+# --- backward ------------------------------------------------------------------------------
+@pjit
+def _scatter_argmax(dy, arg, length):
+    # dy, arg (N, Co, P) -> dx (N, length): dx[b, arg[b, g, q]] += dy[b, g, q], skipping -1
+    # (a window wholly in the padding). Race-free over (b, g): output channel g only ever
+    # points into its own input channels (g itself, or g, g+Co, ... for maxpool_depth).
+    n, co, p = dy.shape
+    dx = np.zeros((n, length), np.float32)
+    for bg in prange(n * co):
+        b, g = bg // co, bg % co
+        for q in range(p):
+            a = arg[b, g, q]
+            if a >= 0:
+                dx[b, a] += dy[b, g, q]
+    return dx
+
+
+@pjit
+def _avgpool_window_backward(dy, size, sy, sx, pad, h, w):
+    # dy (N, C, oh, ow) -> dx (N, C, h, w): each output's gradient shared equally by the
+    # in-image cells of its window (the forward's divisor).
+    n, c, oh, ow = dy.shape
+    dx = np.zeros((n, c, h, w), np.float32)
+    off = pad // 2
+    for bk in prange(n * c):
+        b, k = bk // c, bk % c
+        for i in range(oh):
+            y0 = i * sy - off
+            ylo, yhi = max(y0, 0), min(y0 + size, h)
+            for j in range(ow):
+                x0 = j * sx - off
+                xlo, xhi = max(x0, 0), min(x0 + size, w)
+                if yhi <= ylo or xhi <= xlo:
+                    continue                    # wholly in the padding: NaN forward
+                g = dy[b, k, i, j] / np.float32((yhi - ylo) * (xhi - xlo))
+                for y in range(ylo, yhi):
+                    for xx in range(xlo, xhi):
+                        dx[b, k, y, xx] += g
+    return dx
+
+
+def maxpool_backward(dy: np.ndarray, argmax: np.ndarray,
+                     in_shape: tuple[int, int, int]) -> np.ndarray:
+    """dy (N, Co, oh, ow), argmax from `maxpool`/`maxpool_depth` -> dx (N, *in_shape): each
+    output's gradient goes to its arg-max cell (first maximum wins, as in the forward)."""
+    check_f32("dy", dy, 4)
+    if argmax.shape != dy.shape:
+        raise ValueError(f"argmax must have the shape of dy {dy.shape}; received "
+                         f"{argmax.shape}")
+    n, co = dy.shape[:2]
+    c, h, w = in_shape
+    dx = _scatter_argmax(dy.reshape(n, co, -1), argmax.reshape(n, co, -1), c * h * w)
+    return dx.reshape(n, c, h, w)
+
+
+def local_avgpool_backward(dy: np.ndarray, size: int, stride_y: int, stride_x: int,
+                           padding: int, in_hw: tuple[int, int]) -> np.ndarray:
+    """dy (N, C, oh, ow) -> dx (N, C, h, w) of `local_avgpool`: dy / (valid cells) spread
+    over each window's in-image cells. (AH's CPU backward divides by size*size, which does
+    not match its own forward near the border; darkcfg differentiates its forward.)"""
+    check_f32("dy", dy, 4)
+    h, w = in_hw
+    if dy.shape[2:] != (pool_out_size(h, size, stride_y, padding),
+                        pool_out_size(w, size, stride_x, padding)):
+        raise ValueError(f"dy of shape {dy.shape} is not the pool output of a {h} x {w} "
+                         "input")
+    return _avgpool_window_backward(dy, size, stride_y, stride_x, padding, h, w)
+
+
+def global_avgpool_backward(dy: np.ndarray, in_hw: tuple[int, int]) -> np.ndarray:
+    """dy (N, C, 1, 1) or (N, C) -> dx (N, C, h, w): dy / (h*w) at every cell."""
+    h, w = in_hw
+    n, c = dy.shape[:2]
+    g = np.asarray(dy, np.float32).reshape(n, c, 1, 1) / np.float32(h * w)
+    return np.ascontiguousarray(np.broadcast_to(g, (n, c, h, w)))

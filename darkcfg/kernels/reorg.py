@@ -3,7 +3,8 @@
 Everything is one flat permutation `perm(W, H, C, s)` of a sample's W*H*C values
 (cfg-format.md §5.10): for k < C, j < H, i < W with C' = C / s^2, off = k // C',
   src = i + W*(j + H*k),  dst = (i*s + off % s) + W*s*((j*s + off // s) + H*s*(k % C')).
-Forward moves x[src] to out[dst]; backward moves x[dst] to out[src].
+Forward moves x[src] to out[dst]; backward moves x[dst] to out[src]. Every function here
+is a permutation, so its gradient is the inverse permutation (`*_backward` below).
 """
 from __future__ import annotations
 
@@ -75,3 +76,23 @@ def depth_to_space(x: np.ndarray, stride: int) -> np.ndarray:
     s = stride
     out = reorg_permute(x, w, h, c, s, forward=True)
     return out.reshape(n, c // (s * s), h * s, w * s)
+
+
+def reorg_darknet_backward(dy: np.ndarray, in_shape: tuple[int, int, int], stride: int,
+                           reverse: bool) -> np.ndarray:
+    """dy (N, ...) = dLoss/d(`reorg_darknet` output) -> dx (N, *in_shape): the same
+    permutation (input dims) in the other direction."""
+    c, h, w = in_shape
+    n = dy.shape[0]
+    dy = np.ascontiguousarray(dy, dtype=np.float32)
+    return reorg_permute(dy, w, h, c, stride, forward=not reverse).reshape(n, c, h, w)
+
+
+def space_to_depth_backward(dy: np.ndarray, stride: int) -> np.ndarray:
+    """dy (N, C*s^2, H/s, W/s) -> dx (N, C, H, W): the inverse, `depth_to_space`."""
+    return depth_to_space(np.ascontiguousarray(dy, dtype=np.float32), stride)
+
+
+def depth_to_space_backward(dy: np.ndarray, stride: int) -> np.ndarray:
+    """dy (N, C/s^2, H*s, W*s) -> dx (N, C, H, W): the inverse, `space_to_depth`."""
+    return space_to_depth(np.ascontiguousarray(dy, dtype=np.float32), stride)

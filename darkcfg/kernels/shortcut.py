@@ -1,5 +1,5 @@
 """Residual sums: P's [shortcut] (alpha/beta, channel overlap, integer-factor spatial
-mixing) and AH's flat sum over several `from` layers."""
+mixing) and AH's flat sum over several `from` layers, with their backward passes."""
 from __future__ import annotations
 
 import numpy as np
@@ -55,4 +55,53 @@ def shortcut_sum(x: np.ndarray, adds: list[np.ndarray]) -> np.ndarray:
         af = np.asarray(a, dtype=np.float32).reshape(n, -1)
         m = min(flat.shape[1], af.shape[1])
         flat[:, :m] += af[:, :m]
+    return out
+
+
+@pjit
+def _shortcut_mix_backward(g, dadd, alpha, beta):
+    # g (N, C, H, W): in place, alpha where the forward mixed, 1 elsewhere (the cells that
+    # passed through); dadd (N, Ca, Ha, Wa) zeros on entry: beta * g at the cells the
+    # forward read. The pairs are _shortcut_mix's; each dadd cell is read at most once.
+    n, c, h, w = g.shape
+    ca, ha, wa = dadd.shape[1], dadd.shape[2], dadd.shape[3]
+    stride = max(1, wa // w)
+    sample = max(1, w // wa)
+    minc, minh, minw = min(c, ca), min(h, ha), min(w, wa)
+    for bk in prange(n * minc):
+        b, k = bk // minc, bk % minc
+        for j in range(minh):
+            for i in range(minw):
+                d = g[b, k, j * sample, i * sample]
+                dadd[b, k, j * stride, i * stride] = beta * d
+                g[b, k, j * sample, i * sample] = alpha * d
+
+
+def shortcut_mix_backward(g: np.ndarray, add_shape: tuple[int, ...], alpha: float = 1.0,
+                          beta: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """g (N, C, H, W) = dLoss/d(shortcut_mix output) -> (dx (N, C, H, W), dadd (N,
+    *add_shape)). The exact transpose of `shortcut_mix`: the cells outside the overlap
+    passed through unscaled, so their gradient is g, not alpha*g (P's CPU backward scales
+    every cell by alpha; the two agree whenever alpha = 1 or the shapes match)."""
+    check_f32("g", g, 4)
+    n = g.shape[0]
+    dx = g.copy()
+    dadd = np.zeros((n, *add_shape[-3:]), np.float32)
+    _shortcut_mix_backward(dx, dadd, np.float32(alpha), np.float32(beta))
+    return dx, dadd
+
+
+def shortcut_sum_backward(g: np.ndarray, add_shapes: list[tuple[int, ...]]) -> list[np.ndarray]:
+    """g (N, ...) = dLoss/d(shortcut_sum output) -> the gradient of each add (N, *shape):
+    g's first min(len) values per sample, zeros beyond (the previous layer's gradient is g
+    itself)."""
+    n = g.shape[0]
+    gf = np.asarray(g, np.float32).reshape(n, -1)
+    out = []
+    for shape in add_shapes:
+        da = np.zeros((n, *shape[-3:]), np.float32)
+        flat = da.reshape(n, -1)
+        m = min(flat.shape[1], gf.shape[1])
+        flat[:, :m] = gf[:, :m]
+        out.append(da)
     return out

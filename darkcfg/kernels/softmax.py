@@ -3,13 +3,14 @@
 Darknet's `softmax(input, n, temp, stride)` takes the largest value, then
 exp(x/temp - largest/temp), sums, divides. [softmax] with `groups=g` is (N*g, n, 1) and
 [region] classes are (N*num, classes, h*w) (reference cases `softmax`, `real_yolov2_tiny`).
+`softmax_cross_entropy` is [softmax]'s training loss.
 """
 from __future__ import annotations
 
 import numpy as np
 from numba import prange
 
-from .config import check_f32, pjit
+from .config import check_f32, jit, pjit
 
 FLT_MAX = np.float32(3.4028234663852886e38)
 
@@ -55,3 +56,27 @@ def softmax_groups(x: np.ndarray, groups: int, temperature: float = 1.0) -> np.n
                          f"received groups={groups}")
     flat = np.array(x, dtype=np.float32, order="C").reshape(n * groups, -1, 1)
     return softmax_(flat, 0, flat.shape[1], temperature).reshape(x.shape)
+
+
+@jit
+def _xent(p, t, error, grad):
+    # p, t, error, grad (n,): Darknet's softmax_x_ent_cpu with the gradient's sign
+    for i in range(p.size):
+        # -log(p) wherever t != 0, whatever t's value (Darknet: `(t) ? -log(p) : 0`)
+        error[i] = np.float32(-np.log(np.float64(p[i]))) if t[i] != 0 else np.float32(0.0)
+        grad[i] = p[i] - t[i]
+
+
+def softmax_cross_entropy(p: np.ndarray, truth: np.ndarray) -> tuple[float, np.ndarray]:
+    """p (N, ...) softmax output, truth of the same size -> (cost, grad): cost = sum of
+    -ln(p) over the entries with truth != 0 (one-hot truth: the cross-entropy), grad = p -
+    truth (N, ...): Darknet's delta `t - p` negated, the gradient w.r.t. the LOGITS of a
+    softmax with cross-entropy (whatever the groups and temperature)."""
+    check_f32("p", p)
+    t = np.ascontiguousarray(truth, dtype=np.float32)
+    if t.size != p.size:
+        raise ValueError(f"truth must have the {p.size} values of p; received {t.size}")
+    error = np.empty(p.size, np.float32)
+    grad = np.empty(p.shape, np.float32)
+    _xent(p.reshape(-1), t.reshape(-1), error, grad.reshape(-1))
+    return float(error.sum(dtype=np.float64)), grad

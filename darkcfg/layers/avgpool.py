@@ -32,5 +32,12 @@ class Avgpool(Layer):
         from ..kernels.pool import global_avgpool
         return global_avgpool(x)
 
+    def backward(self, dy: np.ndarray | None, net: Network) -> np.ndarray | None:
+        # (N, C, 1, 1) -> (N, C, H, W): dy / (H*W) at every cell, as Darknet
+        if dy is None:
+            return None
+        from ..kernels.pool import global_avgpool_backward
+        return global_avgpool_backward(dy, self.in_shape[1:])
+
     def row(self):
         return f"avg                     {dims(self.in_shape)}   ->  {self.in_shape[0]:4d}"

@@ -25,9 +25,53 @@ class Cost(Layer):
     quiet = frozenset({"ratio", "noobj", "thresh", "smooth"})
 
     def forward(self, x: np.ndarray, net: Network) -> np.ndarray:
-        # Darknet's [cost] writes no output (case `dropout_cost`: zeros); the loss itself is
-        # computed in training from the truth.
-        return np.zeros_like(x)
+        # Inference: no output (case `dropout_cost`: zeros). Training with a truth: the loss
+        # against it (training.md §6.2); the output holds the per-element errors and
+        # `cost` their sum, as in Darknet (train_resid: train_out_008).
+        self.cost = self._grad = None
+        if not (net.train and net.truth is not None):
+            return np.zeros_like(x)
+        kind = self.opts["type"]
+        # seg and wgan are sse on Darknet's CPU; masked is sse without the -1234 cells
+        loss = kind if kind in ("smooth", "L1") else "sse"
+        from ..kernels.misc import elementwise_loss
+        self.cost, error, self._grad = elementwise_loss(x, layer_truth(self, net, x), loss,
+                                                        masked=kind == "masked")
+        return error
+
+    def backward(self, dy: np.ndarray | None, net: Network) -> np.ndarray | None:
+        # scale * (own gradient + whatever reached this layer): `scale` multiplies only
+        # the gradient passed back, not the cost. dy is turned into Darknet's delta in place.
+        g = loss_gradient(self, dy)
+        scale = np.float32(self.opts["scale"])
+        return g if g is None or scale == 1 else g * scale
 
     def row(self):
         return f"cost                                           {self.inputs:4d}"
+
+
+def layer_truth(layer: Layer, net: Network, x: np.ndarray) -> np.ndarray:
+    """The truth a loss layer compares its (N, ...) values with: `net.truth` (N, truths),
+    which must hold one value per value of the layer."""
+    t = net.truth
+    n = max(x.shape[0], 1)
+    if t.size != x.size:
+        raise layer.error(f"the truth has {t.size / n:g} values per image but this loss "
+                          f"layer compares {x.size // n} (batch of {x.shape[0]})")
+    return t.reshape(x.shape)
+
+
+def loss_gradient(layer: Layer, dy: np.ndarray | None) -> np.ndarray | None:
+    """Darknet's backward of its loss layers ([softmax], [logistic], [cost]): the layer's
+    own loss gradient (`layer._grad`, from the forward; None without a loss) plus the
+    gradient that reached it from later layers, passed down unchanged: no Jacobian of the
+    layer's function is applied (the own gradient is already w.r.t. its input). dy is
+    updated in place so that it holds Darknet's delta of the layer: a [cost] after a
+    [softmax] doubles the softmax's t - p (reference case train_resid, delta_007)."""
+    own = layer._grad
+    if own is None:
+        return dy
+    if dy is None:
+        return own
+    dy += own
+    return dy

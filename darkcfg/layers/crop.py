@@ -52,7 +52,17 @@ class Crop(Layer):
             flip = bool(self.opts["flip"]) and bool(rng.integers(2))
             top, left = int(rng.integers(h - oh + 1)), int(rng.integers(w - ow + 1))
         scale, shift = (1.0, 0.0) if self.opts["noadjust"] else (2.0, -1.0)
+        self.window = (top, left, flip, scale)
         return crop(x, top, left, oh, ow, flip, scale, shift)
+
+    def backward(self, dy: np.ndarray | None, net: Network) -> np.ndarray | None:
+        # scale * dy back into the forward's window, zero outside. P's CPU [crop] has an
+        # empty backward (no gradient below a crop); darkcfg differentiates its forward.
+        if dy is None:
+            return None
+        from ..kernels.misc import crop_backward
+        top, left, flip, scale = self.window
+        return crop_backward(dy, self.in_shape[1:], top, left, flip, scale)
 
     def row(self):
         c, h, w = self.in_shape

@@ -36,6 +36,10 @@ class Dropout(Layer):
                              np.float32(1.0 / (1.0 - self.probability)))
         return x * self.mask
 
+    def backward(self, dy: np.ndarray | None, net: Network) -> np.ndarray | None:
+        # the forward's mask and 1/(1-p) scale (training.md §7)
+        return None if dy is None else dy * self.mask
+
     def row(self):
         return (f"dropout       p = {self.probability:.2f}               {self.inputs:4d}"
                 f"  ->  {self.inputs:4d}")

@@ -19,5 +19,8 @@ class Empty(Layer):
     def forward(self, x: np.ndarray, net: Network) -> np.ndarray:
         return x
 
+    def backward(self, dy: np.ndarray | None, net: Network) -> np.ndarray | None:
+        return dy
+
     def row(self):
         return "empty"

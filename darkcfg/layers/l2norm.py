@@ -18,8 +18,20 @@ class L2norm(Layer):
 
     def forward(self, x: np.ndarray, net: Network) -> np.ndarray:
         # x (N, C, H, W) -> same shape, each pixel's channel vector of unit length
-        from ..kernels.misc import l2norm
-        return l2norm(x)
+        from ..kernels.misc import l2norm, l2norm_train
+        if not net.train:
+            return l2norm(x)
+        self._y, self._norms = l2norm_train(x)
+        return self._y
+
+    def backward(self, dy: np.ndarray | None, net: Network) -> np.ndarray | None:
+        # the exact gradient (dy - y * <y, dy>) / |x| per pixel. P's CPU backward passes dy
+        # through unchanged (its normalisation gradient is commented out); darkcfg
+        # differentiates the forward (DECISIONS §3).
+        if dy is None:
+            return None
+        from ..kernels.misc import l2norm_backward
+        return l2norm_backward(dy, self._y, self._norms)
 
     def row(self):
         return f"l2norm                                         {self.inputs:4d}"

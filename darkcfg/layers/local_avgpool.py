@@ -23,6 +23,16 @@ class LocalAvgpool(Pool):
         from ..kernels.pool import local_avgpool
         return local_avgpool(x, self.size, self.stride_y, self.stride_x, self.padding)
 
+    def backward(self, dy: np.ndarray | None, net: Network) -> np.ndarray | None:
+        # dy / (valid cells of the window) to each of them: the derivative of this forward.
+        # AH's CPU backward divides by size*size instead, which disagrees with AH's own
+        # forward at the border; darkcfg is consistent with its forward (DECISIONS §3).
+        if dy is None:
+            return None
+        from ..kernels.pool import local_avgpool_backward
+        return local_avgpool_backward(dy, self.size, self.stride_y, self.stride_x,
+                                      self.padding, self.in_shape[1:])
+
     def row(self):
         return (f"avg          {self.size} x {self.size} / {self.stride_x}  "
                 f"{dims(self.in_shape)}   ->  {dims(self.out_shape)}")

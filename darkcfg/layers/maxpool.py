@@ -58,7 +58,7 @@ class Maxpool(Pool):
     def setup(self, layers):
         if self.opts["maxpool_depth"]:
             self.image_input()
-            c, h, w = self.in_shape
+            _, h, w = self.in_shape
             self.size = self.padding = 0
             self.stride_x = self.stride_y = 1
             self.out_shape = (self.opts["out_channels"], h, w)
@@ -84,6 +84,13 @@ class Maxpool(Pool):
             out, self.indexes = maxpool(x, self.size, self.stride_y, self.stride_x,
                                         self.padding)
         return out
+
+    def backward(self, dy: np.ndarray | None, net: Network) -> np.ndarray | None:
+        # each output's gradient to its arg-max input cell (both kinds)
+        if dy is None:
+            return None
+        from ..kernels.pool import maxpool_backward
+        return maxpool_backward(dy, self.indexes, self.in_shape)
 
     def unsupported(self):
         for k in ("antialiasing", "maxpool_zero_nonmax"):

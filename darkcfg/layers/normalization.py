@@ -28,9 +28,22 @@ class Normalization(Layer):
 
     def forward(self, x: np.ndarray, net: Network) -> np.ndarray:
         # x (N, C, H, W) -> same shape; Darknet's off-by-one window (case `misc_layers`)
-        from ..kernels.misc import lrn
+        from ..kernels.misc import lrn, lrn_train
         o = self.opts
-        return lrn(x, o["size"], o["alpha"], o["beta"], o["kappa"])
+        if not net.train:
+            return lrn(x, o["size"], o["alpha"], o["beta"], o["kappa"])
+        out, self._factor = lrn_train(x, o["size"], o["alpha"], o["beta"], o["kappa"])
+        return out
+
+    def backward(self, dy: np.ndarray | None, net: Network) -> np.ndarray | None:
+        # Darknet's backward: dy * norm^-beta, treating the norms as constants. That is an
+        # approximation (P's comment says so; the exact derivative adds a term of order
+        # alpha*beta*x^2/norm), followed here because it is what Darknet trains with. P
+        # also overwrites the previous layer's delta instead of adding; darkcfg adds.
+        if dy is None:
+            return None
+        from ..kernels.misc import lrn_backward
+        return lrn_backward(dy, self._factor)
 
     def row(self):
         c, h, w = self.in_shape

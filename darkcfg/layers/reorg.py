@@ -57,6 +57,13 @@ class Reorg(Layer):
         from ..kernels.reorg import reorg_darknet
         return reorg_darknet(x, self.stride, self.reverse).reshape(-1, *self.out_shape)
 
+    def backward(self, dy: np.ndarray | None, net: Network) -> np.ndarray | None:
+        # a permutation: its gradient is the inverse permutation
+        if dy is None:
+            return None
+        from ..kernels.reorg import reorg_darknet_backward
+        return reorg_darknet_backward(dy, self.in_shape, self.stride, self.reverse)
+
     def receptive(self, rf):
         r, j = self._rf_in(rf)
         return (r, j) if self.extra or self.flatten else \
@@ -96,6 +103,14 @@ class Reorg3d(Reorg):
         if self.reverse:
             return depth_to_space(x, self.stride)
         return space_to_depth(x, self.stride)
+
+    def backward(self, dy: np.ndarray | None, net: Network) -> np.ndarray | None:
+        if dy is None:
+            return None
+        from ..kernels.reorg import depth_to_space_backward, space_to_depth_backward
+        if self.reverse:
+            return depth_to_space_backward(dy, self.stride)
+        return space_to_depth_backward(dy, self.stride)
 
     def row(self):
         return (f"reorg3d            /{self.stride:2d}  {dims(self.in_shape)}   ->  "

@@ -55,6 +55,25 @@ class Route(Layer):
             parts.append(y[:, self.group_id * step:(self.group_id + 1) * step])
         return np.concatenate(parts, axis=1)
 
+    def backward(self, dy: np.ndarray | None, net: Network) -> np.ndarray | None:
+        # each source gets its slice of dy back in its group's channels (zeros in the
+        # others). Route reads only its sources, so nothing flows to the previous layer
+        # unless it is one of them (then it gets its share through add_grad like the rest).
+        if dy is None:
+            return None
+        off = 0
+        for i in self.sources:
+            c = net.outputs[i].shape[1]
+            step = c // self.groups
+            part = dy[:, off:off + step]
+            off += step
+            if self.groups > 1:
+                g = np.zeros(net.outputs[i].shape, np.float32)
+                g[:, self.group_id * step:(self.group_id + 1) * step] = part
+                part = g
+            net.add_grad(i, part)
+        return None
+
     def receptive(self, rf):
         return max(rf[i] for i in self.sources)
 

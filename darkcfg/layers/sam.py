@@ -35,9 +35,23 @@ class Sam(Layer):
 
     def forward(self, x: np.ndarray, net: Network) -> np.ndarray:
         # x, from (N, C, H, W) -> their element-wise product, then the activation
-        from ..kernels.activations import activate
-        out = net.outputs[self.sources[0]] * x
-        return activate(np.ascontiguousarray(out, dtype=np.float32), self.activation)
+        from ..kernels.activations import activate, needs_input
+        src = net.outputs[self.sources[0]]
+        out = np.ascontiguousarray(src * x, dtype=np.float32)
+        if net.train:
+            self._pre = out.copy() if needs_input(self.activation) else None
+            self._y, self._x, self._from = out, x, src
+        return activate(out, self.activation)
+
+    def backward(self, dy: np.ndarray | None, net: Network) -> np.ndarray | None:
+        # through the activation (in place: dy becomes Darknet's delta), then the product
+        # rule: previous gets g * from, `from` gets g * previous
+        if dy is None:
+            return None
+        from ..kernels.activations import gradient
+        g = gradient(dy, self._y, self._pre, self.activation)
+        net.add_grad(self.sources[0], g * self._x)
+        return g * self._from
 
     def flops(self):
         return float(self.outputs)

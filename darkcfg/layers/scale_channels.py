@@ -39,9 +39,27 @@ class ScaleChannels(Layer):
     def forward(self, x: np.ndarray, net: Network) -> np.ndarray:
         # x (N, C, 1, 1) per-channel factors (scale_wh: (N, 1, H, W) per-pixel) times the
         # `from` map (N, C, H, W), then the activation.
-        from ..kernels.activations import activate
-        out = net.outputs[self.sources[0]] * x
-        return activate(np.ascontiguousarray(out, dtype=np.float32), self.activation)
+        from ..kernels.activations import activate, needs_input
+        src = net.outputs[self.sources[0]]
+        out = np.ascontiguousarray(src * x, dtype=np.float32)
+        if net.train:
+            self._pre = out.copy() if needs_input(self.activation) else None
+            self._y, self._x, self._from = out, x, src
+        return activate(out, self.activation)
+
+    def backward(self, dy: np.ndarray | None, net: Network) -> np.ndarray | None:
+        # Through the activation (in place: dy becomes Darknet's delta), then the product
+        # rule: the factors get the sum over the cells they scaled of g * from, the `from`
+        # map gets g * factor (AH's backward, exact).
+        if dy is None:
+            return None
+        from ..kernels.activations import gradient
+        g = gradient(dy, self._y, self._pre, self.activation)
+        prod = (g * self._from).astype(np.float64)
+        dx = prod.sum(axis=1, keepdims=True) if self.scale_wh else \
+            prod.sum(axis=(2, 3), keepdims=True)
+        net.add_grad(self.sources[0], np.ascontiguousarray(g * self._x, dtype=np.float32))
+        return dx.astype(np.float32)
 
     def flops(self):
         return float(self.outputs)

@@ -64,7 +64,7 @@ class Shortcut(Layer):
 
     def forward(self, x: np.ndarray, net: Network) -> np.ndarray:
         # x (N, C, H, W) -> same shape, activation applied last.
-        from ..kernels.activations import activate
+        from ..kernels.activations import activate, needs_input
         from ..kernels.shortcut import shortcut_mix, shortcut_sum
         adds = [net.outputs[i] for i in self.sources]
         if len(adds) == 1:
@@ -75,7 +75,31 @@ class Shortcut(Layer):
             # AH: flat per-sample sum, each `from` over its first min(outputs) values
             # (alpha/beta with several `from` is refused in setup).
             out = shortcut_sum(x, adds)
+        if net.train:
+            self._pre = out.copy() if needs_input(self.activation) else None
+            self._y = out
         return activate(out, self.activation)
+
+    def backward(self, dy: np.ndarray | None, net: Network) -> np.ndarray | None:
+        # Through the activation first, in place: dy becomes Darknet's delta of this layer
+        # (the gradient at the sum; reference case train_resid, delta_003). Then the
+        # transpose of the forward: alpha * it to the previous layer where mixed, beta * it
+        # to the `from` cells read (P); or all of it to the previous layer and each `from`'s
+        # first values (AH).
+        if dy is None:
+            return None
+        from ..kernels.activations import gradient
+        from ..kernels.shortcut import shortcut_mix_backward, shortcut_sum_backward
+        g = gradient(dy, self._y, self._pre, self.activation)
+        shapes = [net.outputs[i].shape for i in self.sources]
+        if len(self.sources) == 1:
+            dx, dadd = shortcut_mix_backward(g, shapes[0], self.opts["alpha"],
+                                             self.opts["beta"])
+            net.add_grad(self.sources[0], dadd)
+            return dx
+        for i, da in zip(self.sources, shortcut_sum_backward(g, shapes)):
+            net.add_grad(i, da)
+        return g
 
     def param_shapes(self):
         return [("weights", (self.nweights,))] if self.nweights else []

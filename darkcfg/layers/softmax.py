@@ -7,6 +7,7 @@ import numpy as np
 
 from ..options import Opt
 from .base import Layer, register
+from .cost import layer_truth, loss_gradient
 
 if TYPE_CHECKING:
     from ..network import Network
@@ -34,8 +35,19 @@ class Softmax(Layer):
     def forward(self, x: np.ndarray, net: Network) -> np.ndarray:
         # x (N, C, H, W) -> same shape: a softmax over each of `groups` contiguous chunks of
         # the flat per-sample buffer, logits divided by `temperature` (case `softmax`).
-        from ..kernels.softmax import softmax_groups
-        return softmax_groups(x, self.groups, self.temperature)
+        # Training with a truth (unless noloss): the cross-entropy, `cost` = sum of -ln(p)
+        # where the truth is non-zero, gradient p - t w.r.t. the logits (training.md §6.1).
+        from ..kernels.softmax import softmax_cross_entropy, softmax_groups
+        out = softmax_groups(x, self.groups, self.temperature)
+        self.cost = self._grad = None
+        if net.train and net.truth is not None and not self.opts["noloss"]:
+            self.cost, self._grad = softmax_cross_entropy(out, layer_truth(self, net, out))
+        return out
+
+    def backward(self, dy: np.ndarray | None, net: Network) -> np.ndarray | None:
+        # Darknet's: p - t plus the arriving gradient unchanged, no softmax Jacobian (also
+        # with a temperature, and with noloss the layer is a pass-through)
+        return loss_gradient(self, dy)
 
     def flops(self):
         return 3.0 * self.inputs

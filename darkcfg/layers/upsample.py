@@ -44,6 +44,16 @@ class Upsample(Layer):
             return upsample(x, self.stride, self.scale)
         return downsample_sum(x, -self.stride, self.scale)
 
+    def backward(self, dy: np.ndarray | None, net: Network) -> np.ndarray | None:
+        # upsample: scale * the sum over each s x s block of dy; downsample: scale * dy
+        # copied to every cell of its block
+        if dy is None:
+            return None
+        from ..kernels.misc import downsample_sum_backward, upsample_backward
+        if self.stride > 0:
+            return upsample_backward(dy, self.stride, self.scale)
+        return downsample_sum_backward(dy, -self.stride, self.scale)
+
     def receptive(self, rf):
         r, j = self._rf_in(rf)
         return (r, j / self.stride) if self.stride > 0 else (r + (-self.stride - 1) * j,
