@@ -102,7 +102,10 @@ class Network:
     def backward(self, keep: bool = False) -> None:
         """Gradients of the last `forward_train`, last layer first; accumulates into every
         layer's `grads`. Stops at a layer with stopbackward (it and earlier layers get
-        none). keep=True leaves dLoss/d(output) of every layer in `self.grads`."""
+        none). keep=True leaves each layer's gradient in `self.grads`: dLoss/d(output),
+        except that loss layers ([softmax], [logistic], [cost]) have added their own term
+        and [shortcut]/[scale_channels]/[sam] have applied their activation's derivative in
+        place, so there it is Darknet's delta (negated), as the reference cases record."""
         self.grads: list[np.ndarray | None] = [None] * len(self.layers)
         for i in range(len(self.layers) - 1, -1, -1):
             layer = self.layers[i]
