@@ -175,3 +175,90 @@ def batchnorm(x, scales, mean, variance, biases=None, dialect="pjreddie"):
     b = np.zeros_like(den) if biases is None else np.asarray(biases, np.float64)
     return ((x - np.reshape(mean, shape)) / den.reshape(shape) * np.reshape(scales, shape)
             + b.reshape(shape))
+
+
+def conv2d_backward(x, w, dy, sy=1, sx=1, pad=0, d=1, groups=1):
+    """Gradients of `conv2d(x, w, ...)` for dy = dLoss/d(out): (dw, dx) float64, by the
+    same window loops as conv2d, transposed: dw[f,ci,ky,kx] = sum dy[:, f] * window,
+    dx[window] += w[f,ci,ky,kx] * dy[:, f] (padding cut off at the end)."""
+    x, w, dy = (np.asarray(a, np.float64) for a in (x, w, dy))
+    N, C, H, W = x.shape
+    n, cg, k, _ = w.shape
+    _, _, oh, ow = dy.shape
+    xp = np.zeros((N, C, H + 2 * pad, W + 2 * pad))
+    xp[:, :, pad:pad + H, pad:pad + W] = x
+    dxp = np.zeros_like(xp)
+    dw = np.zeros_like(w)
+    for f in range(n):
+        g = f // (n // groups)
+        for ci in range(cg):
+            for ky in range(k):
+                for kx in range(k):
+                    y0, x0 = ky * d, kx * d
+                    win = (slice(None), g * cg + ci, slice(y0, y0 + sy * (oh - 1) + 1, sy),
+                           slice(x0, x0 + sx * (ow - 1) + 1, sx))
+                    dw[f, ci, ky, kx] = np.sum(dy[:, f] * xp[win])
+                    dxp[win] += w[f, ci, ky, kx] * dy[:, f]
+    return dw, dxp[:, :, pad:pad + H, pad:pad + W]
+
+
+def deconv2d_backward(x, w, dy, s=1, pad=0):
+    """Gradients of `deconv2d(x, w, s, pad)`: (dw, dx) float64. Every input pixel's k x k
+    patch of the (uncut) output gives dx[b,c,y,x] = sum w[c] * dy_patch and
+    dw[c] += x[b,c,y,x] * dy_patch."""
+    x, w, dy = (np.asarray(a, np.float64) for a in (x, w, dy))
+    N, _, h, wd = x.shape
+    _, n, k, _ = w.shape
+    full = np.zeros((N, n, (h - 1) * s + k, (wd - 1) * s + k))
+    full[:, :, pad:pad + dy.shape[2], pad:pad + dy.shape[3]] = dy
+    dx = np.zeros_like(x)
+    dw = np.zeros_like(w)
+    for b in range(N):
+        for y in range(h):
+            for xx in range(wd):
+                patch = full[b, :, y * s:y * s + k, xx * s:xx * s + k]     # (n, k, k)
+                dx[b, :, y, xx] = np.tensordot(w, patch, axes=3)
+                dw += x[b, :, y, xx, None, None, None] * patch[None]
+    return dw, dx
+
+
+def dense_backward(x, w, dy):
+    """Gradients of `dense(x, w)` for dy (N, n): (dw (n, inputs), dx (N, inputs))."""
+    x = np.asarray(x, np.float64).reshape(x.shape[0], -1)
+    dy = np.asarray(dy, np.float64).reshape(x.shape[0], -1)
+    return dy.T @ x, dy @ np.asarray(w, np.float64)
+
+
+def batchnorm_train(x, scales, biases=None, dialect="pjreddie"):
+    """Training BN per channel (axis 1) with the batch mean and the unbiased batch
+    variance over every other axis (training.md §5): (y, xhat, mean, var) float64."""
+    x = np.asarray(x, np.float64)
+    axes = (0, *range(2, x.ndim))
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    mean = x.mean(axis=axes)
+    var = x.var(axis=axes, ddof=1)
+    den = np.sqrt(var) + 1e-6 if dialect == "pjreddie" else np.sqrt(var + 1e-5)
+    xhat = (x - mean.reshape(shape)) / den.reshape(shape)
+    b = np.zeros_like(mean) if biases is None else np.asarray(biases, np.float64)
+    y = xhat * np.reshape(scales, shape) + b.reshape(shape)
+    return y, xhat, mean, var
+
+
+def batchnorm_backward_darknet(x, dy, scales, dialect="pjreddie"):
+    """Darknet P's backward_batchnorm_layer, transcribed step by step in float64 with
+    the true-gradient sign (training.md §5), on the forward of `batchnorm_train`:
+    (dx, dscales, dbiases). Both dialects take sqrt(var + 1e-5) here (kernels/bn_train)."""
+    x, dy = np.asarray(x, np.float64), np.asarray(dy, np.float64)
+    axes = (0, *range(2, x.ndim))
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    _, xhat, mean, var = batchnorm_train(x, scales, None, dialect)
+    m = x.size // x.shape[1]
+    dbiases = dy.sum(axis=axes)                               # backward_bias
+    dscales = (dy * xhat).sum(axis=axes)                      # backward_scale_cpu
+    delta = dy * np.reshape(scales, shape)                    # scale_bias
+    mean_delta = delta.sum(axis=axes) * (-1 / np.sqrt(var + 1e-5))
+    xc = x - mean.reshape(shape)
+    var_delta = (delta * xc).sum(axis=axes) * -0.5 * (var + 1e-5) ** -1.5
+    dx = (delta / np.sqrt(var + 1e-5).reshape(shape) + var_delta.reshape(shape) * 2 * xc / m
+          + mean_delta.reshape(shape) / m)                    # normalize_delta_cpu
+    return dx, dscales, dbiases

@@ -11,7 +11,7 @@ import pytest
 from darkcfg.activations import ACTIVATIONS
 from darkcfg.graph import load_graph
 from darkcfg.kernels import activations as act
-from darkcfg.kernels import bn, conv
+from darkcfg.kernels import bn, bn_train, conv
 from darkcfg.network import Network
 
 from . import naive
@@ -63,6 +63,28 @@ def test_conv2d_matches_naive(case):
     assert rel(out2, naive.conv2d(x2, w, sy, sx, pad, d, g)) <= REL
 
 
+@pytest.mark.parametrize("case", CONV_CASES, ids=str)
+def test_conv2d_backward_matches_naive(case):
+    N, C, H, W, n, k, sy, sx, pad, d, g = case
+    rng = np.random.default_rng(sum(case) + 1)
+    x, w = rand(rng, N, C, H, W), rand(rng, n, C // g, k, k)
+    out, _ = conv.conv2d(x, w, sy=sy, sx=sx, pad=pad, d=d, groups=g)
+    dy = rand(rng, *out.shape)
+    ref_dw, ref_dx = naive.conv2d_backward(x, w, dy, sy, sx, pad, d, g)
+    dw = np.zeros_like(w)
+    dx, work = conv.conv2d_backward(x, w, dy, dw, sy=sy, sx=sx, pad=pad, d=d, groups=g)
+    assert rel(dw, ref_dw) <= REL
+    assert rel(dx, ref_dx) <= REL
+    # a second call accumulates into dw, reuses (and clears) dx, and may skip dx
+    dx2, _ = conv.conv2d_backward(x, w, dy, dw, sy=sy, sx=sx, pad=pad, d=d, groups=g,
+                                  dx=dx, work=work)
+    assert dx2 is dx and rel(dx2, ref_dx) <= REL
+    assert rel(dw, 2 * ref_dw) <= REL
+    none, _ = conv.conv2d_backward(x, w, dy, dw, sy=sy, sx=sx, pad=pad, d=d, groups=g,
+                                   need_dx=False)
+    assert none is None and rel(dw, 3 * ref_dw) <= REL
+
+
 def test_conv2d_rejects_bad_groups():
     x = np.zeros((1, 4, 5, 5), np.float32)
     with pytest.raises(ValueError, match="groups=3"):
@@ -93,6 +115,33 @@ def test_deconv2d_matches_naive(case):
     assert rel(out2, naive.deconv2d(x2, wt, s, pad)) <= REL
 
 
+@pytest.mark.parametrize("case", DECONV_CASES, ids=str)
+def test_deconv2d_backward_matches_naive(case):
+    N, C, h, w, n, k, s, pad = case
+    rng = np.random.default_rng(sum(case) + 1)
+    x, wt = rand(rng, N, C, h, w), rand(rng, C, n, k, k)
+    out, _ = conv.deconv2d(x, wt, s=s, pad=pad)
+    dy = rand(rng, *out.shape)
+    ref_dw, ref_dx = naive.deconv2d_backward(x, wt, dy, s, pad)
+    dw = np.zeros_like(wt)
+    dx, work = conv.deconv2d_backward(x, wt, dy, dw, s=s, pad=pad)
+    assert rel(dw, ref_dw) <= REL and rel(dx, ref_dx) <= REL
+    dx2, _ = conv.deconv2d_backward(x, wt, dy, dw, s=s, pad=pad, dx=dx, work=work)
+    assert dx2 is dx and rel(dx2, ref_dx) <= REL and rel(dw, 2 * ref_dw) <= REL
+
+
+def test_dense_backward_matches_naive():
+    rng = np.random.default_rng(4)
+    x, w, dy = rand(rng, 3, 4, 2, 5), rand(rng, 7, 40), rand(rng, 3, 7, 1, 1)
+    ref_dw, ref_dx = naive.dense_backward(x, w, dy)
+    dw = np.zeros_like(w)
+    dx = conv.dense_backward(x, w, dy, dw)
+    assert dx.shape == x.shape
+    assert rel(dw, ref_dw) <= REL and rel(dx.reshape(3, 40), ref_dx) <= REL
+    assert conv.dense_backward(x, w, dy, dw, need_dx=False) is None
+    assert rel(dw, 2 * ref_dw) <= REL
+
+
 def test_dense_matches_naive():
     rng = np.random.default_rng(3)
     x, w = rand(rng, 3, 4, 2, 5), rand(rng, 7, 40)
@@ -117,6 +166,52 @@ def test_bn_inference_matches_naive(dialect, shape, with_biases):
     out = bn.bn_inference(x.copy(), scales, mean, var, biases if with_biases else None,
                           dialect)
     assert rel(out, ref) <= REL
+
+
+@pytest.mark.parametrize("dialect", ["pjreddie", "alexeyab"])
+@pytest.mark.parametrize("shape", [(2, 5, 3, 4), (3, 6), (1, 4, 1, 2)])
+def test_bn_train_forward_and_rolling_update(dialect, shape):
+    rng = np.random.default_rng(6)
+    c = shape[1]
+    x = rand(rng, *shape, scale=2) + rand(rng, 1, c, *shape[2:])
+    scales, biases = rand(rng, c), rand(rng, c)
+    rmean, rvar = rand(rng, c), rng.random(c).astype(np.float32)
+    y_ref, xhat_ref, mean, var = naive.batchnorm_train(x, scales, biases, dialect)
+    rmean_ref, rvar_ref = 0.99 * rmean + 0.01 * mean, 0.99 * rvar + 0.01 * var
+    out, xhat = x.copy(), np.empty_like(x)
+    m, v = bn_train.forward(out, scales, biases, rmean, rvar, dialect, xhat)
+    assert rel(m, mean) <= REL and rel(v, var) <= REL       # unbiased (n - 1)
+    assert rel(out, y_ref) <= REL and rel(xhat, xhat_ref) <= REL
+    assert rel(rmean, rmean_ref) <= REL and rel(rvar, rvar_ref) <= REL
+
+
+@pytest.mark.parametrize("dialect", ["pjreddie", "alexeyab"])
+@pytest.mark.parametrize("shape", [(2, 5, 3, 4), (3, 6)])
+def test_bn_train_backward_is_darknets_rule(dialect, shape):
+    # Darknet's rule (N in the variance term, sqrt(var + 1e-5)), not the exact
+    # derivative: tests/test_backward_conv.py checks exact=True by finite differences
+    rng = np.random.default_rng(8)
+    c = shape[1]
+    x = rand(rng, *shape, scale=2)
+    scales, dy = rand(rng, c), rand(rng, *shape)
+    ref_dx, ref_ds, ref_db = naive.batchnorm_backward_darknet(x, dy, scales, dialect)
+    xhat = np.empty_like(x)
+    _, var = bn_train.forward(x.copy(), scales, None, np.zeros(c, np.float32),
+                              np.zeros(c, np.float32), dialect, xhat)
+    gs, gb = np.zeros(c, np.float32), np.zeros(c, np.float32)
+    dx = bn_train.backward(dy.copy(), xhat, scales, var, dialect, gs, gb)
+    assert rel(dx, ref_dx) <= REL
+    assert rel(gs, ref_ds) <= REL and rel(gb, ref_db) <= REL
+    gb2 = np.zeros(c, np.float32)
+    bn_train.bias_grad(dy, gb2)
+    assert rel(gb2, ref_db) <= REL
+
+
+def test_bn_train_needs_two_values_per_channel():
+    x = np.ones((1, 3, 1, 1), np.float32)
+    z = np.zeros(3, np.float32)
+    with pytest.raises(ValueError, match="at least 2 values per channel"):
+        bn_train.forward(x, z + 1, None, z.copy(), z.copy(), "pjreddie", x.copy())
 
 
 def test_bn_dialects_differ_and_bias_adds():

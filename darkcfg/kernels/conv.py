@@ -1,4 +1,5 @@
-"""Convolution, transposed convolution and dense products: im2col + one SGEMM per group.
+"""Convolution, transposed convolution and dense products: im2col + one SGEMM per group;
+their backward passes (weight gradients accumulated, input gradients returned).
 
 The GEMMs are NumPy matmuls on float32 arrays (OpenBLAS sgemm); the patch gathering is
 the Numba im2col/col2im. Nothing here adds biases or activates: the layers do that with
@@ -9,7 +10,11 @@ from __future__ import annotations
 import numpy as np
 
 from .config import check_f32
-from .direct import conv_direct
+from .direct import (
+    conv_direct,
+    conv_direct_backward_input,
+    conv_direct_backward_weights,
+)
 from .im2col import col2im_add, im2col
 
 # Depthwise convs with at most this many filters per channel run as direct loops: their
@@ -24,6 +29,11 @@ def reuse(buf: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray:
     if buf is not None and buf.shape == shape:
         return buf
     return np.empty(shape, np.float32)
+
+
+def _direct(cg: int, n: int, groups: int) -> bool:
+    # the depthwise convs conv2d runs as direct loops
+    return cg == 1 and groups > 1 and n // groups <= DIRECT_MAX
 
 
 def conv_out_hw(h: int, w: int, k: int, sy: int, sx: int, pad: int, d: int
@@ -58,7 +68,7 @@ def conv2d(x: np.ndarray, weights: np.ndarray, *, sy: int = 1, sx: int = 1, pad:
         # (N, g, K, P) stacked GEMMs in one call, no copy of x
         np.matmul(wg, x.reshape(N, groups, K, P), out=out.reshape(N, groups, n // groups, P))
         return out, work
-    if cg == 1 and groups > 1 and n // groups <= DIRECT_MAX:
+    if _direct(cg, n, groups):
         for b in range(N):
             conv_direct(x[b], weights, sy, sx, pad, d, groups, out[b])
         return out, work
@@ -93,7 +103,7 @@ def deconv2d(x: np.ndarray, weights: np.ndarray, *, s: int = 1, pad: int = 0,
     wt = weights.reshape(C, n * k * k).T
     for b in range(N):
         np.matmul(wt, x[b].reshape(C, h * w), out=work)
-        col2im_add(work, k, s, pad, h, w, out[b])
+        col2im_add(work, k, s, s, pad, 1, h, w, out[b])
     return out, work
 
 
@@ -111,3 +121,107 @@ def dense(x: np.ndarray, weights: np.ndarray, out: np.ndarray | None = None
     out = reuse(out, (N, n, 1, 1))
     np.matmul(x.reshape(N, inputs), weights.T, out=out.reshape(N, n))
     return out
+
+
+def conv2d_backward(x: np.ndarray, weights: np.ndarray, dy: np.ndarray, dw: np.ndarray, *,
+                    sy: int = 1, sx: int = 1, pad: int = 0, d: int = 1, groups: int = 1,
+                    need_dx: bool = True, dx: np.ndarray | None = None,
+                    work: np.ndarray | None = None
+                    ) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Backward of `conv2d(x, weights, ...)` (same geometry): dy (N, n, oh, ow) is dLoss/d
+    out. Accumulates dw (n, C/groups, k, k) += dLoss/dweights (summed over the batch) and
+    returns (dx, work): dx (N, C, H, W) = dLoss/dx (None unless need_dx; `dx` is a buffer
+    to reuse), `work` the column buffer to pass back next call.
+
+    Per image and group: dW_g += dY_g cols_g^T, dcols_g = W_g^T dY_g, then col2im (the
+    transpose of im2col) into dx, as Darknet P's backward_convolutional_layer.
+    """
+    for name, a, nd in (("x", x, 4), ("weights", weights, 4), ("dy", dy, 4), ("dw", dw, 4)):
+        check_f32(name, a, nd)
+    N, C, H, W = x.shape
+    n, cg, k, _ = weights.shape
+    oh, ow = conv_out_hw(H, W, k, sy, sx, pad, d)
+    if dy.shape != (N, n, oh, ow) or dw.shape != weights.shape or cg * groups != C:
+        raise ValueError(f"conv2d_backward: x {x.shape}, weights {weights.shape}, dy "
+                         f"{dy.shape}, dw {dw.shape} do not fit (groups={groups}, out "
+                         f"{oh} x {ow})")
+    dx = reuse(dx, x.shape) if need_dx else None
+    K, P, m = cg * k * k, oh * ow, n // groups
+    wg = weights.reshape(groups, m, K)
+    dwg = dw.reshape(groups, m, K)
+    dyg = dy.reshape(N, groups, m, P)
+    if k == 1 and sy == 1 and sx == 1 and pad == 0:
+        xg = x.reshape(N, groups, K, P)
+        dwg += np.matmul(dyg, xg.transpose(0, 1, 3, 2)).sum(axis=0)
+        if dx is not None:
+            np.matmul(wg.transpose(0, 2, 1), dyg, out=dx.reshape(N, groups, K, P))
+        return dx, work
+    if _direct(cg, n, groups):
+        for b in range(N):
+            conv_direct_backward_weights(x[b], dy[b], sy, sx, pad, d, groups, dw)
+            if dx is not None:
+                conv_direct_backward_input(dy[b], weights, sy, sx, pad, d, groups, dx[b])
+        return dx, work
+    work = reuse(work, (C * k * k, P))
+    colg = work.reshape(groups, K, P)
+    part = np.empty((groups, m, K), np.float32)
+    for b in range(N):
+        im2col(x[b], k, sy, sx, pad, d, oh, ow, work)
+        np.matmul(dyg[b], colg.transpose(0, 2, 1), out=part)
+        dwg += part
+        if dx is not None:
+            np.matmul(wg.transpose(0, 2, 1), dyg[b], out=colg)
+            dx[b] = 0.0
+            col2im_add(work, k, sy, sx, pad, d, oh, ow, dx[b])
+    return dx, work
+
+
+def deconv2d_backward(x: np.ndarray, weights: np.ndarray, dy: np.ndarray, dw: np.ndarray, *,
+                      s: int = 1, pad: int = 0, need_dx: bool = True,
+                      dx: np.ndarray | None = None, work: np.ndarray | None = None
+                      ) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """Backward of `deconv2d(x, weights, s=s, pad=pad)`: dy (N, n, OH, OW). The forward's
+    col2im has im2col as its transpose, so per image (P backward_deconvolutional_layer):
+    dcols = im2col(dy) (n*k*k, h*w); dW (C, n*k*k) += x dcols^T; dx = W dcols.
+    Accumulates dw (C, n, k, k); returns (dx or None, work) like conv2d_backward."""
+    for name, a in (("x", x), ("weights", weights), ("dy", dy), ("dw", dw)):
+        check_f32(name, a, 4)
+    N, C, h, w = x.shape
+    _, n, k, _ = weights.shape
+    oh, ow = deconv_out_hw(h, w, k, s, pad)
+    if dy.shape != (N, n, oh, ow) or dw.shape != weights.shape or weights.shape[0] != C:
+        raise ValueError(f"deconv2d_backward: x {x.shape}, weights {weights.shape}, dy "
+                         f"{dy.shape}, dw {dw.shape} do not fit")
+    dx = reuse(dx, x.shape) if need_dx else None
+    work = reuse(work, (n * k * k, h * w))
+    w2 = weights.reshape(C, n * k * k)
+    dw2 = dw.reshape(C, n * k * k)
+    part = np.empty_like(dw2)
+    for b in range(N):
+        im2col(dy[b], k, s, s, pad, 1, h, w, work)
+        xb = x[b].reshape(C, h * w)
+        np.matmul(xb, work.T, out=part)
+        dw2 += part
+        if dx is not None:
+            np.matmul(w2, work, out=dx[b].reshape(C, h * w))
+    return dx, work
+
+
+def dense_backward(x: np.ndarray, weights: np.ndarray, dy: np.ndarray, dw: np.ndarray, *,
+                   need_dx: bool = True, dx: np.ndarray | None = None) -> np.ndarray | None:
+    """Backward of `dense(x, weights)`: dy (N, n, 1, 1). Accumulates dw (n, inputs) +=
+    dY^T X; returns dx = dY W with x's shape (None unless need_dx)."""
+    for name, a in (("x", x), ("weights", weights), ("dy", dy), ("dw", dw)):
+        check_f32(name, a)
+    N = x.shape[0]
+    n, inputs = weights.shape
+    if dy.size != N * n or dw.shape != weights.shape or x.size != N * inputs:
+        raise ValueError(f"dense_backward: x {x.shape}, weights {weights.shape}, dy "
+                         f"{dy.shape}, dw {dw.shape} do not fit")
+    d2 = dy.reshape(N, n)
+    dw += d2.T @ x.reshape(N, inputs)
+    if not need_dx:
+        return None
+    dx = reuse(dx, x.shape)
+    np.matmul(d2, weights, out=dx.reshape(N, inputs))
+    return dx

@@ -48,3 +48,75 @@ def conv_direct(x, w, sy, sx, pad, d, groups, out):
                             row[ox] += wv * src[ox * sx + off]
     return out
 
+
+
+@pjit
+def conv_direct_backward_input(dy, w, sy, sx, pad, d, groups, dx):
+    # dy (n, oh, ow); w (n, C/groups, k, k); dx (C, H, W), fully overwritten with
+    # dx[c, oy*sy-pad+ky*d, ox*sx-pad+kx*d] += w[f,ci,ky,kx] dy[f, oy, ox] (the transpose
+    # of conv_direct). One task per input channel: its filters scatter only into it.
+    C, H, W = dx.shape
+    n, cg, k, _ = w.shape
+    _, oh, ow = dy.shape
+    per_group = n // groups
+    for c in prange(C):
+        g = c // cg
+        ci = c - g * cg
+        dx[c] = 0.0
+        for f in range(g * per_group, (g + 1) * per_group):
+            for oy in range(oh):
+                src = dy[f, oy]
+                for ky in range(k):
+                    iy = oy * sy - pad + ky * d
+                    if iy < 0 or iy >= H:
+                        continue
+                    dst = dx[c, iy]
+                    for kx in range(k):
+                        wv = w[f, ci, ky, kx]
+                        off = kx * d - pad
+                        lo = 0 if off >= 0 else min(ow, (-off + sx - 1) // sx)
+                        hi = max(lo, min(ow, (W - 1 - off) // sx + 1)) if W - 1 - off >= 0 \
+                            else lo
+                        if sx == 1:
+                            dd, s = dst[lo + off:hi + off], src[lo:hi]
+                            for j in range(hi - lo):
+                                dd[j] += wv * s[j]
+                        else:
+                            for ox in range(lo, hi):
+                                dst[ox * sx + off] += wv * src[ox]
+    return dx
+
+
+@pjit
+def conv_direct_backward_weights(x, dy, sy, sx, pad, d, groups, dw):
+    # x (C, H, W); dy (n, oh, ow); dw (n, C/groups, k, k) accumulated (+=) with
+    # sum_{oy,ox} dy[f, oy, ox] x[g*cg+ci, oy*sy-pad+ky*d, ox*sx-pad+kx*d]. One task per
+    # weight row (f, ci, ky): k sums over the output image.
+    _, H, W = x.shape
+    n, cg, k, _ = dw.shape
+    _, oh, ow = dy.shape
+    per_group = n // groups
+    for t in prange(n * cg * k):
+        f = t // (cg * k)
+        ci = (t // k) % cg
+        ky = t % k
+        c = (f // per_group) * cg + ci
+        for kx in range(k):
+            off = kx * d - pad
+            lo = 0 if off >= 0 else min(ow, (-off + sx - 1) // sx)
+            hi = max(lo, min(ow, (W - 1 - off) // sx + 1)) if W - 1 - off >= 0 else lo
+            acc = 0.0
+            for oy in range(oh):
+                iy = oy * sy - pad + ky * d
+                if iy < 0 or iy >= H:
+                    continue
+                g = dy[f, oy]
+                if sx == 1:
+                    s, gg = x[c, iy, lo + off:hi + off], g[lo:hi]
+                    for j in range(hi - lo):
+                        acc += gg[j] * s[j]
+                else:
+                    for ox in range(lo, hi):
+                        acc += g[ox] * x[c, iy, ox * sx + off]
+            dw[f, ci, ky, kx] += acc
+    return dw

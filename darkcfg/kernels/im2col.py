@@ -50,23 +50,35 @@ def im2col(x, k, sy, sx, pad, d, oh, ow, cols):
 
 
 @pjit
-def col2im_add(cols, k, s, pad, h, w, out):
-    # cols (C*k*k, h*w) float32; out (C, OH, OW) float32, accumulated into (+=).
-    # The transpose of im2col (stride s, no dilation): column (y, x) of row (c, ky, kx)
-    # lands on out[c, y*s - pad + ky, x*s - pad + kx]. Each channel is one task, and
-    # within it rows are added in Darknet's col2im order (ky, kx ascending).
-    C, OH, OW = out.shape
+def col2im_add(cols, k, sy, sx, pad, d, oh, ow, out):
+    # cols (C*k*k, oh*ow) float32; out (C, H, W) float32, accumulated into (+=).
+    # The transpose of im2col with the same arguments: column (oy, ox) of row (c, ky, kx)
+    # lands on out[c, oy*sy - pad + ky*d, ox*sx - pad + kx*d] when inside. Each channel
+    # is one task, and within it rows are added in Darknet's col2im order (ky, kx
+    # ascending), so the sums of a deconv forward come out in Darknet's order.
+    C, H, W = out.shape
     kk = k * k
     for c in prange(C):
         for q in range(kk):
             r = c * kk + q
             ky = q // k
             kx = q - ky * k
-            for y in range(h):
-                oy = y * s - pad + ky
-                if oy < 0 or oy >= OH:
+            off = kx * d - pad
+            # ox range with 0 <= ox*sx + off < W, as in im2col
+            lo = 0 if off >= 0 else min(ow, (-off + sx - 1) // sx)
+            hi = max(lo, min(ow, (W - 1 - off) // sx + 1)) if W - 1 - off >= 0 else lo
+            if hi == lo:
+                continue
+            for oy in range(oh):
+                iy = oy * sy - pad + ky * d
+                if iy < 0 or iy >= H:
                     continue
-                for x in range(w):
-                    ox = x * s - pad + kx
-                    if 0 <= ox < OW:
-                        out[c, oy, ox] += cols[r, y * w + x]
+                src = cols[r, oy * ow + lo:oy * ow + hi]
+                if sx == 1:
+                    dst = out[c, iy, lo + off:hi + off]
+                    for j in range(hi - lo):
+                        dst[j] += src[j]
+                else:
+                    dst = out[c, iy, lo * sx + off:]
+                    for j in range(hi - lo):
+                        dst[j * sx] += src[j]

@@ -31,4 +31,17 @@ class Activation(Layer):
         from ..kernels import activations, conv
         self._out = out = conv.reuse(getattr(self, "_out", None), x.shape)
         np.copyto(out, x)
+        # training keeps x (not a copy: nothing writes into a layer's output) for the
+        # activations whose gradient is taken at the input
+        self._x = x if net.train and activations.needs_input(self.activation) else None
         return activations.activate(out, self.activation)
+
+    def backward(self, dy: np.ndarray | None, net: Network) -> np.ndarray | None:
+        # dx = dy * f' (Darknet's form: at the output y, or at x for mish & co.), into a
+        # buffer of the layer's: dy is left intact
+        if dy is None:
+            return None
+        from ..kernels import activations, conv
+        self._dx = dx = conv.reuse(getattr(self, "_dx", None), dy.shape)
+        np.copyto(dx, dy)
+        return activations.gradient(dx, self._out, self._x, self.activation)

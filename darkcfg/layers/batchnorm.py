@@ -1,11 +1,12 @@
 """[batchnorm] (P, A): standalone per-channel batch normalisation."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
 from .base import Layer, register
+from .convolutional import check_bn_batch
 
 if TYPE_CHECKING:
     from ..network import Network
@@ -15,6 +16,8 @@ if TYPE_CHECKING:
 class Batchnorm(Layer):
     type = "batchnorm"
     doc = "standalone batch normalisation (weights layout depends on the dialect)"
+    # as BNActivation.exact_bn: tests set True to compare with finite differences
+    exact_bn: ClassVar[bool] = False
 
     def setup(self, layers):
         self.image_input()
@@ -35,9 +38,29 @@ class Batchnorm(Layer):
     def forward(self, x: np.ndarray, net: Network) -> np.ndarray:
         # x (N, C, H, W) -> same shape (own buffer, as [activation]). P has no biases in
         # the file and adds zeros (reference case `batchnorm_crop`); A reads biases first.
-        from ..kernels import bn, conv
+        # Training: batch statistics like a conv's BN (Darknet P cannot run this layer on
+        # the CPU and never updates it; darkcfg trains scales, and biases when the layout
+        # has them: DECISIONS §3).
+        from ..kernels import bn, bn_train, conv
         p = self.params
         self._out = out = conv.reuse(getattr(self, "_out", None), x.shape)
         np.copyto(out, x)
-        return bn.bn_inference(out, p["scales"], p["rolling_mean"], p["rolling_variance"],
-                               p.get("biases"), self.net.dialect)
+        if not net.train:
+            return bn.bn_inference(out, p["scales"], p["rolling_mean"],
+                                   p["rolling_variance"], p.get("biases"), self.net.dialect)
+        check_bn_batch(self, out)
+        self._xhat = conv.reuse(getattr(self, "_xhat", None), x.shape)
+        _, self._var = bn_train.forward(out, p["scales"], p.get("biases"), p["rolling_mean"],
+                                        p["rolling_variance"], self.net.dialect, self._xhat)
+        return out
+
+    def backward(self, dy: np.ndarray | None, net: Network) -> np.ndarray | None:
+        # dy -> dx (same shape), Darknet's BN backward rule (kernels/bn_train.py)
+        if dy is None:
+            return None
+        from ..kernels import bn_train, conv
+        self._dx = dx = conv.reuse(getattr(self, "_dx", None), dy.shape)
+        np.copyto(dx, dy)
+        return bn_train.backward(dx, self._xhat, self.params["scales"], self._var,
+                                 self.net.dialect, self.grads["scales"],
+                                 self.grads.get("biases"), exact=self.exact_bn)

@@ -7,14 +7,14 @@ import numpy as np
 
 from ..options import Opt
 from .base import Layer, register
-from .convolutional import ACT
+from .convolutional import ACT, BNActivation
 
 if TYPE_CHECKING:
     from ..network import Network
 
 
 @register
-class Connected(Layer):
+class Connected(BNActivation, Layer):
     type = "connected"
     doc = "fully connected layer (input flattened in C,H,W order)"
     options = {
@@ -45,15 +45,30 @@ class Connected(Layer):
     def row(self):
         return f"connected                            {self.inputs:4d}  ->  {self.n:4d}"
 
+    def init_params(self, rng: np.random.Generator) -> None:
+        """Darknet (all lineages): weights sqrt(2/inputs) U(-1, 1) (training.md §9);
+        biases 0; BN scales 1, rolling statistics 0."""
+        super().init_params(rng)
+        wt = self.params["weights"]
+        wt[...] = np.sqrt(2.0 / self.inputs) * rng.uniform(-1.0, 1.0, wt.shape)
+
     def forward(self, x: np.ndarray, net: Network) -> np.ndarray:
         # x (N, C, H, W) flattened in C,H,W order -> (N, n, 1, 1) = x W^T, then BN over
         # the n outputs (reference case `connected`) or bias, then activation.
-        from ..kernels import activations, bn, conv
-        p = self.params
-        self._out = out = conv.dense(x, p["weights"], out=getattr(self, "_out", None))
-        if self.batch_normalize:
-            bn.bn_inference(out, p["scales"], p["rolling_mean"], p["rolling_variance"],
-                            p["biases"], self.net.dialect)
-        else:
-            bn.add_bias(out, p["biases"])
-        return activations.activate(out, self.activation)
+        from ..kernels import conv
+        self._out = out = conv.dense(x, self.params["weights"],
+                                     out=getattr(self, "_out", None))
+        self._x = x if net.train else None
+        return self.finish_forward(out, net)
+
+    def backward(self, dy: np.ndarray | None, net: Network) -> np.ndarray | None:
+        # dy (N, n, 1, 1) -> dx (N, C, H, W): dW += dZ^T X, dx = dZ W
+        if dy is None:
+            return None
+        from ..kernels import conv
+        dz = self.product_grad(dy)
+        dx = conv.dense_backward(self._x, self.params["weights"], dz, self.grads["weights"],
+                                 need_dx=self.wants_dx(), dx=getattr(self, "_dx", None))
+        if dx is not None:
+            self._dx = dx
+        return dx

@@ -1,7 +1,7 @@
 """[convolutional] / [conv]: grouped, dilated, strided 2-D convolution (+ BN, activation)."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
@@ -20,8 +20,76 @@ NOT_COMPUTED = ("binary", "xnor", "bin_output", "antialiasing", "sway", "rotate"
                 "stretch_sway", "coordconv", "cbn")
 
 
+class BNActivation:
+    """The tail shared by [convolutional], [deconvolutional] and [connected]: the linear
+    product z, then BN (its biases are the layer's biases) or a bias, then the activation.
+
+    Training forward: BN over the batch statistics (kernels.bn_train), keeping xhat and
+    the batch variance; a copy of the pre-activation values when the activation's
+    gradient needs them; the output y itself serves the classic activations. Backward
+    (P backward_convolutional_layer's order): activation gradient, then BN backward or
+    the bias gradient, giving dLoss/dz for the product's own backward.
+    """
+    # Darknet's BN backward rule (kernels/bn_train.py); tests set True on an instance to
+    # compare with finite differences of the forward.
+    exact_bn: ClassVar[bool] = False
+
+    def finish_forward(self, z: np.ndarray, net: Network) -> np.ndarray:
+        from ..kernels import activations, bn, bn_train, conv
+        p = self.params
+        if not self.batch_normalize:
+            bn.add_bias(z, p["biases"])
+        elif net.train:
+            check_bn_batch(self, z)
+            self._xhat = conv.reuse(getattr(self, "_xhat", None), z.shape)
+            _, self._var = bn_train.forward(z, p["scales"], p["biases"], p["rolling_mean"],
+                                            p["rolling_variance"], self.net.dialect,
+                                            self._xhat)
+        else:
+            bn.bn_inference(z, p["scales"], p["rolling_mean"], p["rolling_variance"],
+                            p["biases"], self.net.dialect)
+        self._pre = None
+        if net.train and activations.needs_input(self.activation):
+            self._pre = conv.reuse(getattr(self, "_pre_buf", None), z.shape)
+            self._pre_buf = self._pre
+            np.copyto(self._pre, z)
+        return activations.activate(z, self.activation)
+
+    def product_grad(self, dy: np.ndarray) -> np.ndarray:
+        """dLoss/dz from dy = dLoss/d(output), in a buffer of the layer's (dy is left
+        intact); accumulates the bias (and BN scale) gradients."""
+        from ..kernels import activations, bn_train, conv
+        self._dz = dz = conv.reuse(getattr(self, "_dz", None), dy.shape)
+        np.copyto(dz, dy)
+        activations.gradient(dz, self._out, self._pre, self.activation)
+        if self.batch_normalize:
+            bn_train.backward(dz, self._xhat, self.params["scales"], self._var,
+                              self.net.dialect, self.grads["scales"], self.grads["biases"],
+                              exact=self.exact_bn)
+        else:
+            bn_train.bias_grad(dz, self.grads["biases"])
+        return dz
+
+    def wants_dx(self) -> bool:
+        """Whether the gradient for the input is used: not for the network input, nor
+        when the previous layer stops the backward pass."""
+        prev = self.prev
+        return prev is not None and not prev.opts["stopbackward"]
+
+
+def check_bn_batch(layer: Layer, z: np.ndarray) -> None:
+    """The unbiased batch variance needs 2 values per channel (Darknet divides 0 by 0:
+    DECISIONS §3)."""
+    from ..kernels import bn_train
+    if bn_train.values_per_channel(z) < 2:
+        n, _, h, w = z.shape
+        raise layer.error(f"batch normalisation in training needs at least 2 values per "
+                          f"channel (mini-batch x height x width); this layer has {n} x {h} "
+                          f"x {w}: train with batch/subdivisions >= 2")
+
+
 @register
-class Convolutional(Layer):
+class Convolutional(BNActivation, Layer):
     type = "convolutional"
     doc = "2-D convolution; groups, dilation, per-axis stride; optional batch norm"
     options = {
@@ -107,17 +175,29 @@ class Convolutional(Layer):
 
     def forward(self, x: np.ndarray, net: Network) -> np.ndarray:
         # x (N, C, H, W) -> (N, n, oh, ow): conv, then BN (whose biases are the conv
-        # biases) or bias, then activation. Buffers are reused across calls.
-        from ..kernels import activations, bn, conv
-        p = self.params
+        # biases) or bias, then activation. Buffers are reused across calls; training
+        # keeps x for the weight gradient.
+        from ..kernels import conv
         out, self._work = conv.conv2d(
-            x, p["weights"], sy=self.stride_y, sx=self.stride_x,
+            x, self.params["weights"], sy=self.stride_y, sx=self.stride_x,
             pad=self.pad * self.dilation, d=self.dilation, groups=self.groups,
             out=getattr(self, "_out", None), work=getattr(self, "_work", None))
         self._out = out
-        if self.batch_normalize:
-            bn.bn_inference(out, p["scales"], p["rolling_mean"], p["rolling_variance"],
-                            p["biases"], self.net.dialect)
-        else:
-            bn.add_bias(out, p["biases"])
-        return activations.activate(out, self.activation)
+        self._x = x if net.train else None
+        return self.finish_forward(out, net)
+
+    def backward(self, dy: np.ndarray | None, net: Network) -> np.ndarray | None:
+        # dy (N, n, oh, ow) -> dx (N, C, H, W): activation and BN/bias backward, then
+        # dW += dZ cols^T and dx = col2im(W^T dZ) (kernels.conv.conv2d_backward)
+        if dy is None:
+            return None
+        from ..kernels import conv
+        dz = self.product_grad(dy)
+        dx, self._work = conv.conv2d_backward(
+            self._x, self.params["weights"], dz, self.grads["weights"], sy=self.stride_y,
+            sx=self.stride_x, pad=self.pad * self.dilation, d=self.dilation,
+            groups=self.groups, need_dx=self.wants_dx(), dx=getattr(self, "_dx", None),
+            work=self._work)
+        if dx is not None:
+            self._dx = dx
+        return dx

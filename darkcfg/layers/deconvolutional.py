@@ -7,14 +7,14 @@ import numpy as np
 
 from ..options import Opt
 from .base import Layer, dims, register
-from .convolutional import ACT
+from .convolutional import ACT, BNActivation
 
 if TYPE_CHECKING:
     from ..network import Network
 
 
 @register
-class Deconvolutional(Layer):
+class Deconvolutional(BNActivation, Layer):
     type = "deconvolutional"
     doc = "transposed convolution (P)"
     options = {
@@ -30,7 +30,7 @@ class Deconvolutional(Layer):
     def setup(self, layers):
         o = self.opts
         self.image_input()
-        c, h, w = self.in_shape
+        _, h, w = self.in_shape
         self.n, self.size, self.stride = o["filters"], o["size"], o["stride"]
         self.pad = self.size // 2 if o["pad"] else o["padding"]
         self.batch_normalize = bool(o["batch_normalize"])
@@ -57,18 +57,38 @@ class Deconvolutional(Layer):
         return (f"deconv{self.n:5d} {self.size:2d} x{self.size:2d} /{self.stride:2d}  "
                 f"{dims(self.in_shape)}   ->  {dims(self.out_shape)}")
 
+    def init_params(self, rng: np.random.Generator) -> None:
+        """P make_deconvolutional_layer: weights 0.02 N(0,1) times out_w*out_h/(w*h)
+        (training.md §9); biases 0; BN scales 1, rolling statistics 0."""
+        super().init_params(rng)
+        _, h, w = self.in_shape
+        _, oh, ow = self.out_shape
+        wt = self.params["weights"]
+        wt[...] = 0.02 * rng.standard_normal(wt.shape)
+        wt *= np.float32(ow * oh / (w * h))
+
     def forward(self, x: np.ndarray, net: Network) -> np.ndarray:
         # x (N, c, h, w) -> (N, n, OH, OW): Darknet P's W^T x + col2im (reference case
         # `deconv`), then BN or bias, then activation.
-        from ..kernels import activations, bn, conv
-        p = self.params
-        out, self._work = conv.deconv2d(x, p["weights"], s=self.stride, pad=self.pad,
-                                        out=getattr(self, "_out", None),
+        from ..kernels import conv
+        out, self._work = conv.deconv2d(x, self.params["weights"], s=self.stride,
+                                        pad=self.pad, out=getattr(self, "_out", None),
                                         work=getattr(self, "_work", None))
         self._out = out
-        if self.batch_normalize:
-            bn.bn_inference(out, p["scales"], p["rolling_mean"], p["rolling_variance"],
-                            p["biases"], self.net.dialect)
-        else:
-            bn.add_bias(out, p["biases"])
-        return activations.activate(out, self.activation)
+        self._x = x if net.train else None
+        return self.finish_forward(out, net)
+
+    def backward(self, dy: np.ndarray | None, net: Network) -> np.ndarray | None:
+        # dy (N, n, OH, OW) -> dx (N, c, h, w): dcols = im2col(dZ), dW += x dcols^T,
+        # dx = W dcols (P backward_deconvolutional_layer)
+        if dy is None:
+            return None
+        from ..kernels import conv
+        dz = self.product_grad(dy)
+        dx, self._work = conv.deconv2d_backward(
+            self._x, self.params["weights"], dz, self.grads["weights"], s=self.stride,
+            pad=self.pad, need_dx=self.wants_dx(), dx=getattr(self, "_dx", None),
+            work=self._work)
+        if dx is not None:
+            self._dx = dx
+        return dx
