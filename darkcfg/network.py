@@ -99,7 +99,7 @@ class Network:
         costs = [lay.cost for lay in self.layers if getattr(lay, "cost", None) is not None]
         return float(np.mean(costs)) if costs else 0.0
 
-    def backward(self, keep: bool = False) -> None:
+    def backward(self, keep: bool = False, dy: np.ndarray | None = None) -> None:
         """Gradients of the last `forward_train`, last layer first; accumulates into every
         layer's `grads`. Stops at a layer with stopbackward (it and earlier layers get
         none). keep=True leaves each layer's gradient in `self.grads`: dLoss/d(output),
@@ -107,6 +107,8 @@ class Network:
         and [shortcut]/[scale_channels]/[sam] have applied their activation's derivative in
         place, so there it is Darknet's delta (negated), as the reference cases record."""
         self.grads: list[np.ndarray | None] = [None] * len(self.layers)
+        if dy is not None:          # a gradient from outside for the last layer's output
+            self.grads[-1] = np.ascontiguousarray(dy, np.float32).copy()
         for i in range(len(self.layers) - 1, -1, -1):
             layer = self.layers[i]
             if layer.opts["stopbackward"]:
