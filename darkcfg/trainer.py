@@ -198,7 +198,8 @@ def train(data_file: str, cfg_file: str, weights: str | None, opts: TrainOptions
             idx = batch_indices(n, i, batch, opts.seed)
             x = train_set.batch(idx, net.input_shape, augment, rng)
             truth = np.eye(classes, dtype=np.float32)[train_set.labels[idx]]
-            loss = net.train_step(x, truth)
+            with np.errstate(over="ignore", invalid="ignore"):   # NaN is reported below
+                loss = net.train_step(x, truth)
             if not math.isfinite(loss):
                 progress.done()
                 where = first_non_finite(net)
