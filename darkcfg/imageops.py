@@ -32,7 +32,7 @@ def load_image(path: str | os.PathLike, channels: int = 3) -> np.ndarray:
 def resize(im: np.ndarray, w: int, h: int) -> np.ndarray:
     """Darknet's resize_image: bilinear, first along x then along y, with the scale
     (in - 1)/(out - 1) so the corner pixels map onto each other. im: (c, H, W)."""
-    c, ih, iw = im.shape
+    _, ih, iw = im.shape
     im = im.astype(np.float32, copy=False)
     # horizontal pass -> (c, ih, w)
     if iw == 1 or w == 1:

@@ -55,8 +55,8 @@ def test_summary_table_json_dot():
 
 def test_summary_does_not_import_numba():
     cfg = need(DARKNET_CFG / "pjreddie" / "yolov3-tiny.cfg")
-    code = ("import sys, darkcfg.cli as c; c.main(['summary', %r]); "
-            "sys.exit(1 if 'numba' in sys.modules else 0)" % str(cfg))
+    code = (f"import sys, darkcfg.cli as c; c.main(['summary', {str(cfg)!r}]); "
+            "sys.exit(1 if 'numba' in sys.modules else 0)")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, "the summary path imported numba"
 

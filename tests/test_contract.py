@@ -79,9 +79,7 @@ def build(text: str) -> Network:
         for name, arr in layer.params.items():
             if name == "biases":
                 arr[...] = rng.uniform(-0.5, 0.5, arr.shape)
-            elif name == "scales":
-                arr[...] = rng.uniform(0.5, 1.5, arr.shape)
-            elif name == "rolling_variance":
+            elif name == "scales" or name == "rolling_variance":
                 arr[...] = rng.uniform(0.5, 1.5, arr.shape)
     return net
 

@@ -55,7 +55,7 @@ def test_matches_darknet_table(ref):
     skipped = sum(lay.nparams for lay in graph.layers if lay.type in ("rnn", "gru", "local"))
     t["params"] -= skipped
     t["weights_bytes"] -= 4 * skipped
-    line = [ln for ln in text.splitlines() if ln.startswith("layers ")][0]
+    line = next(ln for ln in text.splitlines() if ln.startswith("layers "))
     assert darknet_totals_line(t) == line.strip()
 
 

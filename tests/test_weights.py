@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from darkcfg import WeightsError
-from darkcfg.graph import build_graph
 from darkcfg.cfg import parse_cfg
+from darkcfg.graph import build_graph
 from darkcfg.network import Network
 from darkcfg.weights import WeightsWarning, read_header
 

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from darkcfg.docs import BEGIN, END, sections_markdown  # noqa: E402
+from darkcfg.docs import BEGIN, END, sections_markdown
 
 readme = Path(__file__).resolve().parent.parent / "README.md"
 text = readme.read_text()

@@ -131,7 +131,7 @@ class Local(Layer):
 
     def setup(self, layers):
         self.image_input()
-        c, h, w = self.in_shape
+        _, h, w = self.in_shape
         o = self.opts
         cut = 1 if o["pad"] else o["size"]      # Darknet's local_out_height
         self.out_shape = (o["filters"], (h - cut) // o["stride"] + 1,
