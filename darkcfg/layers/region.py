@@ -70,7 +70,56 @@ class Region(Layer):
                     activate(out[b, a, self.coords + 1:], "logistic")
         if self.opts["softmax"] and self.classes:
             softmax_(out.reshape(n * self.num, k, h * w), self.coords + 1, k)
+        self.cost = self._grad = self.stats = None
+        self._out = out
+        if net.train and net.truth is not None:
+            self._loss(out.reshape(n, self.num, k, h, w), net)
         return out.reshape(x.shape)
+
+    # --- training -----------------------------------------------------------------------
+    def _loss(self, out: np.ndarray, net: Network) -> None:
+        # out (N, num, coords+1+classes, H, W). Darknet's delta from the box truth
+        # (reference/README.md "Detection", pinned by case train_region), as a gradient
+        # w.r.t. this layer's OUTPUT: x, y, objectness are squared errors on the logistic
+        # values, w, h on the raw tw, th; the classes' delta class_scale*(onehot - p) is
+        # (minus) the logit gradient of the softmax cross-entropy (of the logistic
+        # cross-entropy with softmax=0). See kernels/yolo_loss.py.
+        from ..kernels.yolo_loss import region_targets
+        from .yolo import detection_stats, detection_truth
+        o = self.opts
+        if self.coords != 4:
+            raise self.error(f"training with coords={self.coords} (mask coefficients) is "
+                             "not implemented by darkcfg; only coords=4 is", "coords")
+        truth = detection_truth(self, net, out.shape[0], 30)
+        anchors = (np.array(self.anchors[:2 * self.num], np.float64).reshape(-1, 2)
+                   if self.anchors else np.full((self.num, 2), 0.5))
+        target, weight, stats = region_targets(
+            out, truth, 30, anchors, self.coords, o["thresh"], net.seen < 12800,
+            o["bias_match"], o["rescore"], not o["softmax"], o["coord_scale"],
+            o["object_scale"], o["noobject_scale"], o["class_scale"])
+        delta = weight * (target - out)
+        self.cost = float(np.sum(np.square(delta, dtype=np.float64)))
+        n, a, k, h, w = out.shape
+        self._grad = np.negative(delta).reshape(n, a * k, h, w)
+        self.stats = detection_stats(stats, out.shape, self.num)
+
+    def backward(self, dy: np.ndarray | None, net: Network) -> np.ndarray | None:
+        # Darknet's GPU path (its CPU backward_region_layer is empty; DECISIONS §3): the
+        # delta times y(1 - y) for x, y and objectness, where the forward applied a
+        # logistic; w, h and the classes pass unchanged.
+        from .cost import loss_gradient
+        g = loss_gradient(self, dy)
+        if g is None:
+            return None
+        if g is self._grad:
+            g = g.copy()
+        n, _, h, w = g.shape
+        k = self.coords + 1 + self.classes
+        g5 = g.reshape(n, self.num, k, h * w)
+        y = self._out.reshape(n, self.num, k, h * w)
+        for e in (0, 1, self.coords):
+            g5[:, :, e] *= y[:, :, e] * (np.float32(1) - y[:, :, e])
+        return g
 
     def row(self):
         return "detection"

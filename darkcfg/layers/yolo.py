@@ -72,7 +72,7 @@ class Yolo(Layer):
             raise self.error(f"num={self.total} anchors need {2 * self.total} numbers in "
                              f"'anchors'; got {len(anchors)}", "anchors")
         self.anchors = anchors
-        c, h, w = self.in_shape
+        c = self.in_shape[0]
         want = len(self.mask) * (self.classes + self.per_anchor)
         if c != want:
             raise self.error(
@@ -99,7 +99,111 @@ class Yolo(Layer):
         s = self.opts["scale_x_y"]
         if s != 1.0:
             out[:, :, 0:2] = out[:, :, 0:2] * np.float32(s) + np.float32(-0.5 * (s - 1.0))
+        self.cost = self._grad = self.stats = None
+        if net.train and net.truth is not None:
+            self._loss(out.reshape(n, a, c // a, h, w), net)
         return out.reshape(x.shape)
+
+    # --- training -----------------------------------------------------------------------
+    def _loss(self, out: np.ndarray, net: Network) -> None:
+        # out (N, A, 5 + classes, H, W): this head's output, per anchor of `mask`.
+        # Darknet's delta from the box truth (reference/README.md "Detection", pinned by
+        # case train_yolo): see kernels/yolo_loss.py. Our gradient is minus the delta, and
+        # it is w.r.t. the layer's INPUT as it stands: for x, y, objectness and classes
+        # the logit gradient of a cross-entropy, for w, h an L2 loss on the raw tw, th.
+        # With scale_x_y the targets are compared with the scaled x, y (AH).
+        from ..kernels.yolo_loss import yolo_targets
+        self.check_trainable()
+        o = self.opts
+        _, net_h, net_w = self.net.input_shape
+        truth = detection_truth(self, net, out.shape[0], o["max"])
+        target, weight, stats = yolo_targets(
+            out, truth, o["max"], self.anchor_array(), np.array(self.mask), net_w, net_h,
+            o["ignore_thresh"], o["truth_thresh"], *self.normalizers())
+        delta = weight * (target - out)
+        self.cost = float(np.sum(np.square(delta, dtype=np.float64)))
+        n, a, k, h, w = out.shape
+        self._grad = np.negative(delta).reshape(n, a * k, h, w)
+        self.stats = detection_stats(stats, out.shape, len(self.mask))
+
+    def backward(self, dy: np.ndarray | None, net: Network) -> np.ndarray | None:
+        # Darknet passes the delta down unchanged: no logistic derivative (it is already
+        # the gradient w.r.t. the logits), plus anything that reached this layer.
+        from .cost import loss_gradient
+        return loss_gradient(self, dy)
+
+    def anchor_array(self) -> np.ndarray:
+        """(num, 2) anchor w, h in network-input pixels; Darknet's 0.5 when none given."""
+        if not self.anchors:
+            return np.full((self.total, 2), 0.5)
+        return np.array(self.anchors[:2 * self.total], np.float64).reshape(-1, 2)
+
+    def normalizers(self) -> tuple[float, float, float]:
+        """(box, objectness, class) factors on the deltas. pjreddie has none (1, 1, 1);
+        AH's iou_/obj_/cls_normalizer apply when written in the cfg, and their defaults
+        (0.75, 1, 1) under dialect=alexeyab."""
+        o, written = self.opts, self.section.entries
+        ah = self.net.dialect == "alexeyab"
+        return tuple(o[k] if (k in written or ah) else 1.0
+                     for k in ("iou_normalizer", "obj_normalizer", "cls_normalizer"))
+
+    def check_trainable(self) -> None:
+        """Options whose training math darkcfg does not implement: refused when training
+        starts (inference with them is fine)."""
+        o, written = self.opts, self.section.entries
+        why = None
+        if o["iou_loss"] != "mse":
+            why = f"iou_loss={o['iou_loss']} (AH's IoU-family box loss); only mse is"
+        elif o["new_coords"]:
+            why = "new_coords=1 (scaled-YOLOv4 box coding); only new_coords=0 is"
+        elif o["iou_thresh"] < 1:
+            why = "iou_thresh < 1 (AH's extra anchors per truth); only 1 is"
+        elif o["delta_normalizer"] != 1:
+            why = "delta_normalizer != 1 (AH); only 1 is"
+        else:
+            for key, off in (("focal_loss", "0"), ("label_smooth_eps", "0"),
+                             ("objectness_smooth", "0"), ("counters_per_class", None)):
+                entry = written.get(key)
+                if entry is not None and (off is None or float(entry.value) != float(off)):
+                    why = f"{key}={entry.value} (AH); leave it out:"
+                    break
+        if why:
+            key = why.split("=")[0].split(" ")[0]
+            raise self.error(f"training with {why} implemented by darkcfg", key)
 
     def row(self):
         return "yolo"
+
+
+def detection_truth(layer: Layer, net: Network, n: int, most: int) -> np.ndarray:
+    """`net.truth` (n, T) checked as Darknet's box list: every box read (up to `most`,
+    until the first x == 0) needs 0 < x <= 1, 0 <= y <= 1, 0 < w, h and an integer class
+    in 0..classes-1 (Darknet would index out of its buffers)."""
+    from ..errors import DataError
+    from ..kernels.yolo_loss import read_boxes
+    t = np.ascontiguousarray(net.truth, np.float32)
+    if t.ndim != 2 or t.shape[0] != n or t.shape[1] % 5:
+        raise DataError(f"layer {layer.index} [{layer.type}]: the truth must be {n} rows of "
+                        f"5 values per box (x y w h class); got shape {t.shape}")
+    for b, boxes in enumerate(read_boxes(t, most)):
+        x, y, w, h, c = boxes.T if len(boxes) else (np.zeros(0),) * 5
+        bad = ~((x > 0) & (x <= 1) & (y >= 0) & (y <= 1) & (w > 0) & (h > 0) &
+                (c >= 0) & (c < layer.classes) & (c == np.floor(c)))
+        if bad.any():
+            k = int(np.flatnonzero(bad)[0])
+            raise DataError(f"layer {layer.index} [{layer.type}]: image {b} of the batch, "
+                            f"truth box {k}: x y w h class = "
+                            f"{' '.join(f'{v:g}' for v in boxes[k])}; need 0 < x <= 1, "
+                            f"0 <= y <= 1, w, h > 0 and a class in 0..{layer.classes - 1}")
+    return t
+
+
+def detection_stats(s: np.ndarray, shape: tuple[int, ...], anchors: int) -> dict[str, float]:
+    """The statistics line Darknet prints for a detection head (means over the truths it
+    trained on; NaN when there were none, where Darknet prints -nan)."""
+    count, classes = s[6], s[7]
+    cells = shape[0] * anchors * shape[-1] * shape[-2]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return {"iou": s[0] / count, "class": s[1] / classes, "obj": s[2] / count,
+                "no_obj": s[3] / cells, "recall50": s[4] / count, "recall75": s[5] / count,
+                "count": int(count)}

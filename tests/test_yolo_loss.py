@@ -1,0 +1,319 @@
+"""The [yolo] and [region] losses on random data: targets against the NumPy statements
+in naive_detection.py, gradients against finite differences of the losses Darknet's
+deltas are the gradients of, and what training refuses.
+
+Finite differences are taken on the head's input z. An entry is checked only where
+moving it by +-eps leaves the assignment (every target and weight of the naive
+statement) unchanged: the ignore/truth thresholds and best-anchor choices are
+discontinuities of the loss, not of its gradient.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from darkcfg.cfg import parse_cfg
+from darkcfg.errors import CfgError, DataError
+from darkcfg.graph import build_graph
+from darkcfg.network import Network
+
+from . import naive_detection as naive
+
+ANCHORS = np.array([[4, 5], [9, 7], [7, 13], [15, 14], [24, 20], [30, 30]], float)
+ANCHOR_TEXT = ", ".join(f"{w:g},{h:g}" for w, h in ANCHORS)
+
+
+def yolo_net(mask=(0, 1, 2), classes=3, extra="", dialect=None) -> Network:
+    """A 32 x 32 net whose [yolo] head sees a 4 x 4 grid (an 8 x 8 max pool before it);
+    tests feed the head directly with `run`."""
+    c = len(mask) * (5 + classes)
+    text = (f"[net]\nwidth=32\nheight=32\nchannels={c}\n\n[maxpool]\nsize=8\nstride=8\n\n"
+            f"[yolo]\nmask={','.join(map(str, mask))}\nanchors={ANCHOR_TEXT}\nnum=6\n"
+            f"classes={classes}\n{extra}")
+    return Network(build_graph(parse_cfg(text, "t.cfg"), dialect=dialect))
+
+
+def run(net: Network, z: np.ndarray, truth: np.ndarray | None):
+    """Train-mode forward of the net's head alone on z (N, C, H, W); returns the head."""
+    head = net.layers[-1]
+    net.train = True
+    net.truth = truth
+    try:
+        head.forward(z, net)
+    finally:
+        net.train = False
+    return head
+
+
+def net_output(head, z, net):
+    """The head's inference output on z."""
+    return head.forward(np.ascontiguousarray(z, np.float32), net).copy()
+
+
+def random_truth(rng, n, boxes=5, classes=3, slots=90, same_cell=True):
+    t = np.zeros((n, slots * 5), np.float32)
+    for b in range(n):
+        k = rng.integers(1, boxes + 1)
+        xy = rng.uniform(0.05, 0.95, (k, 2))
+        wh = rng.uniform(0.08, 0.8, (k, 2))
+        cls = rng.integers(0, classes, k)
+        rows = np.column_stack([xy, wh, cls])
+        if same_cell and k >= 2:          # a second truth in the first one's cell and anchor
+            rows[1, :4] = rows[0, :4] + 0.01
+            rows[1, 4] = (rows[0, 4] + 1) % classes
+        t[b, :5 * k] = rows.ravel()
+    return t
+
+
+def random_z(rng, n, a, k, h, w):
+    return (rng.standard_normal((n, a * k, h, w)) * 1.5).astype(np.float32)
+
+
+def to5(x, a):
+    n, c, h, w = x.shape
+    return x.reshape(n, a, c // a, h, w)
+
+
+# --- targets against the naive statement --------------------------------------------------
+
+YOLO_CASES = [
+    dict(mask=(0, 1, 2), extra=""),
+    dict(mask=(3, 4, 5), extra="ignore_thresh=.3\n"),
+    dict(mask=(1, 3), extra="ignore_thresh=.2\ntruth_thresh=.35\n"),
+    dict(mask=(0, 1, 2, 3, 4, 5), extra="ignore_thresh=.7\nmax=3\n"),
+    dict(mask=(2, 4), extra="scale_x_y=1.1\niou_normalizer=0.5\nobj_normalizer=2\n"
+                            "cls_normalizer=0.25\n"),
+]
+
+
+@pytest.mark.parametrize("case", range(len(YOLO_CASES)))
+def test_yolo_targets_match_the_naive_statement(case):
+    spec = YOLO_CASES[case]
+    net = yolo_net(spec["mask"], extra=spec["extra"])
+    rng = np.random.default_rng(case)
+    z = random_z(rng, 3, len(spec["mask"]), 8, 4, 4)
+    truth = random_truth(rng, 3)
+    out = to5(net_output(net.layers[-1], z, net), len(spec["mask"]))
+    head = run(net, z, truth)
+    o = head.opts
+    target, weight = naive.yolo(out, truth, ANCHORS, list(spec["mask"]), (32, 32),
+                                o["ignore_thresh"], o["truth_thresh"], o["max"],
+                                head.normalizers())
+    delta = weight * (target - out)
+    ours = -to5(head._grad, len(spec["mask"]))
+    assert np.abs(ours - delta).max() <= 1e-5 * max(1, np.abs(delta).max())
+    assert head.cost == pytest.approx(np.sum(delta ** 2), rel=1e-5)
+    assert head.stats["count"] > 0
+
+
+def test_yolo_quirk_two_classes_in_one_cell_and_later_box_wins():
+    # two truths whose best anchor is the same, in the same cell: the second overwrites the
+    # box and objectness, and only sets its own class entry (the first stays positive)
+    net = yolo_net((0, 1, 2))
+    z = np.zeros((1, 24, 4, 4), np.float32)
+    truth = np.zeros((1, 450), np.float32)
+    truth[0, :10] = [0.30, 0.30, 0.15, 0.15, 0, 0.32, 0.33, 0.16, 0.17, 2]
+    head = run(net, z, truth)
+    d = -to5(head._grad, 3)[0, :, :, 1, 1]           # cell (1, 1)
+    a = int(np.argmax(np.abs(d[:, 4])))
+    p = 0.5
+    np.testing.assert_allclose(d[a, 5:], [1 - p, -p, 1 - p], rtol=1e-6)
+    assert d[a, 0] == pytest.approx((2 - 0.16 * 0.17) * (0.32 * 4 - 1 - 0.5), rel=1e-5)
+    assert d[a, 4] == pytest.approx(1 - p)
+
+
+def test_yolo_truth_owned_by_another_head_is_ignored():
+    net = yolo_net((0, 1, 2))
+    z = np.full((1, 24, 4, 4), -4, np.float32)
+    truth = np.zeros((1, 450), np.float32)
+    truth[0, :5] = [0.5, 0.5, 0.9, 0.9, 1]            # best anchor 5: the other head's
+    head = run(net, z, truth)
+    assert head.stats["count"] == 0
+    # no box, class or positive objectness delta anywhere: only the no-object terms
+    d = -to5(head._grad, 3)
+    assert np.all(d[:, :, [0, 1, 2, 3, 5, 6, 7]] == 0)
+    assert np.all(d[:, :, 4] <= 0)
+
+
+def test_reading_stops_at_the_first_zero_x_and_at_max():
+    net = yolo_net((0, 1, 2, 3, 4, 5), extra="max=2\n")
+    z = np.zeros((1, 48, 4, 4), np.float32)
+    truth = np.zeros((1, 10), np.float32)
+    truth[0] = [0.2, 0.2, 0.1, 0.1, 0, 0.7, 0.7, 0.3, 0.3, 1]
+    assert run(net, z, truth).stats["count"] == 2
+    assert run(yolo_net((0, 1, 2, 3, 4, 5), extra="max=1\n"), z, truth).stats["count"] == 1
+    truth[0, 0] = 0
+    assert np.isnan(run(net, z, truth).stats["iou"])      # no truth read: Darknet's -nan
+
+
+REGION_CASES = [
+    dict(extra="bias_match=1\nrescore=1\nsoftmax=1\n", seen=0),
+    dict(extra="bias_match=0\nrescore=0\nsoftmax=1\nthresh=.3\n", seen=20000),
+    dict(extra="bias_match=1\nrescore=1\nsoftmax=0\nobject_scale=5\ncoord_scale=2\n"
+               "class_scale=3\nnoobject_scale=.5\n", seen=100),
+]
+REGION_ANCHORS = np.array([[0.6, 0.7], [1.2, 1.6], [2.0, 1.4], [3.2, 3.0]])
+
+
+def region_net(extra: str, grid=4, classes=3) -> Network:
+    num = len(REGION_ANCHORS)
+    c = num * (5 + classes)
+    text = (f"[net]\nwidth={grid}\nheight={grid}\nchannels={c}\n\n[region]\n"
+            f"anchors={', '.join(f'{w:g},{h:g}' for w, h in REGION_ANCHORS)}\nnum={num}\n"
+            f"classes={classes}\ncoords=4\n{extra}")
+    return Network(build_graph(parse_cfg(text, "t.cfg")))
+
+
+def region_naive(head, out, truth, seen):
+    o = head.opts
+    return naive.region(out, truth, REGION_ANCHORS, o["thresh"], seen, o["bias_match"],
+                        o["rescore"], o["softmax"], (o["coord_scale"], o["object_scale"],
+                                                     o["noobject_scale"], o["class_scale"]))
+
+
+@pytest.mark.parametrize("case", range(len(REGION_CASES)))
+def test_region_targets_match_the_naive_statement(case):
+    spec = REGION_CASES[case]
+    net = region_net(spec["extra"])
+    net.seen = spec["seen"]
+    rng = np.random.default_rng(10 + case)
+    z = random_z(rng, 3, 4, 8, 4, 4)
+    truth = random_truth(rng, 3, slots=30)
+    out = to5(net_output(net.layers[-1], z, net), 4)
+    head = run(net, z, truth)
+    target, weight = region_naive(head, out, truth, spec["seen"])
+    delta = weight * (target - out)
+    assert np.abs(-to5(head._grad, 4) - delta).max() <= 1e-5 * np.abs(delta).max()
+    assert head.cost == pytest.approx(np.sum(delta ** 2), rel=1e-5)
+
+
+# --- finite differences ------------------------------------------------------------------
+
+def fd_entries(z5, loss, assign, eps, rng, count):
+    """Central differences of loss at random entries whose assignment is locally fixed."""
+    base = assign(z5)
+    picked, grads = [], []
+    for e in rng.permutation(z5.size):
+        zp, zm = z5.copy(), z5.copy()
+        zp.flat[e] += eps
+        zm.flat[e] -= eps
+        if not all(np.array_equal(u, v) for s in (assign(zp), assign(zm))
+                   for u, v in zip(s, base)):
+            continue
+        picked.append(e)
+        grads.append((loss(zp) - loss(zm)) / (2 * eps))
+        if len(picked) == count:
+            break
+    return np.array(picked), np.array(grads)
+
+
+@pytest.mark.parametrize("case", [0, 2, 4])
+def test_yolo_gradient_is_the_derivative_of_its_loss(case):
+    spec = YOLO_CASES[case]
+    if "scale_x_y" in spec["extra"]:
+        spec = dict(spec, extra=spec["extra"].replace("scale_x_y=1.1\n", ""))
+    mask = list(spec["mask"])
+    net = yolo_net(mask, extra=spec["extra"])
+    rng = np.random.default_rng(100 + case)
+    z = random_z(rng, 2, len(mask), 8, 4, 4)
+    truth = random_truth(rng, 2)
+    head = run(net, z, truth)
+    o = head.opts
+
+    def assign(z5):
+        out = z5.copy()
+        sig = 1 / (1 + np.exp(-z5))
+        out[:, :, [0, 1, 4, 5, 6, 7]] = sig[:, :, [0, 1, 4, 5, 6, 7]]
+        t, w = naive.yolo(out, truth, ANCHORS, mask, (32, 32), o["ignore_thresh"],
+                          o["truth_thresh"], o["max"], head.normalizers())
+        # the targets of weight-0 entries do not matter
+        return np.where(w != 0, t, 0), w
+
+    z5 = to5(z, len(mask)).astype(np.float64)
+    frozen = assign(z5)
+    picked, numeric = fd_entries(z5, lambda v: naive.yolo_potential(v, *frozen),
+                                 assign, 1e-4, rng, 250)
+    assert len(picked) >= 200
+    ours = head.backward(None, net).ravel()[picked]
+    scale = np.abs(numeric).max()
+    assert np.abs(ours - numeric).max() <= 2e-4 * scale
+
+
+@pytest.mark.parametrize("case", range(len(REGION_CASES)))
+def test_region_gradient_follows_the_gpu_path(case):
+    spec = REGION_CASES[case]
+    net = region_net(spec["extra"])
+    net.seen = spec["seen"]
+    rng = np.random.default_rng(200 + case)
+    z = random_z(rng, 2, 4, 8, 4, 4)
+    truth = random_truth(rng, 2, slots=30)
+    head = run(net, z, truth)
+    softmax = bool(head.opts["softmax"])
+
+    def assign(z5):
+        out = to5(net_output(head, np.ascontiguousarray(
+            z5.reshape(z.shape), np.float32), net), 4).astype(np.float64)
+        return region_naive(head, out, truth, spec["seen"])
+
+    z5 = to5(z, 4).astype(np.float64)
+    frozen = assign(z5)
+    def fixed(v):
+        # the rescore target (the IoU) moves with the box, but Darknet's delta treats it
+        # as a constant: it is frozen in the loss and left out of the comparison
+        target, weight = assign(v)
+        target = np.where(weight != 0, target, 0)
+        target[:, :, 4] = 0
+        return target, weight
+
+    picked, numeric = fd_entries(z5, lambda v: naive.region_potential(v, *frozen, softmax),
+                                 fixed, 1e-3, rng, 200)
+    assert len(picked) >= 150
+    head = run(net, z, truth)
+    ours = head.backward(None, net).ravel()[picked]
+    assert np.abs(ours - numeric).max() <= 1e-3 * np.abs(numeric).max()
+
+
+# --- what training refuses, and bad truths -----------------------------------------------
+
+@pytest.mark.parametrize("extra, key", [
+    ("iou_loss=giou\n", "iou_loss"), ("iou_loss=ciou\n", "iou_loss"),
+    ("new_coords=1\n", "new_coords"), ("iou_thresh=0.2\n", "iou_thresh"),
+    ("focal_loss=1\n", "focal_loss"), ("label_smooth_eps=0.1\n", "label_smooth_eps"),
+])
+def test_unimplemented_training_options_parse_and_infer_but_refuse_to_train(extra, key):
+    net = yolo_net(extra=extra)
+    net.forward(np.zeros((1, 24, 32, 32), np.float32))   # inference is fine
+    z = np.zeros((1, 24, 4, 4), np.float32)
+    truth = random_truth(np.random.default_rng(0), 1)
+    with pytest.raises(CfgError, match=f"{key}.*not implemented|training with {key}"):
+        run(net, z, truth)
+
+
+def test_normalizers_default_to_one_for_pjreddie_and_to_ah_under_alexeyab():
+    assert yolo_net().layers[-1].normalizers() == (1.0, 1.0, 1.0)
+    assert yolo_net(dialect="alexeyab").layers[-1].normalizers() == (0.75, 1.0, 1.0)
+    assert yolo_net(extra="iou_normalizer=0.07\n").layers[-1].normalizers() == \
+        (0.07, 1.0, 1.0)
+
+
+@pytest.mark.parametrize("box, what", [
+    ([0.5, 0.5, 0.2, 0.2, 3], "class"), ([0.5, 0.5, 0.2, 0.2, 1.5], "class"),
+    ([0.5, 0.5, 0.0, 0.2, 1], "w, h"), ([1.5, 0.5, 0.2, 0.2, 1], "x"),
+    ([0.5, -0.1, 0.2, 0.2, 1], "y"),
+])
+def test_bad_truth_boxes_are_data_errors_naming_the_box(box, what):
+    net = yolo_net()
+    truth = np.zeros((1, 450), np.float32)
+    truth[0, :5] = [0.3, 0.3, 0.1, 0.1, 0]
+    truth[0, 5:10] = box
+    with pytest.raises(DataError, match="image 0 of the batch, truth box 1"):
+        run(net, np.zeros((1, 24, 4, 4), np.float32), truth)
+
+
+def test_no_truth_means_no_loss_and_inference_has_none():
+    net = yolo_net()
+    z = np.zeros((1, 24, 4, 4), np.float32)
+    head = run(net, z, None)
+    assert head.cost is None and head.backward(None, net) is None
+    net.forward(np.zeros((1, 24, 32, 32), np.float32))
+    assert head.cost is None
