@@ -89,6 +89,85 @@ def cmd_valid(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_detect(args: argparse.Namespace) -> int:
+    import json
+    import os
+    import time
+
+    from .detect import detect, heads
+    from .draw import save_detections
+    from .imageops import load_image
+    from .network import Network
+    from .predict import read_labels
+    if not 0 <= args.nms <= 1:
+        raise DarkcfgError(f"--nms must be in [0, 1] (0: no NMS); received {args.nms}")
+    net = Network.load(args.cfg, args.weights, dialect=args.dialect, strict=not args.lenient,
+                       width=args.width, height=args.height, channels=args.channels)
+    classes = heads(net.graph)[0].classes
+    names = read_labels(args.names) if args.names else None
+    if names is not None and len(names) != classes:
+        raise DataError(f"{args.names}: {len(names)} names, but the network has {classes} "
+                        "classes")
+    os.makedirs(args.out_dir, exist_ok=True)
+    failed, report, drawn = 0, [], set()
+    for path in args.images:
+        try:
+            image = load_image(path, channels=net.input_shape[0])
+        except DarkcfgError as e:
+            print(f"darkcfg: error: {e}", file=sys.stderr)
+            failed += 1
+            continue
+        start = time.perf_counter()
+        found = detect(net, image, args.thresh, args.nms)
+        seconds = time.perf_counter() - start
+        stem = os.path.splitext(os.path.basename(path))[0]
+        png = os.path.join(args.out_dir, f"{stem}_boxes.png")
+        if png in drawn:                        # same file name from another folder
+            png = os.path.join(args.out_dir, f"{stem}_{len(drawn)}_boxes.png")
+        drawn.add(png)
+        save_detections(png, image, found, names)
+        if args.json:
+            report.append({"image": path, "width": image.shape[2], "height": image.shape[1],
+                           "drawn": png, "seconds": seconds,
+                           "detections": [d.to_dict(names) for d in found]})
+        else:
+            print(f"{path}: Predicted in {seconds:.3f} seconds; {len(found)} objects, drawn "
+                  f"in {png}")
+            for d in found:
+                print(d.format(names))
+    if args.json:
+        print(json.dumps({"images": report}, indent=1))
+    return 1 if failed else 0
+
+
+def cmd_map(args: argparse.Namespace) -> int:
+    from .data import read_data_config
+    from .detect import heads
+    from .evaluate import evaluate_network, format_report, read_image_list
+    from .network import Network
+    if not 0 <= args.nms <= 1:
+        raise DarkcfgError(f"--nms must be in [0, 1] (0: no NMS); received {args.nms}")
+    data = read_data_config(args.data, strict=not args.lenient)
+    if data.path("valid") is None:
+        raise DataError(f"{args.data}: no 'valid' key: no images to evaluate")
+    net = Network.load(args.cfg, args.weights, strict=not args.lenient, width=args.width,
+                       height=args.height)
+    classes = heads(net.graph)[0].classes
+    if classes != data.classes:
+        raise DataError(f"{args.data}: classes={data.classes}, but the network detects "
+                        f"{classes} classes")
+    images = read_image_list(data.path("valid"))
+
+    def progress(done: int, total: int) -> None:
+        print(f"\r{done}/{total} images", end="\n" if done == total else "",
+              file=sys.stderr, flush=True)
+
+    result = evaluate_network(net, images, classes, thresh=args.thresh, nms=args.nms,
+                              progress=None if args.quiet else progress)
+    print(format_report(result, data.names))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="darkcfg", description="Run, summarise and train Darknet .cfg networks on a CPU.")
@@ -135,6 +214,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top", type=int, help="k for top-k (default: the .data top, at least 5)")
     p.add_argument("--lenient", action="store_true", help="cfg problems become warnings")
     p.set_defaults(func=cmd_valid)
+
+    p = sub.add_parser("detect", help="objects in images with a [yolo]/[region] detector")
+    p.add_argument("cfg", help="the .cfg file")
+    p.add_argument("weights", help="the .weights file")
+    p.add_argument("images", nargs="+", help="image files (PNG, JPEG, ...)")
+    p.add_argument("--names", help="class names, one per line (e.g. coco.names)")
+    p.add_argument("--thresh", type=float, default=0.5,
+                   help="objectness and class probability threshold (0.5)")
+    p.add_argument("--nms", type=float, default=0.45, help="NMS IoU threshold; 0: none (0.45)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+    p.add_argument("--out-dir", default=".",
+                   help="where <image>_boxes.png goes (default: the current folder)")
+    _shape_args(p)
+    p.set_defaults(func=cmd_detect)
+
+    p = sub.add_parser("map", help="detector mAP@0.5 and mAP@0.5:0.95 on a .data valid list")
+    p.add_argument("data", help="the .data file (classes, valid, names)")
+    p.add_argument("cfg", help="the .cfg file")
+    p.add_argument("weights", help="the .weights file")
+    p.add_argument("--thresh", type=float, default=0.005, help="probability floor (0.005)")
+    p.add_argument("--nms", type=float, default=0.45, help="NMS IoU threshold (0.45)")
+    p.add_argument("--width", type=int, help="override [net] width")
+    p.add_argument("--height", type=int, help="override [net] height")
+    p.add_argument("--quiet", action="store_true", help="no progress line")
+    p.add_argument("--lenient", action="store_true", help="cfg problems become warnings")
+    p.set_defaults(func=cmd_map)
     for extend in _EXTENSIONS:
         extend(sub)
     return parser
