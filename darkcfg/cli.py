@@ -64,11 +64,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from .dettrain import is_detector, train_detector
     from .trainer import TrainOptions, train
     opts = TrainOptions(seed=args.seed, max_batches=args.max_batches,
                         save_every=args.save_every, backup_every=args.backup_every,
                         valid_every=args.valid_every, quiet=args.quiet)
-    train(args.data, args.cfg, args.weights, opts, strict=not args.lenient)
+    # a cfg ending in [yolo]/[region] trains as a detector (YOLO-format labels)
+    run = train_detector if is_detector(args.cfg, strict=not args.lenient) else train
+    run(args.data, args.cfg, args.weights, opts, strict=not args.lenient)
     return 0
 
 
