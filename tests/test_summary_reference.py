@@ -8,7 +8,7 @@ import pytest
 from darkcfg import load_graph
 from darkcfg.summary import darknet_totals_line, format_table, layer_facts, totals
 
-from .conftest import DARKNET_CFG, REFERENCE, listing
+from .conftest import DARKNET_CFG, REFERENCE, listing, need
 
 SUMMARIES = listing(REFERENCE / "summary" / "pjreddie", "*.txt")
 NOISE = re.compile(r"\w+: Using default '[^']*'\n|Unused field: '[^']*'\n")
@@ -60,7 +60,7 @@ def test_matches_darknet_table(ref):
 
 
 def test_conv_bflops_and_shapes_of_yolov3_tiny_by_hand():
-    graph = load_graph(DARKNET_CFG / "pjreddie" / "yolov3-tiny.cfg")
+    graph = load_graph(need(DARKNET_CFG / "pjreddie" / "yolov3-tiny.cfg"))
     conv12 = graph.layers[12]
     assert conv12.out_shape == (1024, 13, 13)
     assert conv12.flops() == 2 * 1024 * 9 * 512 * 13 * 13
