@@ -7,20 +7,38 @@ kernels.bn and kernels.activations.
 """
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 
+from . import epilogue, parallel, winograd
+from .activations import LINEAR
+from .bn import bn_denominator
 from .config import check_f32
 from .direct import (
     conv_direct,
     conv_direct_backward_input,
     conv_direct_backward_weights,
 )
-from .im2col import col2im_add, im2col
+from .im2col import (
+    col2im_add,
+    col2im_range,
+    col2im_wide,
+    crop_input,
+    im2col,
+    im2col_padded,
+    im2col_wide,
+    pad_input,
+)
 
 # Depthwise convs with at most this many filters per channel run as direct loops: their
 # per-channel GEMMs (1 or 2 rows) are too small for BLAS (timed on 2 cores: 2-4x faster
 # at 1 filter per channel, even at 2, slower from 4 on and whenever C/groups > 1).
 DIRECT_MAX = 2
+# Winograd from these channel counts on (below them the transforms cost more than the
+# GEMM saves)
+WINOGRAD_MIN_C = 16
+WINOGRAD_MIN_N = 16
 
 
 def reuse(buf: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray:
@@ -43,15 +61,188 @@ def conv_out_hw(h: int, w: int, k: int, sy: int, sx: int, pad: int, d: int
     return (h + 2 * pad - extent) // sy + 1, (w + 2 * pad - extent) // sx + 1
 
 
+class Tail(NamedTuple):
+    """The layer tail a conv can apply while its output tile is in cache (kernels.epilogue):
+    mode RAW/BIAS/BN, per-filter (n,) mean, denom (float64), scales, biases, and the
+    activation code (epilogue.NO_ACT: none)."""
+    mode: int
+    mean: np.ndarray
+    denom: np.ndarray
+    scales: np.ndarray
+    biases: np.ndarray
+    code: int
+
+
+def make_tail(n: int, biases: np.ndarray | None = None, scales: np.ndarray | None = None,
+              mean: np.ndarray | None = None, variance: np.ndarray | None = None,
+              dialect: str = "pjreddie", activation: str = "linear") -> Tail:
+    """Inference tail: BN when `scales` is given (else a bias, else nothing), then the
+    activation (per-pixel ones such as normalize_channels are left to kernels.activations)."""
+    from .activations import CODES, LEAKY, PER_PIXEL, REVLEAKY
+    zeros = np.zeros(n, np.float32)
+    code = epilogue.NO_ACT if activation in PER_PIXEL else CODES[activation]
+    code = LEAKY if code == REVLEAKY else code
+    if scales is not None:
+        return Tail(epilogue.BN, _f32(mean, n), bn_denominator(_f32(variance, n), dialect),
+                    _f32(scales, n), _f32(biases, n) if biases is not None else zeros, code)
+    mode = epilogue.BIAS if biases is not None else epilogue.RAW
+    return Tail(mode, zeros, np.ones(n), zeros, _f32(biases, n) if biases is not None
+                else zeros, code)
+
+
+def _f32(a: np.ndarray | None, n: int) -> np.ndarray:
+    a = np.ascontiguousarray(a, dtype=np.float32).reshape(-1)
+    if a.size != n:
+        raise ValueError(f"per-filter parameters must have {n} values; received {a.size}")
+    return a
+
+
+def _raw(n: int) -> Tail:
+    zeros = np.zeros(n, np.float32)
+    return Tail(epilogue.RAW, zeros, np.ones(n), zeros, zeros, epilogue.NO_ACT)
+
+
+def _apply_tail(out: np.ndarray, tail: Tail) -> None:
+    # the tail on a finished (N, n, oh, ow) output, with the parallel kernels
+    from .activations import _activate_flat
+    from .bn import _add_bias, _bn
+    o3 = out.reshape(out.shape[0], out.shape[1], -1)
+    if tail.mode == epilogue.BN:
+        _bn(o3, tail.mean, tail.denom, tail.scales, tail.biases)
+    elif tail.mode == epilogue.BIAS:
+        _add_bias(o3, tail.biases)
+    if tail.code not in (epilogue.NO_ACT, LINEAR) and out.size:
+        _activate_flat(out.reshape(-1), tail.code)
+
+
+def _column_tiles(cols: int, K: int, threads: int) -> tuple[int, int]:
+    """(tile width, tile count) for `cols` GEMM columns of depth K: about 2 MB of patches
+    per tile (timed: single-threaded sgemm is flat from ~256 columns on), at least two
+    tiles per thread when there are enough columns, a multiple of the thread count."""
+    width = min(4096, max(256, (1 << 19) // max(K, 1)))
+    count = -(-cols // width)
+    if threads > 1:
+        count = max(count, min(2 * threads, -(-cols // 64)))
+        count = -(-count // threads) * threads
+    width = -(-cols // count)
+    return width, -(-cols // width)
+
+
+def winograd_pays(N: int, C: int, n: int, k: int, sy: int, sx: int, d: int, groups: int,
+                  oh: int, ow: int) -> bool:
+    """Whether conv2d uses Winograd F(2x2, 3x3): 3x3, stride 1, no dilation, no groups, and
+    enough channels that the 16 GEMMs dominate the transforms."""
+    return (k == 3 and sy == 1 and sx == 1 and d == 1 and groups == 1 and C >= WINOGRAD_MIN_C
+            and n >= WINOGRAD_MIN_N and min(oh, ow) >= 4)
+
+
+def _conv_winograd(x: np.ndarray, weights: np.ndarray, pad: int, out: np.ndarray,
+                   tail: Tail, cache: dict) -> None:
+    N, C = x.shape[:2]
+    n = weights.shape[0]
+    oh, ow = out.shape[2], out.shape[3]
+    th, tw = -(-oh // 2), -(-ow // 2)
+    key = (weights.ctypes.data, weights.shape)
+    fp = int(winograd.fingerprint(weights.reshape(-1).view(np.uint32)))
+    if cache.get("winograd") != (key, fp):
+        cache["U"] = winograd.filter_transform(weights)
+        cache["winograd"] = (key, fp)
+    U = cache["U"]
+    xp = parallel.scratch("xp", (N, C, 2 * th + 2, 2 * tw + 2))
+    pad_input(x, pad, xp)
+    threads = parallel.threads()
+    tiles_all = N * th * tw
+    width = min(1024, max(64, 32768 // C))
+    count = -(-tiles_all // width)
+    fblocks = 1
+    if threads > 1 and count < 2 * threads and n >= 64:
+        fblocks = min(2 * threads, n // 32)
+        width, count = tiles_all, 1
+    elif threads > 1:
+        count = -(-max(count, min(2 * threads, -(-tiles_all // 32))) // threads) * threads
+        width = -(-tiles_all // count)
+        count = -(-tiles_all // width)
+    rows = -(-n // fblocks)
+
+    def task(i: int, _t: int) -> None:
+        ti, fi = divmod(i, fblocks)
+        t0 = ti * width
+        T = min(width, tiles_all - t0)
+        f0, f1 = fi * rows, min(n, (fi + 1) * rows)
+        if f0 >= f1:
+            return
+        V = parallel.scratch_streams("wv", (16, C, T))
+        winograd.input_transform(xp, th, tw, t0, V)
+        M = parallel.scratch_streams("wm", (16, f1 - f0, T))
+        np.matmul(U[:, f0:f1], V, out=M)
+        winograd.output_transform(M, th, tw, t0, f0, out, tail.mode, tail.mean, tail.denom,
+                                  tail.scales, tail.biases, tail.code)
+
+    parallel.run(task, count * fblocks)
+
+
+class _Patches:
+    """Where a conv's GEMM columns come from. Stride 1: the wide layout (kernels.im2col;
+    each patch row is one contiguous copy, `pitch` = padded width); otherwise Darknet's
+    im2col from the zero-padded input (`pitch` = ow). Column j of the batch is image
+    j // (oh*pitch), and `count` = N*oh*pitch."""
+
+    def __init__(self, x: np.ndarray, k: int, sy: int, sx: int, pad: int, d: int,
+                 oh: int, ow: int):
+        N, C, H, W = x.shape
+        self.k, self.sy, self.sx, self.d, self.oh, self.ow = k, sy, sx, d, oh, ow
+        self.wide = sy == 1 and sx == 1
+        self.plain = self.wide and k == 1 and pad == 0     # x itself, no copy needed
+        if self.plain:
+            self.xp, self.pitch = x, W
+        elif self.wide:
+            # one spare zero row: the last garbage columns read up to k-1 values past
+            self.xp = parallel.scratch("xpad", (N, C, H + 2 * pad + 1, W + 2 * pad))
+            pad_input(x, pad, self.xp)
+            self.pitch = W + 2 * pad
+        else:
+            self.xp = x if pad == 0 else parallel.scratch("xpad", (N, C, H + 2 * pad,
+                                                                   W + 2 * pad))
+            if pad:
+                pad_input(x, pad, self.xp)
+            self.pitch = ow
+        self.per_image = oh * self.pitch
+        self.count = N * self.per_image
+        self.rows = C * k * k
+
+    def columns(self, j0: int, T: int) -> np.ndarray:
+        """(C*k*k, T) patches of columns j0..j0+T: a view of x for a plain 1x1 conv
+        within one image (BLAS reads it with its stride), else a per-thread buffer."""
+        b, q = divmod(j0, self.per_image)
+        if self.plain and q + T <= self.per_image:
+            return self.xp.reshape(self.xp.shape[0], self.rows, -1)[b, :, q:q + T]
+        cols = parallel.scratch("cols", (self.rows, T))
+        if self.wide:
+            im2col_wide(self.xp, self.k, self.d, self.oh, j0, cols)
+        else:
+            im2col_padded(self.xp, self.k, self.sy, self.sx, self.d, self.oh, self.ow, j0,
+                          cols)
+        return cols
+
+
 def conv2d(x: np.ndarray, weights: np.ndarray, *, sy: int = 1, sx: int = 1, pad: int = 0,
            d: int = 1, groups: int = 1, out: np.ndarray | None = None,
-           work: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
-    """x (N, C, H, W), weights (n, C/groups, k, k) -> out (N, n, oh, ow), no bias.
+           work: np.ndarray | None = None, tail: Tail | None = None,
+           cache: dict | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """x (N, C, H, W), weights (n, C/groups, k, k) -> out (N, n, oh, ow); with `tail`
+    (make_tail) the BN/bias and activation are applied too, else the raw product.
 
     `pad` is the padding applied per side (Darknet AH: padding * dilation). Returns
-    (out, work): `work` is the im2col buffer, (C*k*k, oh*ow), to pass back next call.
-    A 1x1 kernel at stride 1 without padding reads x directly (P also skips im2col for
-    strided or padded 1x1 convs, which is wrong there: DECISIONS §3).
+    (out, work); `work` is kept for the callers' sake and no longer used (patch buffers
+    are per thread, kernels.parallel.scratch). The batch's output columns are cut into
+    tiles (kernels.parallel tasks): each task gathers its tile's patches, runs one
+    single-threaded GEMM and stores the tile with the tail applied. A 1x1 kernel at
+    stride 1 without padding reads x directly (P also skips im2col for strided or padded
+    1x1 convs, which is wrong there: DECISIONS §3).
+
+    `cache` (a dict the caller keeps between calls) allows Winograd F(2x2, 3x3) for the
+    3x3 stride-1 convs where it pays (`winograd_pays`); it holds the transformed filters,
+    recomputed whenever the weights change (a fingerprint of their bits is checked).
     """
     check_f32("x", x, 4)
     check_f32("weights", weights, 4)
@@ -62,21 +253,46 @@ def conv2d(x: np.ndarray, weights: np.ndarray, *, sy: int = 1, sx: int = 1, pad:
                          f"groups={groups}")
     oh, ow = conv_out_hw(H, W, k, sy, sx, pad, d)
     out = reuse(out, (N, n, oh, ow))
-    K, P = cg * k * k, oh * ow
-    wg = weights.reshape(groups, n // groups, K)
-    if k == 1 and sy == 1 and sx == 1 and pad == 0:
-        # (N, g, K, P) stacked GEMMs in one call, no copy of x
-        np.matmul(wg, x.reshape(N, groups, K, P), out=out.reshape(N, groups, n // groups, P))
+    tail = tail or _raw(n)
+    if cache is not None and winograd_pays(N, C, n, k, sy, sx, d, groups, oh, ow):
+        _conv_winograd(x, weights, pad, out, tail, cache)
         return out, work
     if _direct(cg, n, groups):
         for b in range(N):
             conv_direct(x[b], weights, sy, sx, pad, d, groups, out[b])
+        _apply_tail(out, tail)
         return out, work
-    work = reuse(work, (C * k * k, P))
-    colg = work.reshape(groups, K, P)
-    for b in range(N):
-        im2col(x[b], k, sy, sx, pad, d, oh, ow, work)
-        np.matmul(wg, colg, out=out[b].reshape(groups, n // groups, P))
+    K, m = cg * k * k, n // groups
+    w2 = weights.reshape(n, K)
+    wg = weights.reshape(groups, m, K)
+    src = _Patches(x, k, sy, sx, pad, d, oh, ow)
+    threads = parallel.threads()
+    width, tiles = _column_tiles(src.count, src.rows, threads)
+    fblocks = 1
+    if groups == 1 and tiles < 2 * threads and n >= 64 and threads > 1:
+        # few columns (a small image): split the filters instead, each task reading only
+        # its share of the weights
+        width, tiles, fblocks = src.count, 1, min(2 * threads, n // 32)
+    rows = -(-n // fblocks)
+
+    def task(i: int, _t: int) -> None:
+        ti, fi = divmod(i, fblocks)
+        j0 = ti * width
+        T = min(width, src.count - j0)
+        f0, f1 = fi * rows, min(n, (fi + 1) * rows)
+        if f0 >= f1:
+            return
+        cols = src.columns(j0, T)
+        acc = parallel.scratch("acc", (f1 - f0, T))
+        if groups == 1:
+            np.matmul(w2[f0:f1], cols, out=acc)
+        else:
+            for g in range(groups):
+                np.matmul(wg[g], cols[g * K:(g + 1) * K], out=acc[g * m:(g + 1) * m])
+        epilogue.store(acc, out, j0, f0, src.pitch, tail.mode, tail.mean, tail.denom,
+                       tail.scales, tail.biases, tail.code)
+
+    parallel.run(task, tiles * fblocks)
     return out, work
 
 
@@ -146,34 +362,72 @@ def conv2d_backward(x: np.ndarray, weights: np.ndarray, dy: np.ndarray, dw: np.n
                          f"{dy.shape}, dw {dw.shape} do not fit (groups={groups}, out "
                          f"{oh} x {ow})")
     dx = reuse(dx, x.shape) if need_dx else None
-    K, P, m = cg * k * k, oh * ow, n // groups
-    wg = weights.reshape(groups, m, K)
-    dwg = dw.reshape(groups, m, K)
-    dyg = dy.reshape(N, groups, m, P)
-    if k == 1 and sy == 1 and sx == 1 and pad == 0:
-        xg = x.reshape(N, groups, K, P)
-        dwg += np.matmul(dyg, xg.transpose(0, 1, 3, 2)).sum(axis=0)
-        if dx is not None:
-            np.matmul(wg.transpose(0, 2, 1), dyg, out=dx.reshape(N, groups, K, P))
-        return dx, work
     if _direct(cg, n, groups):
         for b in range(N):
             conv_direct_backward_weights(x[b], dy[b], sy, sx, pad, d, groups, dw)
             if dx is not None:
                 conv_direct_backward_input(dy[b], weights, sy, sx, pad, d, groups, dx[b])
         return dx, work
-    work = reuse(work, (C * k * k, P))
-    colg = work.reshape(groups, K, P)
-    part = np.empty((groups, m, K), np.float32)
-    for b in range(N):
-        im2col(x[b], k, sy, sx, pad, d, oh, ow, work)
-        np.matmul(dyg[b], colg.transpose(0, 2, 1), out=part)
-        dwg += part
-        if dx is not None:
-            np.matmul(wg.transpose(0, 2, 1), dyg[b], out=colg)
-            dx[b] = 0.0
-            col2im_add(work, k, sy, sx, pad, d, oh, ow, dx[b])
+    _conv_backward_tiles(x, weights, dy, dw, sy, sx, pad, d, groups, oh, ow, dx)
     return dx, work
+
+
+def _conv_backward_tiles(x, weights, dy, dw, sy, sx, pad, d, groups, oh, ow, dx) -> None:
+    # Tasks are groups of whole images (their dx planes are theirs alone), cut into column
+    # tiles; per tile: patches, dW part += dZ cols^T, and for dx: cols = W^T dZ, col2im.
+    # Each thread sums its dW parts in its own buffer (static task order), and the buffers
+    # are added in thread order: the same numbers every run.
+    N = x.shape[0]
+    n, cg, k, _ = weights.shape
+    K, m = cg * k * k, n // groups
+    src = _Patches(x, k, sy, sx, pad, d, oh, ow)
+    per = src.per_image
+    width, _ = _column_tiles(src.count, src.rows, 1)
+    per_task = max(1, width // per)
+    threads = parallel.threads()
+    if threads > 1:         # at least two groups per thread when the batch allows
+        per_task = max(1, min(per_task, N // (2 * threads)))
+    tasks = -(-N // per_task)
+    used = min(threads, tasks)
+    partial = np.zeros((used, groups, m, K), np.float32)
+    wg = weights.reshape(groups, m, K)
+    # dx by col2im: the wide layout adds into a padded copy, cropped per task
+    dxp = None
+    if dx is not None and src.wide and not src.plain:
+        dxp = parallel.scratch("dxpad", src.xp.shape)
+
+    def task(i: int, t: int) -> None:
+        b0, b1 = i * per_task, min(N, (i + 1) * per_task)
+        target = dxp if dxp is not None else dx
+        if target is not None:
+            target[b0:b1] = 0.0
+        mine = partial[t]
+        for j0 in range(b0 * per, b1 * per, width):
+            T = min(width, b1 * per - j0)
+            cols = src.columns(j0, T)
+            dz = parallel.scratch("dz", (n, T))
+            epilogue.gather(dy, j0, 0, src.pitch, dz)
+            part = parallel.scratch("dwpart", (m, K))
+            for g in range(groups):
+                np.matmul(dz[g * m:(g + 1) * m], cols[g * K:(g + 1) * K].T, out=part)
+                mine[g] += part
+            if target is None:
+                continue
+            dcols = parallel.scratch("cols", (src.rows, T))
+            for g in range(groups):
+                np.matmul(wg[g].T, dz[g * m:(g + 1) * m], out=dcols[g * K:(g + 1) * K])
+            if src.wide:
+                col2im_wide(dcols, k, d, oh, j0, target)
+            else:
+                col2im_range(dcols, k, sy, sx, pad, d, oh, ow, j0, target)
+        if dxp is not None:
+            crop_input(dxp, pad, b0, b1, dx)
+
+    parallel.run(task, tasks, static=True)
+    total = partial[0]
+    for t in range(1, used):
+        total += partial[t]
+    dw += total.reshape(dw.shape)
 
 
 def deconv2d_backward(x: np.ndarray, weights: np.ndarray, dy: np.ndarray, dw: np.ndarray, *,

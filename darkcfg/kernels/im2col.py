@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from numba import prange
 
-from .config import pjit
+from .config import jit, pjit
 
 
 @pjit
@@ -82,3 +82,253 @@ def col2im_add(cols, k, sy, sx, pad, d, oh, ow, out):
                     dst = out[c, iy, lo * sx + off:]
                     for j in range(hi - lo):
                         dst[j * sx] += src[j]
+
+
+# --- serial, over a range of the batch's output columns (kernels.parallel tasks) ---------
+# Column j of the batch is image j // (oh*ow), pixel j % (oh*ow); a task handles columns
+# j0 .. j0+T, cut into runs that stay within one output row.
+
+@jit
+def im2col_range(x, k, sy, sx, pad, d, oh, ow, j0, cols):
+    # x (N, C, H, W); cols (C*k*k, T) fully overwritten with the patches of columns j0..
+    # Row by row of cols; within a row the columns go output row by output row, the
+    # position advanced without divisions (small images make many short runs).
+    H, W = x.shape[2], x.shape[3]
+    K, T = cols.shape
+    P = oh * ow
+    kk = k * k
+    b0 = j0 // P
+    q0 = j0 - b0 * P
+    oy0 = q0 // ow
+    ox00 = q0 - oy0 * ow
+    for r in range(K):
+        c = r // kk
+        ky = (r // k) % k
+        kx = r % k
+        off = kx * d - pad
+        flo, fhi = _valid(0, ow, off, sx, W)        # a whole output row
+        dst_row = cols[r]
+        b, oy, ox0 = b0, oy0, ox00
+        col = 0
+        while col < T:
+            L = min(ow - ox0, T - col)
+            if ox0 == 0 and ow == L:
+                lo, hi = flo, fhi
+            else:
+                lo, hi = _valid(ox0, L, off, sx, W)
+            iy = oy * sy - pad + ky * d
+            if iy < 0 or iy >= H:
+                lo = hi = 0
+            dst = dst_row[col:col + L]
+            for t in range(lo):
+                dst[t] = 0.0
+            for t in range(L - hi):
+                dst[hi + t] = 0.0
+            if hi > lo:
+                inner = dst[lo:hi]
+                if sx == 1:
+                    src = x[b, c, iy, ox0 + lo + off:ox0 + hi + off]
+                    for t in range(hi - lo):
+                        inner[t] = src[t]
+                else:
+                    src = x[b, c, iy, (ox0 + lo) * sx + off:]
+                    for t in range(hi - lo):
+                        inner[t] = src[t * sx]
+            col += L
+            ox0 = 0
+            oy += 1
+            if oy == oh:
+                oy = 0
+                b += 1
+
+
+@pjit
+def pad_input(x, pad, xp):
+    # x (N, C, H, W) -> xp (N, C, Hp, Wp): x at offset (pad, pad), zeros elsewhere
+    # (Hp >= H + pad, Wp >= W + pad; the extra rows and columns are zeros too)
+    N, C, H, W = x.shape
+    Hp, Wp = xp.shape[2], xp.shape[3]
+    for t in prange(N * C):
+        b = t // C
+        c = t - b * C
+        dst = xp[b, c]
+        for y in range(pad):
+            dst[y, :] = 0.0
+        for y in range(pad + H, Hp):
+            dst[y, :] = 0.0
+        for y in range(H):
+            row = dst[pad + y]
+            for i in range(pad):
+                row[i] = 0.0
+            for i in range(pad + W, Wp):
+                row[i] = 0.0
+            src = x[b, c, y]
+            inner = row[pad:pad + W]
+            for i in range(W):
+                inner[i] = src[i]
+
+
+@jit
+def im2col_padded(xp, k, sy, sx, d, oh, ow, j0, cols):
+    # im2col_range from the zero-padded input xp (pad_input with the conv's pad): no
+    # bounds to test, each output row of a patch row is one strided run
+    K, T = cols.shape
+    P = oh * ow
+    kk = k * k
+    b0 = j0 // P
+    q0 = j0 - b0 * P
+    oy0 = q0 // ow
+    ox00 = q0 - oy0 * ow
+    for r in range(K):
+        c = r // kk
+        ky = (r // k) % k
+        kx = r % k
+        dst_row = cols[r]
+        b, oy, ox0 = b0, oy0, ox00
+        col = 0
+        while col < T:
+            L = min(ow - ox0, T - col)
+            dst = dst_row[col:col + L]
+            src = xp[b, c, oy * sy + ky * d, ox0 * sx + kx * d:]
+            if sx == 1:
+                for t in range(L):
+                    dst[t] = src[t]
+            else:
+                for t in range(L):
+                    dst[t] = src[t * sx]
+            col += L
+            ox0 = 0
+            oy += 1
+            if oy == oh:
+                oy = 0
+                b += 1
+
+
+# --- stride 1: the "wide" layout ----------------------------------------------------------
+# With x zero-padded to Wp = W + 2*pad columns (and one spare row), patch row (c, ky, kx)
+# of every output pixel of an image is ONE contiguous run of the padded plane if the
+# output is taken Wp wide: column q = oy*Wp + ox reads xp[c].flat[q + ky*d*Wp + kx*d].
+# Columns ox >= ow of each row are garbage (they wrap into the next row) and are
+# dropped when stored; a batch column j is image j // (oh*Wp), q = j % (oh*Wp).
+
+@jit
+def im2col_wide(xp, k, d, oh, j0, cols):
+    # xp (N, C, Hp + 1, Wp) from pad_input; cols (C*k*k, T) <- wide columns j0..j0+T
+    N, C, Hq, Wp = xp.shape
+    K, T = cols.shape
+    PW = oh * Wp
+    flat = xp.reshape(N, C, Hq * Wp)
+    kk = k * k
+    b0 = j0 // PW
+    q0 = j0 - b0 * PW
+    for r in range(K):
+        c = r // kk
+        off = ((r // k) % k) * d * Wp + (r % k) * d
+        dst_row = cols[r]
+        b, q, col = b0, q0, 0
+        while col < T:
+            L = min(PW - q, T - col)
+            dst = dst_row[col:col + L]
+            src = flat[b, c, off + q:off + q + L]
+            for t in range(L):
+                dst[t] = src[t]
+            col += L
+            q = 0
+            b += 1
+
+
+@jit
+def col2im_wide(cols, k, d, oh, j0, dxp):
+    # the transpose of im2col_wide: cols (C*k*k, T) added (+=) into dxp (N, C, Hp + 1, Wp)
+    # (garbage columns of cols must be zeros: they land in the padding or wrap)
+    N, C, Hq, Wp = dxp.shape
+    K, T = cols.shape
+    PW = oh * Wp
+    flat = dxp.reshape(N, C, Hq * Wp)
+    kk = k * k
+    b0 = j0 // PW
+    q0 = j0 - b0 * PW
+    for r in range(K):
+        c = r // kk
+        off = ((r // k) % k) * d * Wp + (r % k) * d
+        src_row = cols[r]
+        b, q, col = b0, q0, 0
+        while col < T:
+            L = min(PW - q, T - col)
+            src = src_row[col:col + L]
+            dst = flat[b, c, off + q:off + q + L]
+            for t in range(L):
+                dst[t] += src[t]
+            col += L
+            q = 0
+            b += 1
+
+
+@jit
+def crop_input(xp, pad, b0, b1, x):
+    # x[b0:b1] <- the interior of xp (N, C, >= H + 2*pad, >= W + 2*pad)
+    C, H, W = x.shape[1], x.shape[2], x.shape[3]
+    for b in range(b0, b1):
+        for c in range(C):
+            for y in range(H):
+                src = xp[b, c, pad + y, pad:pad + W]
+                dst = x[b, c, y]
+                for i in range(W):
+                    dst[i] = src[i]
+
+
+@jit
+def col2im_range(cols, k, sy, sx, pad, d, oh, ow, j0, out):
+    # the transpose of im2col_range: cols (C*k*k, T) added (+=) into out (N, C, H, W)
+    H, W = out.shape[2], out.shape[3]
+    K, T = cols.shape
+    P = oh * ow
+    kk = k * k
+    b0 = j0 // P
+    q0 = j0 - b0 * P
+    oy0 = q0 // ow
+    ox00 = q0 - oy0 * ow
+    for r in range(K):
+        c = r // kk
+        ky = (r // k) % k
+        kx = r % k
+        off = kx * d - pad
+        flo, fhi = _valid(0, ow, off, sx, W)
+        src_row = cols[r]
+        b, oy, ox0 = b0, oy0, ox00
+        col = 0
+        while col < T:
+            L = min(ow - ox0, T - col)
+            if ox0 == 0 and ow == L:
+                lo, hi = flo, fhi
+            else:
+                lo, hi = _valid(ox0, L, off, sx, W)
+            iy = oy * sy - pad + ky * d
+            if hi > lo and 0 <= iy < H:
+                src = src_row[col + lo:col + hi]
+                if sx == 1:
+                    dst = out[b, c, iy, ox0 + lo + off:ox0 + hi + off]
+                    for t in range(hi - lo):
+                        dst[t] += src[t]
+                else:
+                    dst = out[b, c, iy, (ox0 + lo) * sx + off:]
+                    for t in range(hi - lo):
+                        dst[t * sx] += src[t]
+            col += L
+            ox0 = 0
+            oy += 1
+            if oy == oh:
+                oy = 0
+                b += 1
+
+
+@jit(inline="always")
+def _valid(ox0, L, off, sx, W):
+    # (lo, hi) relative to ox0: the t in [0, L) with 0 <= (ox0 + t)*sx + off < W
+    lo = 0
+    if ox0 * sx + off < 0:
+        lo = min(L, (-off + sx - 1) // sx - ox0)
+    if W - 1 - off < 0:
+        return lo, lo
+    hi = min(L, (W - 1 - off) // sx + 1 - ox0)
+    return lo, max(lo, hi)

@@ -10,10 +10,13 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from .config import check_f32, pjit
+from .config import check_f32, jit, pjit
 
 # Darknet starts a max at -FLT_MAX (not -inf): a window lying wholly in the padding gives it.
 FLT_MAX = np.float32(3.4028234663852886e38)
+
+
+_NO_ARG = np.zeros((1, 1, 1, 1), np.int32)      # stands in for arg when it is not wanted
 
 
 def pool_out_size(n: int, size: int, stride: int, padding: int) -> int:
@@ -22,36 +25,110 @@ def pool_out_size(n: int, size: int, stride: int, padding: int) -> int:
 
 
 @pjit
-def _maxpool(x, size, sy, sx, pad, oh, ow):
-    # x (N, C, H, W) -> out (N, C, oh, ow), arg (N, C, oh, ow) int32: flat index of the
-    # maximum within the sample's C*H*W input (first maximum wins: strict >), -1 if none.
+def _maxpool(x, size, sy, sx, pad, out, arg, want_arg):
+    # x (N, C, H, W) -> out (N, C, oh, ow) and, when want_arg, arg (N, C, oh, ow) int32:
+    # flat index of the maximum within the sample's C*H*W input, -1 if none. Each output
+    # cell sees its window's cells in Darknet's order (row, then column; strict >, so the
+    # first maximum wins and a NaN never does), one output row at a time so the inner
+    # loop runs along the row and vectorises.
     n, c, h, w = x.shape
-    out = np.empty((n, c, oh, ow), np.float32)
-    arg = np.empty((n, c, oh, ow), np.int32)
+    oh, ow = out.shape[2], out.shape[3]
     off = pad // 2
-    for bk in prange(n * c):
+    for t in prange(n * c * oh):
+        bk = t // oh
+        i = t - bk * oh
         b, k = bk // c, bk % c
+        row = out[b, k, i]
+        row[:] = -FLT_MAX
+        where = arg[b, k, i] if want_arg else arg[0, 0, 0]
+        if want_arg:
+            where[:] = -1
+        for dy in range(size):
+            y = i * sy - off + dy
+            if y < 0 or y >= h:
+                continue
+            src = x[b, k, y]
+            base = (k * h + y) * w
+            for dx in range(size):
+                o = dx - off
+                # output columns j with 0 <= j*sx + o < w
+                lo = 0 if o >= 0 else min(ow, (-o + sx - 1) // sx)
+                hi = max(lo, min(ow, (w - 1 - o) // sx + 1)) if w - 1 - o >= 0 else lo
+                dst = row[lo:hi]
+                if want_arg:
+                    wh = where[lo:hi]
+                    s0 = src[lo * sx + o:]
+                    i0 = base + lo * sx + o
+                    for j in range(hi - lo):
+                        v = s0[j * sx]
+                        better = v > dst[j]
+                        dst[j] = v if better else dst[j]
+                        wh[j] = i0 + j * sx if better else wh[j]
+                elif sx == 2:
+                    s2 = src[lo * 2 + o:]
+                    for j in range(hi - lo):
+                        v = s2[2 * j]
+                        dst[j] = v if v > dst[j] else dst[j]
+                else:
+                    s1 = src[lo * sx + o:]
+                    for j in range(hi - lo):
+                        v = s1[j * sx]
+                        dst[j] = v if v > dst[j] else dst[j]
+
+
+@jit(inline="always")
+def _take(v, idx, best, where):
+    # one window cell in Darknet's order: strict >, so the first maximum wins
+    better = v > best
+    return (v if better else best), (idx if better else where)
+
+
+@pjit
+def _maxpool2(x, out, arg, want_arg):
+    # _maxpool for the common size 2, stride 2, padding 0 or 1 (window at (2i, 2j)): one
+    # plane per task, the interior columns as branch-free selects in Darknet's cell order
+    n, c, h, w = x.shape
+    oh, ow = out.shape[2], out.shape[3]
+    for t in prange(n * c):
+        b, k = t // c, t % c
         for i in range(oh):
-            y0 = i * sy - off
-            for j in range(ow):
-                x0 = j * sx - off
-                best = -FLT_MAX
-                where = -1
-                for dy in range(size):
-                    y = y0 + dy
-                    if y < 0 or y >= h:
-                        continue
-                    for dx in range(size):
-                        xx = x0 + dx
-                        if xx < 0 or xx >= w:
-                            continue
-                        v = x[b, k, y, xx]
-                        if v > best:
-                            best = v
-                            where = (k * h + y) * w + xx
-                out[b, k, i, j] = best
-                arg[b, k, i, j] = where
-    return out, arg
+            y0 = 2 * i
+            two = y0 + 1 < h
+            r0 = x[b, k, y0]
+            r1 = x[b, k, y0 + 1] if two else r0
+            o = out[b, k, i]
+            base = (k * h + y0) * w
+            full = min(ow, w // 2)          # windows with both columns in the image
+            if want_arg:
+                a = arg[b, k, i]
+                for j in range(full):
+                    m, wh = _take(r0[2 * j], base + 2 * j, -FLT_MAX, -1)
+                    m, wh = _take(r0[2 * j + 1], base + 2 * j + 1, m, wh)
+                    if two:
+                        m, wh = _take(r1[2 * j], base + w + 2 * j, m, wh)
+                        m, wh = _take(r1[2 * j + 1], base + w + 2 * j + 1, m, wh)
+                    o[j] = m
+                    a[j] = wh
+            else:
+                for j in range(full):
+                    m = -FLT_MAX
+                    v = r0[2 * j]
+                    m = v if v > m else m
+                    v = r0[2 * j + 1]
+                    m = v if v > m else m
+                    if two:
+                        v = r1[2 * j]
+                        m = v if v > m else m
+                        v = r1[2 * j + 1]
+                        m = v if v > m else m
+                    o[j] = m
+            for j in range(full, ow):       # the last column of an odd width
+                m, wh = _take(r0[2 * j], base + 2 * j, -FLT_MAX, -1)
+                if two:
+                    m, wh = _take(r1[2 * j], base + w + 2 * j, m, wh)
+                o[j] = m
+                if want_arg:
+                    arg[b, k, i, j] = wh
 
 
 @pjit
@@ -120,17 +197,35 @@ def _global_avgpool(x):
     return out
 
 
-def maxpool(x: np.ndarray, size: int, stride_y: int, stride_x: int,
-            padding: int) -> tuple[np.ndarray, np.ndarray]:
-    """x (N, C, H, W) -> (out (N, C, oh, ow), argmax (N, C, oh, ow) int32 flat per sample)."""
+def maxpool(x: np.ndarray, size: int, stride_y: int, stride_x: int, padding: int, *,
+            out: np.ndarray | None = None, arg: np.ndarray | None = None,
+            want_arg: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+    """x (N, C, H, W) -> (out (N, C, oh, ow), argmax (N, C, oh, ow) int32 flat per sample,
+    or None unless want_arg). `out` and `arg` are buffers to reuse when their shape fits."""
     check_f32("x", x, 4)
-    _, _, h, w = x.shape
+    nb, c, h, w = x.shape
     oh = pool_out_size(h, size, stride_y, padding)
     ow = pool_out_size(w, size, stride_x, padding)
     if size < 1 or oh < 1 or ow < 1:
         raise ValueError(f"pool window {size} (padding {padding}) does not fit a {h} x {w} "
                          "input")
-    return _maxpool(x, size, stride_y, stride_x, padding, oh, ow)
+    shape = (nb, c, oh, ow)
+    if out is None or out.shape != shape:
+        out = np.empty(shape, np.float32)
+    kernel = _maxpool
+    if size == 2 and stride_y == 2 and stride_x == 2 and padding in (0, 1):
+        kernel = _maxpool2
+    if want_arg:
+        if arg is None or arg.shape != shape:
+            arg = np.empty(shape, np.int32)
+    else:
+        arg = None
+    if kernel is _maxpool2:
+        _maxpool2(x, out, _NO_ARG if arg is None else arg, want_arg)
+    else:
+        _maxpool(x, size, stride_y, stride_x, padding, out, _NO_ARG if arg is None else arg,
+                 want_arg)
+    return out, arg
 
 
 def local_avgpool(x: np.ndarray, size: int, stride_y: int, stride_x: int,

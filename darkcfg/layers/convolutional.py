@@ -55,6 +55,24 @@ class BNActivation:
             np.copyto(self._pre, z)
         return activations.activate(z, self.activation)
 
+    def inference_tail(self):
+        """The BN (rolling statistics) or bias, and the activation, as a kernels.conv.Tail
+        that the product kernel applies while each output tile is in cache."""
+        from ..kernels import conv
+        p = self.params
+        if self.batch_normalize:
+            return conv.make_tail(self.n, p["biases"], p["scales"], p["rolling_mean"],
+                                  p["rolling_variance"], self.net.dialect, self.activation)
+        return conv.make_tail(self.n, p["biases"], activation=self.activation)
+
+    def finish_tail(self, out: np.ndarray) -> np.ndarray:
+        """After a product with the inference tail: only per-pixel activations remain."""
+        from ..kernels import activations
+        self._pre = None
+        if self.activation in activations.PER_PIXEL:
+            activations.activate(out, self.activation)
+        return out
+
     def product_grad(self, dy: np.ndarray) -> np.ndarray:
         """dLoss/dz from dy = dLoss/d(output), in a buffer of the layer's (dy is left
         intact); accumulates the bias (and BN scale) gradients."""
@@ -178,12 +196,16 @@ class Convolutional(BNActivation, Layer):
         # biases) or bias, then activation. Buffers are reused across calls; training
         # keeps x for the weight gradient.
         from ..kernels import conv
+        tail = None if net.train else self.inference_tail()
         out, self._work = conv.conv2d(
             x, self.params["weights"], sy=self.stride_y, sx=self.stride_x,
             pad=self.pad * self.dilation, d=self.dilation, groups=self.groups,
-            out=getattr(self, "_out", None), work=getattr(self, "_work", None))
+            out=getattr(self, "_out", None), work=getattr(self, "_work", None), tail=tail,
+            cache=None if net.train else self.__dict__.setdefault("_conv_cache", {}))
         self._out = out
         self._x = x if net.train else None
+        if tail is not None:        # BN/bias and activation applied tile by tile
+            return self.finish_tail(out)
         return self.finish_forward(out, net)
 
     def backward(self, dy: np.ndarray | None, net: Network) -> np.ndarray | None:

@@ -81,8 +81,14 @@ class Maxpool(Pool):
         if self.opts["maxpool_depth"]:
             out, self.indexes = maxpool_depth(x, self.out_shape[0])
         else:
-            out, self.indexes = maxpool(x, self.size, self.stride_y, self.stride_x,
-                                        self.padding)
+            # the arg-max only in training; buffers reused across calls
+            out, idx = maxpool(x, self.size, self.stride_y, self.stride_x, self.padding,
+                               out=getattr(self, "_out", None),
+                               arg=getattr(self, "_arg", None), want_arg=net.train)
+            self._out = out
+            if idx is not None:
+                self._arg = idx
+            self.indexes = idx
         return out
 
     def backward(self, dy: np.ndarray | None, net: Network) -> np.ndarray | None:

@@ -1,0 +1,132 @@
+"""Work split over the cores: Python threads that run nogil Numba kernels and
+single-threaded BLAS calls side by side, and per-thread scratch buffers.
+
+Why not OpenBLAS's own threads: a conv is many GEMMs of a few hundred columns (a tile of
+pixels, a few images), and a multi-threaded sgemm that small spends more time waking and
+joining its threads than multiplying (32x196x144: 23 ms for 128 calls on 2 threads,
+3.5 ms on one). So each conv is cut into independent tasks (gather patches, one GEMM,
+the fused BN/activation epilogue), the tasks are spread over `threads()` Python threads,
+and BLAS runs single-threaded inside them. With threadpoolctl absent (it is how the BLAS
+thread count is set), everything runs on the calling thread and BLAS keeps its threads.
+
+`threads()` is Numba's thread count (NUMBA_NUM_THREADS, numba.set_num_threads), so one
+setting governs both kinds of kernel; the parallel Numba kernels ('workqueue' layer) and
+these threads never run at the same time, so they do not fight over the cores.
+"""
+from __future__ import annotations
+
+import contextlib
+import itertools
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import numba
+import numpy as np
+
+_pool: ThreadPoolExecutor | None = None
+_pool_size = 0
+_blas = None            # threadpoolctl's controller of the BLAS libraries, or False
+_local = threading.local()
+_lock = threading.Lock()
+
+
+def threads() -> int:
+    """How many threads the conv tasks use: Numba's setting, 1 without BLAS control."""
+    return numba.get_num_threads() if _blas_control() else 1
+
+
+def _blas_control():
+    global _blas
+    if _blas is None:
+        try:
+            from threadpoolctl import ThreadpoolController
+            ctl = ThreadpoolController().select(user_api="blas")
+            _blas = ctl if ctl.lib_controllers else False
+        except Exception:       # threadpoolctl absent or unable to see the BLAS
+            _blas = False
+    return _blas
+
+
+@contextlib.contextmanager
+def single_threaded_blas() -> Iterator[None]:
+    """BLAS limited to one thread inside the block (a no-op without threadpoolctl)."""
+    ctl = _blas_control()
+    if not ctl:
+        yield
+        return
+    with ctl.limit(limits=1):
+        yield
+
+
+def _executor(n: int) -> ThreadPoolExecutor:
+    global _pool, _pool_size
+    with _lock:
+        if _pool is None or _pool_size < n:
+            if _pool is not None:
+                _pool.shutdown(wait=True)
+            _pool = ThreadPoolExecutor(max_workers=n, thread_name_prefix="darkcfg")
+            _pool_size = n
+        return _pool
+
+
+def run(task: Callable[[int, int], None], count: int, *, static: bool = False) -> int:
+    """Call task(i, t) for i in range(count), t being the index of the thread running it
+    (0 .. threads-1); returns the number of threads used. Dynamic scheduling by default;
+    static=True gives task i to thread i % threads, in increasing i, so per-thread partial
+    sums combined in thread order are deterministic. Runs under single-threaded BLAS."""
+    n = min(threads(), count)
+    if n <= 1:
+        for i in range(count):
+            task(i, 0)
+        return 1
+    if static:
+        def work(t: int) -> None:
+            for i in range(t, count, n):
+                task(i, t)
+    else:
+        counter = itertools.count()
+
+        def work(t: int) -> None:
+            while True:
+                i = next(counter)       # atomic under the GIL
+                if i >= count:
+                    return
+                task(i, t)
+    with single_threaded_blas():
+        futures = [_executor(n - 1).submit(work, t) for t in range(1, n)]
+        try:
+            work(0)
+        finally:
+            for f in futures:
+                f.result()
+    return n
+
+
+def scratch(name: str, shape: tuple[int, ...], dtype=np.float32) -> np.ndarray:
+    """A per-thread buffer of `shape` (uninitialised), reused across calls: grown when too
+    small, so each thread holds about the largest one any layer asked for."""
+    bufs = getattr(_local, "bufs", None)
+    if bufs is None:
+        bufs = _local.bufs = {}
+    size = 1
+    for s in shape:
+        size *= int(s)
+    key = (name, np.dtype(dtype).str)
+    buf = bufs.get(key)
+    if buf is None or buf.size < size:
+        buf = bufs[key] = np.empty(max(size, 1), dtype)
+    return buf[:size].reshape(shape)
+
+
+def scratch_streams(name: str, shape: tuple[int, int, int]) -> np.ndarray:
+    """A per-thread (S, R, T) float32 buffer whose S planes are read or written together
+    as S streams: the planes are spaced so that they do not all map to one cache set (a
+    plane size that is a multiple of 4 KiB made a 16-stream Winograd transform ~20x
+    slower)."""
+    s, r, t = (int(v) for v in shape)
+    lines = -(-(r * t * 4) // 64)
+    lines += (5 - lines) % 64           # consecutive planes 5 cache sets apart
+    step = lines * 16
+    flat = scratch(name, (s * step,))
+    return np.lib.stride_tricks.as_strided(flat, (s, r, t), (step * 4, t * 4, 4))

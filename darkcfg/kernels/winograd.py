@@ -1,0 +1,155 @@
+"""Winograd F(2x2, 3x3) for 3x3 stride-1 undilated ungrouped convs at inference.
+
+Each 2x2 output tile comes from a 4x4 input patch d (zero outside the image):
+    V = B^T d B,  U = G g G^T (per filter and channel),  Y = A^T (sum_c U * V) A
+    B^T = [[1, 0,-1, 0], [0, 1, 1, 0], [0,-1, 1, 0], [0, 1, 0,-1]]
+    G   = [[1, 0, 0], [.5, .5, .5], [.5,-.5, .5], [0, 0, 1]]
+    A^T = [[1, 1, 1, 0], [0, 1,-1,-1]]
+so the channel sum becomes 16 GEMMs (n x C) @ (C x tiles): 16 products per 4 outputs
+instead of 36, 2.25x fewer. The transforms only add, subtract and halve, so the result
+stays within a few float32 roundings of the direct sum (F(4x4, 3x3) would save more but
+multiplies by 2, 4 and 8 and loses about two more decimal digits).
+
+Layout: tiles are numbered over the batch, t = (b*th + ty)*tw + tx for th x tw tiles per
+image; V is (16, C, T) and the GEMM result M (16, m, T) for a task's T tiles, and
+kernels.epilogue's tail is applied to each output row as it is written.
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import prange
+
+from .config import jit, pjit
+from .epilogue import finish_row
+
+_G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])
+
+
+def filter_transform(weights: np.ndarray) -> np.ndarray:
+    """weights (n, C, 3, 3) -> U (16, n, C) float32, U[4a+b] = (G g G^T)[a, b], computed in
+    float64 and rounded once."""
+    n, c = weights.shape[:2]
+    u = np.einsum("ai,fcij,bj->abfc", _G, weights.astype(np.float64), _G, optimize=True)
+    return np.ascontiguousarray(u.reshape(16, n, c), dtype=np.float32)
+
+
+@jit
+def input_transform(xp, th, tw, t0, V):
+    # xp (N, C, 2*th + 2, 2*tw + 2) padded input; V (16, C, T) <- B^T d B of tiles t0..
+    C = xp.shape[1]
+    T = V.shape[2]
+    per = th * tw
+    for c in range(C):
+        t = t0
+        while t < t0 + T:
+            b = t // per
+            r = t - b * per
+            ty = r // tw
+            tx0 = r - ty * tw
+            L = min(tw - tx0, t0 + T - t)
+            k0 = t - t0
+            r0 = xp[b, c, 2 * ty, 2 * tx0:]
+            r1 = xp[b, c, 2 * ty + 1, 2 * tx0:]
+            r2 = xp[b, c, 2 * ty + 2, 2 * tx0:]
+            r3 = xp[b, c, 2 * ty + 3, 2 * tx0:]
+            for s in range(L):
+                i = 2 * s
+                # rows: B^T d
+                a0 = r0[i] - r2[i]
+                a1 = r0[i + 1] - r2[i + 1]
+                a2 = r0[i + 2] - r2[i + 2]
+                a3 = r0[i + 3] - r2[i + 3]
+                b0 = r1[i] + r2[i]
+                b1 = r1[i + 1] + r2[i + 1]
+                b2 = r1[i + 2] + r2[i + 2]
+                b3 = r1[i + 3] + r2[i + 3]
+                c0 = r2[i] - r1[i]
+                c1 = r2[i + 1] - r1[i + 1]
+                c2 = r2[i + 2] - r1[i + 2]
+                c3 = r2[i + 3] - r1[i + 3]
+                d0 = r1[i] - r3[i]
+                d1 = r1[i + 1] - r3[i + 1]
+                d2 = r1[i + 2] - r3[i + 2]
+                d3 = r1[i + 3] - r3[i + 3]
+                # columns: (B^T d) B
+                k = k0 + s
+                V[0, c, k] = a0 - a2
+                V[1, c, k] = a1 + a2
+                V[2, c, k] = a2 - a1
+                V[3, c, k] = a1 - a3
+                V[4, c, k] = b0 - b2
+                V[5, c, k] = b1 + b2
+                V[6, c, k] = b2 - b1
+                V[7, c, k] = b1 - b3
+                V[8, c, k] = c0 - c2
+                V[9, c, k] = c1 + c2
+                V[10, c, k] = c2 - c1
+                V[11, c, k] = c1 - c3
+                V[12, c, k] = d0 - d2
+                V[13, c, k] = d1 + d2
+                V[14, c, k] = d2 - d1
+                V[15, c, k] = d1 - d3
+            t += L
+
+
+@jit
+def output_transform(M, th, tw, t0, f0, out, mode, mean, denom, scales, biases, code):
+    # M (16, m, T) for filters f0.. and tiles t0..; out (N, n, oh, ow) <- A^T M A, then the
+    # tail (kernels.epilogue) on each finished row piece
+    m, T = M.shape[1], M.shape[2]
+    oh, ow = out.shape[2], out.shape[3]
+    per = th * tw
+    for f in range(m):
+        g = f0 + f
+        t = t0
+        while t < t0 + T:
+            b = t // per
+            r = t - b * per
+            ty = r // tw
+            tx0 = r - ty * tw
+            L = min(tw - tx0, t0 + T - t)
+            k0 = t - t0
+            y0 = 2 * ty
+            x0 = 2 * tx0
+            x1 = min(ow, 2 * (tx0 + L))
+            two = y0 + 1 < oh
+            row0 = out[b, g, y0]
+            row1 = out[b, g, y0 + 1] if two else row0
+            full = L if x1 == 2 * (tx0 + L) else L - 1
+            for s in range(L):
+                k = k0 + s
+                # columns: M A, per row of the 4x4 M
+                p0 = M[0, f, k] + M[1, f, k] + M[2, f, k]
+                q0 = M[1, f, k] - M[2, f, k] - M[3, f, k]
+                p1 = M[4, f, k] + M[5, f, k] + M[6, f, k]
+                q1 = M[5, f, k] - M[6, f, k] - M[7, f, k]
+                p2 = M[8, f, k] + M[9, f, k] + M[10, f, k]
+                q2 = M[9, f, k] - M[10, f, k] - M[11, f, k]
+                p3 = M[12, f, k] + M[13, f, k] + M[14, f, k]
+                q3 = M[13, f, k] - M[14, f, k] - M[15, f, k]
+                # rows: A^T (M A)
+                x = x0 + 2 * s
+                row0[x] = p0 + p1 + p2
+                if s < full:
+                    row0[x + 1] = q0 + q1 + q2
+                if two:
+                    row1[x] = p1 - p2 - p3
+                    if s < full:
+                        row1[x + 1] = q1 - q2 - q3
+            seg = row0[x0:x1]
+            finish_row(seg, seg, mode, mean[g], denom[g], scales[g], biases[g], code)
+            if two:
+                seg = row1[x0:x1]
+                finish_row(seg, seg, mode, mean[g], denom[g], scales[g], biases[g], code)
+            t += L
+
+
+@pjit
+def fingerprint(bits):
+    # bits (n,) uint32 (a float32 array's bit patterns) -> a position-weighted sum: any
+    # change of a value, or a swap of two, changes it (barring a 2^-64 coincidence)
+    n = bits.size
+    h = np.uint64(0)
+    for i in prange(n):
+        h += np.uint64(bits[i]) * np.uint64(2 * i + 1)
+    return h

@@ -1,0 +1,141 @@
+"""The speed paths against the plain ones: the fused conv tail, Winograd F(2x2, 3x3), the
+size-2 stride-2 max pool, the thread split (deterministic), against tests/naive.py."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from darkcfg.kernels import activations as act
+from darkcfg.kernels import bn, conv, parallel, pool
+from darkcfg.kernels.winograd import filter_transform
+
+from . import naive, naive_misc
+
+REL = 1e-5
+
+
+def rel(ours, ref) -> float:
+    ours, ref = np.asarray(ours, np.float64), np.asarray(ref, np.float64)
+    assert ours.shape == ref.shape, (ours.shape, ref.shape)
+    return float(np.abs(ours - ref).max() / max(np.abs(ref).max(), 1e-6))
+
+
+def rand(rng, *shape):
+    return rng.standard_normal(shape).astype(np.float32)
+
+
+@pytest.mark.parametrize("activation", ["leaky", "linear", "logistic", "mish", "swish",
+                                        "relu", "tanh", "normalize_channels"])
+@pytest.mark.parametrize("batch_normalize", [True, False])
+def test_fused_tail_equals_separate_kernels(activation, batch_normalize):
+    rng = np.random.default_rng(len(activation))
+    x, w = rand(rng, 2, 5, 9, 7), rand(rng, 6, 5, 3, 3)
+    p = {"biases": rand(rng, 6), "scales": rand(rng, 6), "mean": rand(rng, 6),
+         "variance": rng.uniform(0.5, 2, 6).astype(np.float32)}
+    ref, _ = conv.conv2d(x, w, pad=1)
+    if batch_normalize:
+        bn.bn_inference(ref, p["scales"], p["mean"], p["variance"], p["biases"])
+        tail = conv.make_tail(6, p["biases"], p["scales"], p["mean"], p["variance"],
+                              activation=activation)
+    else:
+        bn.add_bias(ref, p["biases"])
+        tail = conv.make_tail(6, p["biases"], activation=activation)
+    if activation not in act.PER_PIXEL:
+        act.activate(ref, activation)
+    out, _ = conv.conv2d(x, w, pad=1, tail=tail)
+    # the same float operations in the same order: equal to the last bit
+    assert np.array_equal(out, ref)
+
+
+# (N, C, H, W, filters, pad)
+WINOGRAD_CASES = [
+    (1, 64, 9, 11, 64, 1),      # odd sizes: a half tile at the right and bottom
+    (2, 64, 8, 8, 80, 1),       # batch 2: tiles of two images in one task
+    (1, 96, 13, 13, 128, 1),    # yolov3-tiny's 13 x 13
+    (1, 64, 7, 6, 64, 0),       # no padding
+    (3, 64, 5, 9, 72, 2),       # padding 2
+]
+
+
+@pytest.mark.parametrize("case", WINOGRAD_CASES, ids=str)
+def test_winograd_matches_naive(case):
+    N, C, H, W, n, pad = case
+    rng = np.random.default_rng(sum(case))
+    x, w = rand(rng, N, C, H, W), rand(rng, n, C, 3, 3)
+    assert conv.winograd_pays(N, C, n, 3, 1, 1, 1, 1, H + 2 * pad - 2, W + 2 * pad - 2)
+    cache: dict = {}
+    out, _ = conv.conv2d(x, w, pad=pad, cache=cache)
+    assert "U" in cache
+    assert rel(out, naive.conv2d(x, w, 1, 1, pad, 1, 1)) <= REL
+    # weights changed in place: the cached transform is noticed stale and redone
+    w[0, 0, 1, 1] += 1.0
+    out, _ = conv.conv2d(x, w, pad=pad, cache=cache)
+    assert rel(out, naive.conv2d(x, w, 1, 1, pad, 1, 1)) <= REL
+
+
+def test_filter_transform_of_a_delta_kernel():
+    # g = centre tap 1: G g G^T = outer(G[:, 1], G[:, 1])
+    w = np.zeros((1, 1, 3, 3), np.float32)
+    w[0, 0, 1, 1] = 1
+    col = np.array([0, 0.5, -0.5, 0])
+    assert np.array_equal(filter_transform(w).reshape(4, 4), np.outer(col, col))
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 8, 8), (1, 4, 7, 9), (2, 2, 5, 6), (1, 1, 2, 3)])
+@pytest.mark.parametrize("padding", [0, 1])
+def test_maxpool_2x2_matches_naive(shape, padding):
+    rng = np.random.default_rng(sum(shape) + padding)
+    x = rand(rng, *shape)
+    x.flat[::7] = -np.inf                    # -FLT_MAX start: -inf never wins
+    x.flat[5::13] = x.flat[4::13][:x.flat[5::13].size]      # ties: the first one wins
+    out, arg = pool.maxpool(x, 2, 2, 2, padding)
+    ref, ref_arg = naive_misc.maxpool(x, 2, 2, 2, padding)
+    assert np.array_equal(out, ref) and np.array_equal(arg, ref_arg)
+    out2, none = pool.maxpool(x, 2, 2, 2, padding, want_arg=False)
+    assert none is None and np.array_equal(out2, ref)
+    # NaN (strict >: never wins), against the general kernel's Darknet order
+    x.flat[3::11] = np.nan
+    out, arg = pool.maxpool(x, 2, 2, 2, padding)
+    ref, ref_arg = np.empty_like(out), np.empty_like(arg)
+    pool._maxpool(x, 2, 2, 2, padding, ref, ref_arg, True)
+    assert np.array_equal(out, ref) and np.array_equal(arg, ref_arg)
+
+
+def test_thread_split_is_deterministic():
+    # forward tiles and backward partial sums: the same bits every run
+    rng = np.random.default_rng(7)
+    x, w = rand(rng, 9, 6, 12, 10), rand(rng, 8, 6, 3, 3)
+    outs, dws, dxs = [], [], []
+    for _ in range(3):
+        out, _ = conv.conv2d(x, w, pad=1)
+        dw = np.zeros_like(w)
+        dx, _ = conv.conv2d_backward(x, w, out, dw, pad=1)
+        outs.append(out.copy())
+        dws.append(dw)
+        dxs.append(dx.copy())
+    for a, b, c in zip(outs, dws, dxs):
+        assert np.array_equal(a, outs[0]) and np.array_equal(b, dws[0])
+        assert np.array_equal(c, dxs[0])
+    ref_dw, ref_dx = naive.conv2d_backward(x, w, outs[0], 1, 1, 1, 1, 1)
+    assert rel(dws[0], ref_dw) <= REL and rel(dxs[0], ref_dx) <= REL
+
+
+@pytest.mark.parametrize("static", [False, True])
+def test_run_calls_every_task_once(static):
+    seen = []
+    used = parallel.run(lambda i, t: seen.append((i, t)), 11, static=static)
+    assert sorted(i for i, _ in seen) == list(range(11))
+    assert 1 <= used <= max(1, parallel.threads())
+    if static:
+        assert all(t == i % used for i, t in seen)
+
+
+def test_scratch_grows_and_is_reused():
+    a = parallel.scratch("test", (3, 4))
+    b = parallel.scratch("test", (2, 5))
+    assert a.shape == (3, 4) and b.shape == (2, 5)
+    assert np.shares_memory(a, b)
+    c = parallel.scratch("test", (10, 10))
+    assert c.shape == (10, 10)
+    s = parallel.scratch_streams("test2", (16, 8, 8))
+    assert s.shape == (16, 8, 8) and (s.strides[0] // 64) % 64 == 5
