@@ -25,15 +25,12 @@ that runs a network over the `valid` list of a `.data` file (`darkcfg map`).
 """
 from __future__ import annotations
 
-import os
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
-
-from .errors import DataError
 
 if TYPE_CHECKING:
     from .network import Network
@@ -185,74 +182,12 @@ def format_report(result: MapResult, names: Sequence[str] | None = None) -> str:
 
 
 # ---------------------------------------------------------------------------------------
-# YOLO label files (a detection dataset module will take this over)
-
-def label_candidates(image: str) -> list[str]:
-    """Where the label file of `image` may be: Darknet's rule (the first "images",
-    "JPEGImages" and "raw" in the path become "labels"; the extension becomes .txt),
-    then beside the image."""
-    darknet = image
-    for old in ("images", "JPEGImages", "raw"):
-        darknet = darknet.replace(old, "labels", 1)
-    darknet = os.path.splitext(darknet)[0] + ".txt"
-    beside = os.path.splitext(image)[0] + ".txt"
-    return [darknet] if darknet == beside else [darknet, beside]
-
-
-def find_label_file(image: str) -> str | None:
-    for path in label_candidates(image):
-        if os.path.isfile(path):
-            return path
-    return None
-
-
-def read_label_file(path: str, classes: int) -> tuple[np.ndarray, np.ndarray]:
-    """A YOLO label file: one `class cx cy w h` (normalised) per line -> (boxes (M, 4)
-    float64, class ids (M,) int64). Every malformed line is an error naming file:line."""
-    try:
-        with open(path, encoding="utf-8-sig") as f:
-            text = f.read()
-    except (OSError, UnicodeDecodeError) as e:
-        raise DataError(f"{path}: cannot read the label file: {e}") from None
-    boxes, ids = [], []
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        parts = line.split()
-        if not parts:
-            continue
-        try:
-            if len(parts) != 5:
-                raise ValueError
-            c, box = int(parts[0]), [float(v) for v in parts[1:]]
-        except ValueError:
-            raise DataError(f"{path}:{lineno}: expected 'class x y w h' (an integer and "
-                            f"four numbers), found {line.strip()!r}") from None
-        if not 0 <= c < classes:
-            raise DataError(f"{path}:{lineno}: class {c} is outside 0..{classes - 1} "
-                            f"(classes={classes})")
-        boxes.append(box)
-        ids.append(c)
-    return np.array(boxes, np.float64).reshape(-1, 4), np.array(ids, np.int64)
-
+# running a network over a labelled image list (label files: darkcfg.detdata)
 
 def read_image_list(path: str) -> list[str]:
-    """The `valid` list of a .data file: one image per line; relative paths from the
-    list's folder, else from the current folder (data.py's rule)."""
-    try:
-        with open(path, encoding="utf-8-sig") as f:
-            lines = [s.strip() for s in f.read().splitlines()]
-    except FileNotFoundError:
-        raise DataError(f"list file {path} does not exist") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise DataError(f"cannot read list file {path}: {e}") from None
-    folder = os.path.dirname(os.path.abspath(path))
-    images = []
-    for p in filter(None, lines):
-        mine = os.path.normpath(os.path.join(folder, p))
-        images.append(p if not os.path.isabs(p) and not os.path.exists(mine)
-                      and os.path.exists(p) else mine)
-    if not images:
-        raise DataError(f"{path}: the list file has no image paths")
-    return images
+    """The `valid` list of a .data file: resolved image paths."""
+    from .detdata import read_image_list as read_list
+    return read_list(path)[0]
 
 
 def evaluate_network(net: Network, images: Sequence[str], classes: int, *,
@@ -262,6 +197,7 @@ def evaluate_network(net: Network, images: Sequence[str], classes: int, *,
     prob > thresh after NMS (Darknet's mAP defaults: 0.005 and 0.45) and score them
     against the YOLO label files. Images without a label file count as having no objects
     (one warning names how many)."""
+    from .detdata import find_label_file, label_candidates, read_label_file
     from .detect import detect
     from .imageops import load_image
     dets, truths, unlabelled = [], [], []

@@ -7,6 +7,7 @@ import pytest
 from PIL import Image
 
 from darkcfg import DataError
+from darkcfg.detdata import label_candidates, read_label_file
 from darkcfg.evaluate import (
     IOU_THRESHOLDS,
     RECALL_POINTS,
@@ -14,9 +15,7 @@ from darkcfg.evaluate import (
     evaluate_network,
     format_report,
     iou_matrix,
-    label_candidates,
     read_image_list,
-    read_label_file,
 )
 
 POINTS = len(RECALL_POINTS)             # 101
@@ -208,7 +207,7 @@ def test_read_label_file(tmp_path):
     with pytest.raises(DataError, match=r"x.txt:2: expected 'class x y w h'"):
         read_label_file(str(path), 2)
     path.write_text("2 0.5 0.5 0.2 0.3\n")
-    with pytest.raises(DataError, match=r"x.txt:1: class 2 is outside 0..1"):
+    with pytest.raises(DataError, match=r"x.txt:1: class 2 is not an integer in 0..1"):
         read_label_file(str(path), 2)
 
 
