@@ -55,7 +55,7 @@ def _softplus(x: float) -> float:
 @jit(inline="always")
 def _f(x: float, code: int) -> float:
     """One activation value, x float64."""
-    if code == LEAKY or code == REVLEAKY:       # AH run revleaky as leaky on the CPU
+    if code == LEAKY or code == REVLEAKY:  # noqa: SIM109 (folds to a constant when inlined)
         return x if x > 0.0 else 0.1 * x
     if code == LOGISTIC:
         return 1.0 / (1.0 + math.exp(-x))
@@ -118,7 +118,7 @@ def _f(x: float, code: int) -> float:
 @jit(inline="always")
 def _g(y: float, x: float, code: int) -> float:
     """Darknet's derivative: from the output y, or from the input x for FROM_INPUT."""
-    if code == LEAKY or code == REVLEAKY:
+    if code == LEAKY or code == REVLEAKY:  # noqa: SIM109 (folds when inlined)
         return 1.0 if y > 0.0 else 0.1
     if code == LOGISTIC:
         return (1.0 - y) * y
@@ -287,7 +287,8 @@ def _gradient_flat(dy, y, x, code):
             dy[i] = np.float32(np.float64(dy[i]) * _g(np.float64(y[i]), np.float64(x[i]), GELU))
     elif code == HARD_MISH:
         for i in prange(n):
-            dy[i] = np.float32(np.float64(dy[i]) * _g(np.float64(y[i]), np.float64(x[i]), HARD_MISH))
+            dy[i] = np.float32(np.float64(dy[i])
+                               * _g(np.float64(y[i]), np.float64(x[i]), HARD_MISH))
 
 
 @pjit

@@ -30,18 +30,20 @@ def bn_denominator(variance: np.ndarray, dialect: str) -> np.ndarray:
 
 
 @pjit
-def _bn(x, mean, denom, scales, biases):
-    # x (N, C, P) float32 in place; mean, scales, biases (C,) float32; denom (C,) float64.
-    # Darknet's three passes fused: normalize (float difference, double division), then
-    # scale_bias, then add_bias, each rounded to float.
+def _bn(x, mean, inv, scales, biases):
+    # x (N, C, P) float32 in place; mean, scales, biases (C,) float32; inv (C,) float64,
+    # 1 / D. Darknet's three passes fused: normalize (float difference, double division),
+    # then scale_bias, then add_bias, each rounded to float. The division is a multiply by
+    # the double reciprocal (4x cheaper): within one double rounding of the quotient, the
+    # same float almost always (a 2^-28 chance of a 1-ulp difference).
     N, C, P = x.shape
     for t in prange(N * C):
         b = t // C
         c = t - b * C
-        m, d, s, o = mean[c], denom[c], scales[c], biases[c]
+        m, r, s, o = mean[c], inv[c], scales[c], biases[c]
         row = x[b, c]                   # a view: the inner loop vectorises
         for p in range(P):
-            v = np.float32(np.float64(row[p] - m) / d)
+            v = np.float32(np.float64(row[p] - m) * r)
             row[p] = v * s + o
 
 
@@ -87,7 +89,7 @@ def bn_inference(x: np.ndarray, scales: np.ndarray, mean: np.ndarray,
     """Inference batch norm on x (N, C, ...) in place with rolling statistics; returns x.
     biases None means zeros (P's standalone [batchnorm] has none in the file)."""
     c = scales.size
-    _bn(_channels(x, c), _vec("rolling_mean", mean, c), bn_denominator(_vec(
+    _bn(_channels(x, c), _vec("rolling_mean", mean, c), 1.0 / bn_denominator(_vec(
         "rolling_variance", variance, c), dialect), _vec("scales", scales, c),
         _vec("biases", biases, c))
     return x

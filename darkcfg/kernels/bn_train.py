@@ -115,18 +115,18 @@ def _stats(x, mean, var):
 
 
 @pjit
-def _normalize(x, mean, denom, scales, biases, xhat):
+def _normalize(x, mean, inv, scales, biases, xhat):
     # x (N, C, P) float32 in place; xhat (N, C, P) out; denom (C,) float64. Darknet's
     # rounding: xhat = float((x - mean) / denom), x = xhat * scale + bias in float.
     N, C, P = x.shape
     for t in prange(N * C):
         b = t // C
         c = t - b * C
-        m, d, s, o = mean[c], denom[c], scales[c], biases[c]
+        m, r, s, o = mean[c], inv[c], scales[c], biases[c]
         row = x[b, c]
         hrow = xhat[b, c]
         for p in range(P):
-            v = np.float32(np.float64(row[p] - m) / d)
+            v = np.float32(np.float64(row[p] - m) * r)
             hrow[p] = v
             row[p] = v * s + o
 
@@ -217,7 +217,7 @@ def forward(x: np.ndarray, scales: np.ndarray, biases: np.ndarray | None,
     for roll, stat in ((rm, mean), (rv, var)):
         roll *= np.float32(MOMENTUM)
         roll += np.float32(1 - MOMENTUM) * stat
-    _normalize(x3, mean, bn_denominator(var, dialect), _param("scales", scales, c),
+    _normalize(x3, mean, 1.0 / bn_denominator(var, dialect), _param("scales", scales, c),
                _param("biases", biases, c), h3)
     return mean, var
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 
 import numba
+import numba.core.event
 
 # Numba's default (OpenMP when available) keeps its worker threads busy-waiting after a
 # parallel region; on a 2-core machine that halves the throughput of the OpenBLAS sgemm
@@ -29,3 +30,35 @@ def check_f32(name: str, a, ndim: int | None = None) -> None:
                          f"dtype={a.dtype}, c_contiguous={a.flags.c_contiguous}")
     if ndim is not None and a.ndim != ndim:
         raise ValueError(f"{name} must have {ndim} dimensions; received shape {a.shape}")
+
+
+class _CompileNotice(numba.core.event.Listener):
+    """Calls `say(message)` once, when the first darkcfg kernel is compiled (a disk-cache
+    miss: the first run after installing or upgrading darkcfg or Numba)."""
+
+    def __init__(self, say):
+        self.say = say
+        self.done = False
+
+    def on_start(self, event):
+        if self.done:
+            return
+        func = getattr(event.data.get("dispatcher"), "py_func", None)
+        if getattr(func, "__module__", "").startswith(__package__):
+            self.done = True
+            self.say("darkcfg: compiling the Numba kernels for this machine (first run "
+                     "only; they are cached on disk, later runs start in about a second)")
+
+    def on_end(self, event):
+        pass
+
+
+def announce_compiling(say=None) -> None:
+    """Have `say` (default: a line on stderr) told when darkcfg starts compiling kernels,
+    so that a first run does not look hung. For the CLI; the library itself is silent."""
+    import sys
+
+    if say is None:
+        def say(message: str) -> None:
+            print(message, file=sys.stderr, flush=True)
+    numba.core.event.register("numba:compile", _CompileNotice(say))

@@ -35,10 +35,13 @@ from .im2col import (
 # per-channel GEMMs (1 or 2 rows) are too small for BLAS (timed on 2 cores: 2-4x faster
 # at 1 filter per channel, even at 2, slower from 4 on and whenever C/groups > 1).
 DIRECT_MAX = 2
-# Winograd from these channel counts on (below them the transforms cost more than the
-# GEMM saves)
-WINOGRAD_MIN_C = 16
-WINOGRAD_MIN_N = 16
+# Winograd from these sizes on. Timed per conv of yolov3-tiny, darknet19 and resnet18 on
+# one core: 0.5-0.85x the im2col GEMM's time from 32 channels and a 13 x 13 output on;
+# no gain with 16 channels (the transforms cost what the GEMM saves) nor at 7 x 7 (16
+# tiles: the 16 GEMMs are too narrow).
+WINOGRAD_MIN_C = 32
+WINOGRAD_MIN_N = 32
+WINOGRAD_MIN_TILES = 36
 
 
 def reuse(buf: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray:
@@ -63,11 +66,12 @@ def conv_out_hw(h: int, w: int, k: int, sy: int, sx: int, pad: int, d: int
 
 class Tail(NamedTuple):
     """The layer tail a conv can apply while its output tile is in cache (kernels.epilogue):
-    mode RAW/BIAS/BN, per-filter (n,) mean, denom (float64), scales, biases, and the
+    mode RAW/BIAS/BN, per-filter (n,) mean, inv (float64 1/D, kernels.bn), scales, biases,
+    and the
     activation code (epilogue.NO_ACT: none)."""
     mode: int
     mean: np.ndarray
-    denom: np.ndarray
+    inv: np.ndarray
     scales: np.ndarray
     biases: np.ndarray
     code: int
@@ -83,7 +87,7 @@ def make_tail(n: int, biases: np.ndarray | None = None, scales: np.ndarray | Non
     code = epilogue.NO_ACT if activation in PER_PIXEL else CODES[activation]
     code = LEAKY if code == REVLEAKY else code
     if scales is not None:
-        return Tail(epilogue.BN, _f32(mean, n), bn_denominator(_f32(variance, n), dialect),
+        return Tail(epilogue.BN, _f32(mean, n), 1.0 / bn_denominator(_f32(variance, n), dialect),
                     _f32(scales, n), _f32(biases, n) if biases is not None else zeros, code)
     mode = epilogue.BIAS if biases is not None else epilogue.RAW
     return Tail(mode, zeros, np.ones(n), zeros, _f32(biases, n) if biases is not None
@@ -108,7 +112,7 @@ def _apply_tail(out: np.ndarray, tail: Tail) -> None:
     from .bn import _add_bias, _bn
     o3 = out.reshape(out.shape[0], out.shape[1], -1)
     if tail.mode == epilogue.BN:
-        _bn(o3, tail.mean, tail.denom, tail.scales, tail.biases)
+        _bn(o3, tail.mean, tail.inv, tail.scales, tail.biases)
     elif tail.mode == epilogue.BIAS:
         _add_bias(o3, tail.biases)
     if tail.code not in (epilogue.NO_ACT, LINEAR) and out.size:
@@ -132,8 +136,9 @@ def winograd_pays(N: int, C: int, n: int, k: int, sy: int, sx: int, d: int, grou
                   oh: int, ow: int) -> bool:
     """Whether conv2d uses Winograd F(2x2, 3x3): 3x3, stride 1, no dilation, no groups, and
     enough channels that the 16 GEMMs dominate the transforms."""
+    tiles = N * -(-oh // 2) * -(-ow // 2)
     return (k == 3 and sy == 1 and sx == 1 and d == 1 and groups == 1 and C >= WINOGRAD_MIN_C
-            and n >= WINOGRAD_MIN_N and min(oh, ow) >= 4)
+            and n >= WINOGRAD_MIN_N and tiles >= WINOGRAD_MIN_TILES)
 
 
 def _conv_winograd(x: np.ndarray, weights: np.ndarray, pad: int, out: np.ndarray,
@@ -175,7 +180,7 @@ def _conv_winograd(x: np.ndarray, weights: np.ndarray, pad: int, out: np.ndarray
         winograd.input_transform(xp, th, tw, t0, V)
         M = parallel.scratch_streams("wm", (16, f1 - f0, T))
         np.matmul(U[:, f0:f1], V, out=M)
-        winograd.output_transform(M, th, tw, t0, f0, out, tail.mode, tail.mean, tail.denom,
+        winograd.output_transform(M, th, tw, t0, f0, out, tail.mode, tail.mean, tail.inv,
                                   tail.scales, tail.biases, tail.code)
 
     parallel.run(task, count * fblocks)
@@ -289,7 +294,7 @@ def conv2d(x: np.ndarray, weights: np.ndarray, *, sy: int = 1, sx: int = 1, pad:
         else:
             for g in range(groups):
                 np.matmul(wg[g], cols[g * K:(g + 1) * K], out=acc[g * m:(g + 1) * m])
-        epilogue.store(acc, out, j0, f0, src.pitch, tail.mode, tail.mean, tail.denom,
+        epilogue.store(acc, out, j0, f0, src.pitch, tail.mode, tail.mean, tail.inv,
                        tail.scales, tail.biases, tail.code)
 
     parallel.run(task, tiles * fblocks)

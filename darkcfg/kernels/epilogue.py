@@ -6,7 +6,7 @@ writes it into out (N, n, P), finishing each value on the way while it is still 
 
     mode RAW   out = acc                                   (training: BN needs the batch)
     mode BIAS  out = act(acc + biases[f])
-    mode BN    out = act(float((acc - mean) / D) * scales + biases)    (kernels.bn's math)
+    mode BN    out = act(float((acc - mean) * inv) * scales + biases)  (kernels.bn's math)
 
 `act` is Darknet's activation (kernels.activations codes; NO_ACT leaves it out), rounded
 exactly as kernels.activations does. `gather` is the transpose of a RAW store (dy tiles
@@ -51,12 +51,12 @@ def act_row(row, code):
 
 
 @jit
-def finish_row(src, dst, mode, m, d, s, o, code):
+def finish_row(src, dst, mode, m, r, s, o, code):
     # dst (L,) = the tail applied to src (L,); src may be dst
     n = dst.size
     if mode == BN:
         for p in range(n):
-            v = np.float32(np.float64(src[p] - m) / d)
+            v = np.float32(np.float64(src[p] - m) * r)
             dst[p] = v * s + o
     elif mode == BIAS:
         for p in range(n):
@@ -68,10 +68,10 @@ def finish_row(src, dst, mode, m, d, s, o, code):
 
 
 @jit
-def store(acc, out, j0, f0, pitch, mode, mean, denom, scales, biases, code):
+def store(acc, out, j0, f0, pitch, mode, mean, inv, scales, biases, code):
     # acc (m, T) -> out (N, n, oh, ow), filters f0.., batch columns j0..j0+T laid out
     # `pitch` per output row (pitch > ow: the wide layout of kernels.im2col, whose extra
-    # columns are dropped); mean, scales, biases (n,) float32, denom (n,) float64
+    # columns are dropped); mean, scales, biases (n,) float32, inv (n,) float64
     N, n, oh, ow = out.shape
     m, T = acc.shape
     PW = oh * pitch
@@ -86,7 +86,7 @@ def store(acc, out, j0, f0, pitch, mode, mean, denom, scales, biases, code):
             for i in range(m):
                 f = f0 + i
                 finish_row(acc[i, c0:c0 + L], out3[b, f, q:q + L], mode, mean[f],
-                           denom[f], scales[f], biases[f], code)
+                           inv[f], scales[f], biases[f], code)
         else:
             oy = q // pitch
             ox = q - oy * pitch
@@ -96,7 +96,7 @@ def store(acc, out, j0, f0, pitch, mode, mean, denom, scales, biases, code):
                 for i in range(m):
                     f = f0 + i
                     finish_row(acc[i, c0:c0 + v], out[b, f, oy, ox:ox + v], mode, mean[f],
-                               denom[f], scales[f], biases[f], code)
+                               inv[f], scales[f], biases[f], code)
         j += L
 
 

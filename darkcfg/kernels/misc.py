@@ -188,7 +188,7 @@ def crop(x: np.ndarray, top: int, left: int, height: int, width: int, flip: bool
     left-right when `flip`, then value*scale + shift (Darknet's [crop] uses 2, -1)."""
     check_f32("x", x, 4)
     h, w = x.shape[2:]
-    if not (0 <= top and top + height <= h and 0 <= left and left + width <= w):
+    if not (top >= 0 and top + height <= h and left >= 0 and left + width <= w):
         raise ValueError(f"crop {height} x {width} at ({top}, {left}) is outside the "
                          f"{h} x {w} input")
     win = x[:, :, top:top + height, left:left + width]
@@ -207,7 +207,7 @@ def crop_backward(dy: np.ndarray, in_hw: tuple[int, int], top: int, left: int,
     check_f32("dy", dy, 4)
     h, w = in_hw
     n, c, height, width = dy.shape
-    if not (0 <= top and top + height <= h and 0 <= left and left + width <= w):
+    if not (top >= 0 and top + height <= h and left >= 0 and left + width <= w):
         raise ValueError(f"crop {height} x {width} at ({top}, {left}) is outside the "
                          f"{h} x {w} input")
     dx = np.zeros((n, c, h, w), np.float32)

@@ -22,15 +22,40 @@ from numba import prange
 from .config import jit, pjit
 from .epilogue import finish_row
 
-_G = np.array([[1, 0, 0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0, 0, 1]])
-
 
 def filter_transform(weights: np.ndarray) -> np.ndarray:
-    """weights (n, C, 3, 3) -> U (16, n, C) float32, U[4a+b] = (G g G^T)[a, b], computed in
-    float64 and rounded once."""
+    """weights (n, C, 3, 3) float32 -> U (16, n, C) float32, U[4a+b] = (G g G^T)[a, b],
+    computed in float64 and rounded once."""
     n, c = weights.shape[:2]
-    u = np.einsum("ai,fcij,bj->abfc", _G, weights.astype(np.float64), _G, optimize=True)
-    return np.ascontiguousarray(u.reshape(16, n, c), dtype=np.float32)
+    u = np.empty((16, n, c), np.float32)
+    _filter_transform(weights, u)
+    return u
+
+
+@jit(inline="always")
+def _gt(g0, g1, g2):
+    # G applied to one column (g0, g1, g2) of a 3x3 kernel, in float64
+    return g0, 0.5 * (g0 + g1 + g2), 0.5 * (g0 - g1 + g2), g2
+
+
+@pjit
+def _filter_transform(w, u):
+    n, C = w.shape[0], w.shape[1]
+    for f in prange(n):
+        for c in range(C):
+            g = w[f, c]
+            # G g: columns j = 0, 1, 2 -> rows a = 0..3 of t (t[a][j])
+            a0, a1, a2, a3 = _gt(np.float64(g[0, 0]), np.float64(g[1, 0]), np.float64(g[2, 0]))
+            b0, b1, b2, b3 = _gt(np.float64(g[0, 1]), np.float64(g[1, 1]), np.float64(g[2, 1]))
+            c0, c1, c2, c3 = _gt(np.float64(g[0, 2]), np.float64(g[1, 2]), np.float64(g[2, 2]))
+            # (G g) G^T: row a of t is (a_a, b_a, c_a)
+            for k, (t0, t1, t2) in enumerate(((a0, b0, c0), (a1, b1, c1), (a2, b2, c2),
+                                              (a3, b3, c3))):
+                v0, v1, v2, v3 = _gt(t0, t1, t2)
+                u[4 * k, f, c] = v0
+                u[4 * k + 1, f, c] = v1
+                u[4 * k + 2, f, c] = v2
+                u[4 * k + 3, f, c] = v3
 
 
 @jit
@@ -93,7 +118,7 @@ def input_transform(xp, th, tw, t0, V):
 
 
 @jit
-def output_transform(M, th, tw, t0, f0, out, mode, mean, denom, scales, biases, code):
+def output_transform(M, th, tw, t0, f0, out, mode, mean, inv, scales, biases, code):
     # M (16, m, T) for filters f0.. and tiles t0..; out (N, n, oh, ow) <- A^T M A, then the
     # tail (kernels.epilogue) on each finished row piece
     m, T = M.shape[1], M.shape[2]
@@ -137,10 +162,10 @@ def output_transform(M, th, tw, t0, f0, out, mode, mean, denom, scales, biases, 
                     if s < full:
                         row1[x + 1] = q1 - q2 - q3
             seg = row0[x0:x1]
-            finish_row(seg, seg, mode, mean[g], denom[g], scales[g], biases[g], code)
+            finish_row(seg, seg, mode, mean[g], inv[g], scales[g], biases[g], code)
             if two:
                 seg = row1[x0:x1]
-                finish_row(seg, seg, mode, mean[g], denom[g], scales[g], biases[g], code)
+                finish_row(seg, seg, mode, mean[g], inv[g], scales[g], biases[g], code)
             t += L
 
 
