@@ -238,6 +238,11 @@ def train(data_file: str, cfg_file: str, weights: str | None, opts: TrainOptions
     finally:
         signal.signal(signal.SIGINT, old)
     progress.done()
+    if valid_set is not None and hist.iterations and \
+            (not hist.accuracy or hist.accuracy[-1][0] != net.iteration):
+        top1, _ = accuracy(net, valid_set, classes, 1)
+        hist.accuracy.append((net.iteration, top1))
+        log(f"validation top-1 {top1:.4f} at iteration {net.iteration}")
     final = checkpoint(f"{base}_final.weights")
     if hist.iterations:
         draw_chart(chart, hist.iterations, hist.losses, hist.avg, accuracy=hist.accuracy,

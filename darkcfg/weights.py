@@ -177,6 +177,9 @@ def save_weights(net: Network, path: str | os.PathLike) -> None:
     header = Header(header.major, header.minor, header.revision, int(net.seen), header.size)
     folder = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".weights", dir=folder)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)       # mkstemp makes 0600; a saved file is ordinary
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(header.pack())
