@@ -260,6 +260,9 @@ def main(argv: list[str] | None = None) -> int:
         print(prefix + str(message), file=sys.stderr)
 
     warnings.showwarning = show
+    if args.command != "summary":       # summary never touches Numba
+        from .kernels.config import announce_compiling
+        announce_compiling()
     try:
         return args.func(args)
     except DarkcfgError as e:
