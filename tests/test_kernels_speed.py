@@ -140,3 +140,61 @@ def test_scratch_grows_and_is_reused():
     assert c.shape == (10, 10)
     s = parallel.scratch_streams("test2", (16, 8, 8))
     assert s.shape == (16, 8, 8) and (s.strides[0] // 64) % 64 == 5
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 8, 8), (1, 4, 7, 9), (2, 2, 5, 6)])
+@pytest.mark.parametrize("padding", [0, 1])
+def test_maxpool_2x2_backward_matches_scatter(shape, padding):
+    rng = np.random.default_rng(sum(shape) * 3 + padding)
+    x = rand(rng, *shape)
+    out, arg = pool.maxpool(x, 2, 2, 2, padding)
+    dy = rand(rng, *out.shape)
+    ref = pool.maxpool_backward(dy, arg, shape[1:])
+    buf = np.full(x.shape, np.nan, np.float32)      # every cell must be written
+    assert np.array_equal(pool.maxpool_backward_into(dy, arg, shape[1:], buf), ref)
+
+
+@pytest.mark.parametrize("activation", ["leaky", "relu", "logistic", "linear"])
+@pytest.mark.parametrize("batch_normalize", [True, False])
+def test_fused_bn_gradient_equals_separate_kernels(activation, batch_normalize):
+    from darkcfg.kernels import bn_train
+    rng = np.random.default_rng(11)
+    z = rand(rng, 4, 5, 3, 3)
+    scales = rng.uniform(0.5, 1.5, 5).astype(np.float32)
+    y, xhat = z.copy(), np.empty_like(z)
+    _, var = bn_train.forward(y, scales, None, np.zeros(5, np.float32),
+                              np.ones(5, np.float32), "pjreddie", xhat)
+    act.activate(y, activation)
+    dy = rand(rng, *z.shape)
+    ref = dy.copy()
+    act.gradient(ref, y, None, activation)
+    g1 = [np.zeros(5, np.float32), np.zeros(5, np.float32)]
+    g2 = [np.zeros(5, np.float32), np.zeros(5, np.float32)]
+    out = np.empty_like(dy)
+    if batch_normalize:
+        bn_train.backward(ref, xhat, scales, var, "pjreddie", *g1)
+        got = bn_train.backward(dy, xhat, scales, var, "pjreddie", *g2, y=y,
+                                activation=activation, out=out)
+    else:
+        bn_train.bias_grad(ref, g1[1])
+        got = bn_train.bias_grad(dy, g2[1], y=y, activation=activation, out=out)
+    assert got is out
+    assert rel(out, ref) <= 1e-6 and rel(g2[1], g1[1]) <= 1e-6
+    assert rel(g2[0], g1[0]) <= 1e-6
+
+
+def test_bn_statistics_from_conv_moments():
+    from darkcfg.kernels import bn_train
+    rng = np.random.default_rng(12)
+    x, w = rand(rng, 6, 3, 9, 8) + 2.0, rand(rng, 7, 3, 3, 3)
+    moments = np.empty((7, 2))
+    z, _ = conv.conv2d(x, w, pad=1, moments=moments)
+    z64 = z.astype(np.float64)
+    assert np.allclose(moments[:, 0], z64.sum(axis=(0, 2, 3)), rtol=1e-12)
+    assert np.allclose(moments[:, 1], (z64 ** 2).sum(axis=(0, 2, 3)), rtol=1e-12)
+    ref_mean, ref_var = np.empty(7, np.float32), np.empty(7, np.float32)
+    bn_train._stats(z.reshape(6, 7, -1), ref_mean, ref_var)
+    one = np.ones(7, np.float32)
+    mean, var = bn_train.forward(z.copy(), one, None, np.zeros(7, np.float32), one.copy(),
+                                 "pjreddie", np.empty_like(z), moments)
+    assert rel(mean, ref_mean) <= 1e-6 and rel(var, ref_var) <= 1e-6

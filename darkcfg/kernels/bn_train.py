@@ -25,79 +25,46 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
+from .activations import LEAKY, LINEAR, LOGISTIC, RELU, _f, _g
 from .bn import bn_denominator
-from .config import check_f32, jit, pjit
+from .config import check_f32, jit, pjit, pjit_sums
 
 MOMENTUM = 0.99                  # rolling = 0.99 rolling + 0.01 batch stat (DECISIONS §2)
 EPS = np.float32(1e-5)           # Darknet's .00001f in the backward
 
 
-# Sums of float32 rows in float64 over 4 interleaved accumulators: four independent
-# chains keep the adder busy (one chain waits ~4 cycles per add and Numba may not reorder
-# it), and the float64 result differs from the sequential one by far less than a float32
-# rounding. The order is fixed, so the numbers are the same every run.
+# Sums of float32 rows in float64, inlined into kernels compiled with config.pjit_sums
+# (reassociation allowed, so they run in SIMD lanes).
 @jit(inline="always")
 def _sum(row):
-    n = row.size
-    a0 = a1 = a2 = a3 = 0.0
-    p = 0
-    while p + 4 <= n:
-        a0 += row[p]
-        a1 += row[p + 1]
-        a2 += row[p + 2]
-        a3 += row[p + 3]
-        p += 4
-    for i in range(p, n):
-        a0 += row[i]
-    return (a0 + a1) + (a2 + a3)
+    a = 0.0
+    for p in range(row.size):
+        a += row[p]
+    return a
 
 
 @jit(inline="always")
 def _sum_sq_dev(row, m):
     # sum of float64(row - m)^2, the difference taken in float32 as Darknet does
-    n = row.size
-    a0 = a1 = a2 = a3 = 0.0
-    p = 0
-    while p + 4 <= n:
-        t0 = np.float64(row[p] - m)
-        t1 = np.float64(row[p + 1] - m)
-        t2 = np.float64(row[p + 2] - m)
-        t3 = np.float64(row[p + 3] - m)
-        a0 += t0 * t0
-        a1 += t1 * t1
-        a2 += t2 * t2
-        a3 += t3 * t3
-        p += 4
-    for i in range(p, n):
-        t = np.float64(row[i] - m)
-        a0 += t * t
-    return (a0 + a1) + (a2 + a3)
+    a = 0.0
+    for p in range(row.size):
+        t = np.float64(row[p] - m)
+        a += t * t
+    return a
 
 
 @jit(inline="always")
 def _sum_prod(d, h):
     # (sum d, sum d*h) in float64
-    n = d.size
-    a0 = a1 = a2 = a3 = 0.0
-    q0 = q1 = q2 = q3 = 0.0
-    p = 0
-    while p + 4 <= n:
-        a0 += d[p]
-        a1 += d[p + 1]
-        a2 += d[p + 2]
-        a3 += d[p + 3]
-        q0 += np.float64(d[p]) * h[p]
-        q1 += np.float64(d[p + 1]) * h[p + 1]
-        q2 += np.float64(d[p + 2]) * h[p + 2]
-        q3 += np.float64(d[p + 3]) * h[p + 3]
-        p += 4
-    for i in range(p, n):
-        a0 += d[i]
-        q0 += np.float64(d[i]) * h[i]
-    return (a0 + a1) + (a2 + a3), (q0 + q1) + (q2 + q3)
+    a = 0.0
+    q = 0.0
+    for p in range(d.size):
+        a += d[p]
+        q += np.float64(d[p]) * h[p]
+    return a, q
 
 
-@pjit
+@pjit_sums
 def _stats(x, mean, var):
     # x (N, C, P) float32; mean, var (C,) float32 out: batch mean and unbiased variance,
     # summed in float64 and rounded once (Darknet rounds each partial sum to float).
@@ -115,9 +82,10 @@ def _stats(x, mean, var):
 
 
 @pjit
-def _normalize(x, mean, inv, scales, biases, xhat):
-    # x (N, C, P) float32 in place; xhat (N, C, P) out; denom (C,) float64. Darknet's
-    # rounding: xhat = float((x - mean) / denom), x = xhat * scale + bias in float.
+def _normalize(x, mean, inv, scales, biases, xhat, code):
+    # x (N, C, P) float32 in place; xhat (N, C, P) out; inv (C,) float64 (1/D). Darknet's
+    # rounding: xhat = float((x - mean) / D), x = xhat * scale + bias in float; then the
+    # activation `code` (LEAKY, RELU, LOGISTIC; anything else: none) in the same pass.
     N, C, P = x.shape
     for t in prange(N * C):
         b = t // C
@@ -129,9 +97,33 @@ def _normalize(x, mean, inv, scales, biases, xhat):
             v = np.float32(np.float64(row[p] - m) * r)
             hrow[p] = v
             row[p] = v * s + o
+        if code == LEAKY:
+            for p in range(P):
+                row[p] = _f(np.float64(row[p]), LEAKY)
+        elif code == RELU:
+            for p in range(P):
+                row[p] = _f(np.float64(row[p]), RELU)
+        elif code == LOGISTIC:
+            for p in range(P):
+                row[p] = _f(np.float64(row[p]), LOGISTIC)
 
 
-@pjit
+@pjit_sums
+def _channel_moments(x, sums):
+    # x (N, C, P) float32 -> sums (C, 2) float64: sum x, sum x^2
+    N, C = x.shape[0], x.shape[1]
+    for c in prange(C):
+        a = 0.0
+        q = 0.0
+        for b in range(N):
+            u, v = _sum_prod(x[b, c], x[b, c])
+            a += u
+            q += v
+        sums[c, 0] = a
+        sums[c, 1] = q
+
+
+@pjit_sums
 def _sums(dy, xhat, s1, s2):
     # dy, xhat (N, C, P) float32; s1, s2 (C,) float64 out: sum dy, sum dy * xhat
     N, C = dy.shape[0], dy.shape[1]
@@ -160,7 +152,43 @@ def _affine(dy, xhat, a, k, m):
             d[p] = np.float32(ac * d[p] + kc * h[p] + mc)
 
 
-@pjit
+@pjit_sums
+def _grad_sums(dy, y, xhat, code, dz, s1, s2, with_xhat):
+    # dz = float(dy * f'(y)) for a classic activation `code` (Darknet's derivative from
+    # the output: LEAKY, RELU, LOGISTIC, LINEAR), with the channel sums s1 = sum dz and,
+    # when with_xhat, s2 = sum dz * xhat (float64): kernels.activations.gradient, the
+    # copy before it and the sums of `backward` in one pass. All (N, C, P) float32.
+    N, C = dy.shape[0], dy.shape[1]
+    for c in prange(C):
+        a = 0.0
+        q = 0.0
+        for b in range(N):
+            d, yy, z = dy[b, c], y[b, c], dz[b, c]
+            P = d.size
+            if code == LEAKY:
+                for p in range(P):
+                    z[p] = np.float32(np.float64(d[p]) * _g(np.float64(yy[p]), 0.0, LEAKY))
+            elif code == RELU:
+                for p in range(P):
+                    z[p] = np.float32(np.float64(d[p]) * _g(np.float64(yy[p]), 0.0, RELU))
+            elif code == LOGISTIC:
+                for p in range(P):
+                    z[p] = np.float32(np.float64(d[p])
+                                      * _g(np.float64(yy[p]), 0.0, LOGISTIC))
+            else:
+                for p in range(P):
+                    z[p] = d[p]
+            if with_xhat:
+                u, v = _sum_prod(z, xhat[b, c])
+                q += v
+            else:
+                u = _sum(z)
+            a += u
+        s1[c] = a
+        s2[c] = q
+
+
+@pjit_sums
 def _channel_sum(dy, s1):
     # dy (N, C, P) float32; s1 (C,) float64 out
     N, C = dy.shape[0], dy.shape[1]
@@ -194,32 +222,59 @@ def values_per_channel(x: np.ndarray) -> int:
     return x.shape[0] * (x.size // (x.shape[0] * x.shape[1]))
 
 
+# Activations whose training forward and gradient this module fuses with BN (the
+# classic ones, differentiated from their output y)
+FUSED = {"leaky": LEAKY, "relu": RELU, "logistic": LOGISTIC, "linear": LINEAR}
+
+
 def forward(x: np.ndarray, scales: np.ndarray, biases: np.ndarray | None,
             rolling_mean: np.ndarray, rolling_variance: np.ndarray, dialect: str,
-            xhat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            xhat: np.ndarray, sums: np.ndarray | None = None, activation: str = "linear"
+            ) -> tuple[np.ndarray, np.ndarray]:
     """Training BN on x (N, C, ...) in place; xhat (same shape) receives the normalised
     values; rolling_mean / rolling_variance (C,) are updated in place. biases None means
     zeros. Returns the batch (mean, var), float32 (C,); var is unbiased (divisor N*P - 1),
-    so N*P must be at least 2."""
+    so N*P must be at least 2.
+
+    `sums` (C, 2) float64, the channel sums of x and x^2 when the caller has them (the
+    conv kernel adds them up while its output tiles are in cache), saves the two passes
+    of the statistics: var = (sum x^2 - 2 m sum x + count m^2) / (count - 1) with m the
+    float mean, Darknet's sum of (x - m)^2 without rounding each difference to float.
+    `activation` in FUSED is applied in the normalising pass (x then holds the output)."""
     c = scales.size
     x3 = _channels("x", x, c)
     h3 = _channels("xhat", xhat, c)
     if h3.shape != x3.shape:
         raise ValueError(f"xhat must have the shape of x {x.shape}; received {xhat.shape}")
-    if values_per_channel(x) < 2:
+    count = values_per_channel(x)
+    if count < 2:
         raise ValueError("batch normalisation in training needs at least 2 values per "
                          f"channel (N*H*W); received x of shape {x.shape}")
     rm, rv = _param("rolling_mean", rolling_mean, c), _param("rolling_variance",
                                                              rolling_variance, c)
-    mean, var = np.empty(c, np.float32), np.empty(c, np.float32)
-    _stats(x3, mean, var)
+    if sums is None:
+        mean, var = np.empty(c, np.float32), np.empty(c, np.float32)
+        _stats(x3, mean, var)
+    else:
+        mean = (sums[:, 0] / count).astype(np.float32)
+        m = mean.astype(np.float64)
+        q = sums[:, 1] - 2.0 * m * sums[:, 0] + count * m * m
+        var = (np.maximum(q, 0.0) / (count - 1)).astype(np.float32)
     # Darknet: scal(.99) then axpy(.01), each rounded to float
     for roll, stat in ((rm, mean), (rv, var)):
         roll *= np.float32(MOMENTUM)
         roll += np.float32(1 - MOMENTUM) * stat
     _normalize(x3, mean, 1.0 / bn_denominator(var, dialect), _param("scales", scales, c),
-               _param("biases", biases, c), h3)
+               _param("biases", biases, c), h3, FUSED.get(activation, LINEAR))
     return mean, var
+
+
+def moments(x: np.ndarray) -> np.ndarray:
+    """(C, 2) float64 channel sums of x and x^2 over (N, ...), for `forward`'s sums."""
+    x3 = _channels("x", x)
+    sums = np.empty((x3.shape[1], 2))
+    _channel_moments(x3, sums)
+    return sums
 
 
 def backward_coefficients(scales: np.ndarray, var: np.ndarray, s1: np.ndarray,
@@ -248,30 +303,50 @@ def backward_coefficients(scales: np.ndarray, var: np.ndarray, s1: np.ndarray,
 
 def backward(dy: np.ndarray, xhat: np.ndarray, scales: np.ndarray, var: np.ndarray,
              dialect: str, gscales: np.ndarray, gbiases: np.ndarray | None,
-             exact: bool = False) -> np.ndarray:
+             exact: bool = False, y: np.ndarray | None = None, activation: str = "linear",
+             out: np.ndarray | None = None) -> np.ndarray:
     """dy (N, C, ...) = dLoss/d(BN output), replaced in place by dLoss/d(BN input); xhat
     and var from `forward`. Accumulates gscales += sum dy*xhat and gbiases += sum dy
-    (None: no biases). Returns dy."""
+    (None: no biases). Returns dy.
+
+    With `out` (a buffer like dy) and y, the activation's output: dy is left intact and
+    dLoss/d(BN input) is written to `out`, going first through `activation` (in FUSED),
+    its gradient taken in the same pass as the sums."""
     c = scales.size
     d3 = _channels("dy", dy, c)
     h3 = _channels("xhat", xhat, c)
     if h3.shape != d3.shape:
         raise ValueError(f"xhat must have the shape of dy {dy.shape}; received {xhat.shape}")
     s1, s2 = np.empty(c), np.empty(c)
-    _sums(d3, h3, s1, s2)
+    if out is None:
+        _sums(d3, h3, s1, s2)
+        target = dy
+    else:
+        o3, y3 = _channels("out", out, c), _channels("y", y, c)
+        _grad_sums(d3, y3, h3, FUSED[activation], o3, s1, s2, True)
+        target, d3 = out, o3
     gscales += s2.astype(np.float32)
     if gbiases is not None:
         gbiases += s1.astype(np.float32)
     a, k, m = backward_coefficients(_param("scales", scales, c), var, s1, s2,
                                     values_per_channel(dy), dialect, exact)
     _affine(d3, h3, a, k, m)
-    return dy
+    return target
 
 
-def bias_grad(dy: np.ndarray, gbiases: np.ndarray) -> np.ndarray:
-    """gbiases (C,) += sum of dy (N, C, ...) over everything but the channel axis."""
+def bias_grad(dy: np.ndarray, gbiases: np.ndarray, y: np.ndarray | None = None,
+              activation: str = "linear", out: np.ndarray | None = None) -> np.ndarray:
+    """gbiases (C,) += sum of dy (N, C, ...) over everything but the channel axis; returns
+    dy. With `out` and y: out = dy through `activation`'s gradient (FUSED) first, summed
+    in the same pass; returns out."""
     c = gbiases.size
     s1 = np.empty(c)
-    _channel_sum(_channels("dy", dy, c), s1)
+    if out is None:
+        _channel_sum(_channels("dy", dy, c), s1)
+        gbiases += s1.astype(np.float32)
+        return dy
+    d3 = _channels("dy", dy, c)
+    _grad_sums(d3, _channels("y", y, c), d3, FUSED[activation], _channels("out", out, c),
+               s1, np.empty(c), False)
     gbiases += s1.astype(np.float32)
-    return gbiases
+    return out

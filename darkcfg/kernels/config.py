@@ -21,6 +21,14 @@ _FLAGS = {"cache": True, "fastmath": False, "nogil": True, "error_model": "numpy
 
 jit = functools.partial(numba.njit, **_FLAGS)
 pjit = functools.partial(numba.njit, parallel=True, **_FLAGS)
+# Sums in float64 of float32 values (BN statistics and gradients) may be reassociated:
+# LLVM then runs them in SIMD lanes, 3-4x faster, and the float64 result moves by a few
+# float64 roundings, far below a float32 one. Only kernels whose reassociable operations
+# are such float64 sums use these; the order is fixed by the compiled code, so the same
+# machine gives the same numbers every run.
+_SUMS = {**_FLAGS, "fastmath": {"reassoc"}}
+jit_sums = functools.partial(numba.njit, **_SUMS)
+pjit_sums = functools.partial(numba.njit, parallel=True, **_SUMS)
 
 
 def check_f32(name: str, a, ndim: int | None = None) -> None:

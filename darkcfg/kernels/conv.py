@@ -11,7 +11,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import epilogue, parallel, winograd
+from . import bn_train, epilogue, parallel, winograd
 from .activations import LINEAR
 from .bn import bn_denominator
 from .config import check_f32
@@ -233,7 +233,8 @@ class _Patches:
 def conv2d(x: np.ndarray, weights: np.ndarray, *, sy: int = 1, sx: int = 1, pad: int = 0,
            d: int = 1, groups: int = 1, out: np.ndarray | None = None,
            work: np.ndarray | None = None, tail: Tail | None = None,
-           cache: dict | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+           cache: dict | None = None, moments: np.ndarray | None = None
+           ) -> tuple[np.ndarray, np.ndarray | None]:
     """x (N, C, H, W), weights (n, C/groups, k, k) -> out (N, n, oh, ow); with `tail`
     (make_tail) the BN/bias and activation are applied too, else the raw product.
 
@@ -248,6 +249,9 @@ def conv2d(x: np.ndarray, weights: np.ndarray, *, sy: int = 1, sx: int = 1, pad:
     `cache` (a dict the caller keeps between calls) allows Winograd F(2x2, 3x3) for the
     3x3 stride-1 convs where it pays (`winograd_pays`); it holds the transformed filters,
     recomputed whenever the weights change (a fingerprint of their bits is checked).
+
+    `moments` (n, 2) float64 receives each filter's sum and sum of squares of the raw
+    output (bn_train.forward's sums), added up tile by tile in a fixed order.
     """
     check_f32("x", x, 4)
     check_f32("weights", weights, 4)
@@ -259,12 +263,15 @@ def conv2d(x: np.ndarray, weights: np.ndarray, *, sy: int = 1, sx: int = 1, pad:
     oh, ow = conv_out_hw(H, W, k, sy, sx, pad, d)
     out = reuse(out, (N, n, oh, ow))
     tail = tail or _raw(n)
-    if cache is not None and winograd_pays(N, C, n, k, sy, sx, d, groups, oh, ow):
+    if cache is not None and moments is None and winograd_pays(N, C, n, k, sy, sx, d,
+                                                                  groups, oh, ow):
         _conv_winograd(x, weights, pad, out, tail, cache)
         return out, work
     if _direct(cg, n, groups):
         for b in range(N):
             conv_direct(x[b], weights, sy, sx, pad, d, groups, out[b])
+        if moments is not None:
+            moments[...] = bn_train.moments(out)
         _apply_tail(out, tail)
         return out, work
     K, m = cg * k * k, n // groups
@@ -279,6 +286,7 @@ def conv2d(x: np.ndarray, weights: np.ndarray, *, sy: int = 1, sx: int = 1, pad:
         # its share of the weights
         width, tiles, fblocks = src.count, 1, min(2 * threads, n // 32)
     rows = -(-n // fblocks)
+    parts = None if moments is None else np.zeros((tiles, n, 2))
 
     def task(i: int, _t: int) -> None:
         ti, fi = divmod(i, fblocks)
@@ -294,10 +302,16 @@ def conv2d(x: np.ndarray, weights: np.ndarray, *, sy: int = 1, sx: int = 1, pad:
         else:
             for g in range(groups):
                 np.matmul(wg[g], cols[g * K:(g + 1) * K], out=acc[g * m:(g + 1) * m])
+        if parts is not None:
+            epilogue.store_moments(acc, j0, src.pitch, oh, ow, parts[ti, f0:f1])
         epilogue.store(acc, out, j0, f0, src.pitch, tail.mode, tail.mean, tail.inv,
                        tail.scales, tail.biases, tail.code)
 
     parallel.run(task, tiles * fblocks)
+    if parts is not None:
+        moments[...] = parts[0]
+        for ti in range(1, tiles):
+            moments += parts[ti]
     return out, work
 
 

@@ -297,6 +297,39 @@ def _avgpool_window_backward(dy, size, sy, sx, pad, h, w):
     return dx
 
 
+@pjit
+def _maxpool2_backward(dy, arg, dx):
+    # dx (N, C, H, W) <- each output's gradient at its arg-max cell (flat index within the
+    # sample, -1: none), zeros elsewhere; output channel k points into input plane k only,
+    # so one plane per task: zeroed while in cache, then scattered into
+    n, c, h, w = dx.shape
+    P = dy.shape[2] * dy.shape[3]
+    hw = h * w
+    for t in prange(n * c):
+        b, k = t // c, t % c
+        plane = dx[b, k].reshape(-1)
+        plane[:] = 0.0
+        g = dy[b, k].reshape(-1)
+        a = arg[b, k].reshape(-1)
+        base = k * hw
+        for j in range(P):
+            if a[j] >= 0:
+                plane[a[j] - base] += g[j]
+
+
+def maxpool_backward_into(dy: np.ndarray, argmax: np.ndarray, in_shape: tuple[int, int, int],
+                      out: np.ndarray | None = None) -> np.ndarray:
+    """maxpool_backward for `maxpool` (not maxpool_depth, whose outputs point across
+    channels) into a buffer `out` reused when its shape fits: each plane is zeroed just
+    before its gradients land, instead of a zeroed array per call."""
+    check_f32("dy", dy, 4)
+    shape = (dy.shape[0], *in_shape)
+    if out is None or out.shape != shape:
+        out = np.empty(shape, np.float32)
+    _maxpool2_backward(dy, argmax, out)
+    return out
+
+
 def maxpool_backward(dy: np.ndarray, argmax: np.ndarray,
                      in_shape: tuple[int, int, int]) -> np.ndarray:
     """dy (N, Co, oh, ow), argmax from `maxpool`/`maxpool_depth` -> dx (N, *in_shape): each

@@ -20,7 +20,7 @@ import numpy as np
 from numba import prange
 
 from .config import jit, pjit
-from .epilogue import finish_row
+from .epilogue import U64, tail_runs
 
 
 def filter_transform(weights: np.ndarray) -> np.ndarray:
@@ -120,27 +120,41 @@ def input_transform(xp, th, tw, t0, V):
 @jit
 def output_transform(M, th, tw, t0, f0, out, mode, mean, inv, scales, biases, code):
     # M (16, m, T) for filters f0.. and tiles t0..; out (N, n, oh, ow) <- A^T M A, then the
-    # tail (kernels.epilogue) on each finished row piece
+    # tail (kernels.epilogue) on the output runs the tiles cover
     m, T = M.shape[1], M.shape[2]
-    oh, ow = out.shape[2], out.shape[3]
+    n, oh, ow = out.shape[1], out.shape[2], out.shape[3]
+    P = oh * ow
     per = th * tw
+    o = out.reshape(-1)
+    # tile-row pieces (first tile in the task, image, tile row, first tile column, count)
+    segs = np.empty((T // tw + 2, 5), np.int64)
+    runs = np.empty((2 * (T // tw + 2), 3), np.int64)
+    ns = nr = 0
+    t = t0
+    while t < t0 + T:
+        b = t // per
+        r = t - b * per
+        ty = r // tw
+        tx0 = r - ty * tw
+        L = min(tw - tx0, t0 + T - t)
+        segs[ns, 0], segs[ns, 1], segs[ns, 2], segs[ns, 3], segs[ns, 4] = t - t0, b, ty, tx0, L
+        ns += 1
+        x0 = 2 * tx0
+        x1 = min(ow, 2 * (tx0 + L))
+        for y in range(2 * ty, min(oh, 2 * ty + 2)):
+            runs[nr, 0], runs[nr, 1], runs[nr, 2] = 0, b * n * P + y * ow + x0, x1 - x0
+            nr += 1
+        t += L
     for f in range(m):
-        g = f0 + f
-        t = t0
-        while t < t0 + T:
-            b = t // per
-            r = t - b * per
-            ty = r // tw
-            tx0 = r - ty * tw
-            L = min(tw - tx0, t0 + T - t)
-            k0 = t - t0
+        g = U64(f0 + f)
+        for q in range(ns):
+            k0, b, ty, tx0, L = segs[q, 0], segs[q, 1], segs[q, 2], segs[q, 3], segs[q, 4]
             y0 = 2 * ty
-            x0 = 2 * tx0
-            x1 = min(ow, 2 * (tx0 + L))
             two = y0 + 1 < oh
-            row0 = out[b, g, y0]
-            row1 = out[b, g, y0 + 1] if two else row0
-            full = L if x1 == 2 * (tx0 + L) else L - 1
+            x0 = 2 * tx0
+            full = L if 2 * (tx0 + L) <= ow else L - 1      # tiles with both columns
+            r0 = U64(b * n * P) + g * U64(P) + U64(y0 * ow + x0)
+            r1 = r0 + U64(ow)
             for s in range(L):
                 k = k0 + s
                 # columns: M A, per row of the 4x4 M
@@ -153,20 +167,15 @@ def output_transform(M, th, tw, t0, f0, out, mode, mean, inv, scales, biases, co
                 p3 = M[12, f, k] + M[13, f, k] + M[14, f, k]
                 q3 = M[13, f, k] - M[14, f, k] - M[15, f, k]
                 # rows: A^T (M A)
-                x = x0 + 2 * s
-                row0[x] = p0 + p1 + p2
+                x = U64(2 * s)
+                o[r0 + x] = p0 + p1 + p2
                 if s < full:
-                    row0[x + 1] = q0 + q1 + q2
+                    o[r0 + x + U64(1)] = q0 + q1 + q2
                 if two:
-                    row1[x] = p1 - p2 - p3
+                    o[r1 + x] = p1 - p2 - p3
                     if s < full:
-                        row1[x + 1] = q1 - q2 - q3
-            seg = row0[x0:x1]
-            finish_row(seg, seg, mode, mean[g], inv[g], scales[g], biases[g], code)
-            if two:
-                seg = row1[x0:x1]
-                finish_row(seg, seg, mode, mean[g], inv[g], scales[g], biases[g], code)
-            t += L
+                        o[r1 + x + U64(1)] = q1 - q2 - q3
+    tail_runs(out, f0, m, runs, nr, mode, mean, inv, scales, biases, code)
 
 
 @pjit

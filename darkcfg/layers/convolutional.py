@@ -34,7 +34,9 @@ class BNActivation:
     # compare with finite differences of the forward.
     exact_bn: ClassVar[bool] = False
 
-    def finish_forward(self, z: np.ndarray, net: Network) -> np.ndarray:
+    def finish_forward(self, z: np.ndarray, net: Network,
+                       moments: np.ndarray | None = None) -> np.ndarray:
+        """`moments`: z's channel sums from the product kernel (kernels.bn_train)."""
         from ..kernels import activations, bn, bn_train, conv
         p = self.params
         if not self.batch_normalize:
@@ -42,9 +44,13 @@ class BNActivation:
         elif net.train:
             check_bn_batch(self, z)
             self._xhat = conv.reuse(getattr(self, "_xhat", None), z.shape)
+            # classic activations are applied in BN's normalising pass
             _, self._var = bn_train.forward(z, p["scales"], p["biases"], p["rolling_mean"],
                                             p["rolling_variance"], self.net.dialect,
-                                            self._xhat)
+                                            self._xhat, moments, self.activation)
+            self._pre = None
+            if self.activation in bn_train.FUSED:
+                return z
         else:
             bn.bn_inference(z, p["scales"], p["rolling_mean"], p["rolling_variance"],
                             p["biases"], self.net.dialect)
@@ -78,6 +84,15 @@ class BNActivation:
         intact); accumulates the bias (and BN scale) gradients."""
         from ..kernels import activations, bn_train, conv
         self._dz = dz = conv.reuse(getattr(self, "_dz", None), dy.shape)
+        p, g = self.params, self.grads
+        if self.activation in bn_train.FUSED:   # activation gradient and sums in one pass
+            if self.batch_normalize:
+                return bn_train.backward(dy, self._xhat, p["scales"], self._var,
+                                         self.net.dialect, g["scales"], g["biases"],
+                                         exact=self.exact_bn, y=self._out,
+                                         activation=self.activation, out=dz)
+            return bn_train.bias_grad(dy, g["biases"], y=self._out,
+                                      activation=self.activation, out=dz)
         np.copyto(dz, dy)
         activations.gradient(dz, self._out, self._pre, self.activation)
         if self.batch_normalize:
@@ -197,16 +212,19 @@ class Convolutional(BNActivation, Layer):
         # keeps x for the weight gradient.
         from ..kernels import conv
         tail = None if net.train else self.inference_tail()
+        # training BN: the channel sums come from the product kernel
+        moments = np.empty((self.n, 2)) if net.train and self.batch_normalize else None
         out, self._work = conv.conv2d(
             x, self.params["weights"], sy=self.stride_y, sx=self.stride_x,
             pad=self.pad * self.dilation, d=self.dilation, groups=self.groups,
             out=getattr(self, "_out", None), work=getattr(self, "_work", None), tail=tail,
-            cache=None if net.train else self.__dict__.setdefault("_conv_cache", {}))
+            cache=None if net.train else self.__dict__.setdefault("_conv_cache", {}),
+            moments=moments)
         self._out = out
         self._x = x if net.train else None
         if tail is not None:        # BN/bias and activation applied tile by tile
             return self.finish_tail(out)
-        return self.finish_forward(out, net)
+        return self.finish_forward(out, net, moments)
 
     def backward(self, dy: np.ndarray | None, net: Network) -> np.ndarray | None:
         # dy (N, n, oh, ow) -> dx (N, C, H, W): activation and BN/bias backward, then

@@ -95,8 +95,12 @@ class Maxpool(Pool):
         # each output's gradient to its arg-max input cell (both kinds)
         if dy is None:
             return None
-        from ..kernels.pool import maxpool_backward
-        return maxpool_backward(dy, self.indexes, self.in_shape)
+        from ..kernels.pool import maxpool_backward, maxpool_backward_into
+        if self.opts["maxpool_depth"]:
+            return maxpool_backward(dy, self.indexes, self.in_shape)
+        self._dx = maxpool_backward_into(dy, self.indexes, self.in_shape,
+                                         getattr(self, "_dx", None))
+        return self._dx
 
     def unsupported(self):
         for k in ("antialiasing", "maxpool_zero_nonmax"):
