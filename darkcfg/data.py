@@ -511,9 +511,10 @@ def fashion_mnist_dir() -> Path:
     if env:
         raise DataError(f"{FASHION_MNIST_ENV}={env}: that folder lacks "
                         f"{', '.join(m + '[.gz]' for m in missing)}")
+    wanted = ", ".join(s + ".gz" for s in stems)
     raise DataError(f"Fashion-MNIST not found in {FASHION_MNIST_DIR}. Install it with "
                     "'apt-get install dataset-fashion-mnist' (Debian/Ubuntu), or set "
-                    f"{FASHION_MNIST_ENV} to a folder holding {', '.join(s + '.gz' for s in stems)}")
+                    f"{FASHION_MNIST_ENV} to a folder holding {wanted}")
 
 
 def fashion_mnist(split: str = "train") -> ArrayDataset:
@@ -651,7 +652,7 @@ def bilinear(x: np.ndarray, sx: np.ndarray, sy: np.ndarray) -> np.ndarray:
     x0, y0 = x0.astype(np.int64), y0.astype(np.int64)
     hwc = x.transpose(0, 2, 3, 1)
     batch = np.arange(n)[:, None, None]
-    out = np.zeros(sx.shape + (c,), np.float32)
+    out = np.zeros((*sx.shape, c), np.float32)
     for oy, ox, wgt in ((0, 0, (1 - fx) * (1 - fy)), (0, 1, fx * (1 - fy)),
                         (1, 0, (1 - fx) * fy), (1, 1, fx * fy)):
         xi, yi = x0 + ox, y0 + oy
