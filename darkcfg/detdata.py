@@ -38,7 +38,8 @@ from typing import Any
 
 import numpy as np
 
-from .data import DataConfig, _rand_scale, bilinear, distort
+from .augment import bilinear, distort, rand_scale
+from .data import DataConfig
 from .errors import DataError
 from .imageops import letterbox, load_image, resize
 
@@ -239,8 +240,8 @@ class DetectionDataset:
         if flip:
             x = np.ascontiguousarray(x[:, :, ::-1])
         x = distort(x[None], rng.uniform(-augment.hue, augment.hue, 1),
-                    _rand_scale(rng, augment.saturation, 1),
-                    _rand_scale(rng, augment.exposure, 1))[0]
+                    rand_scale(rng, augment.saturation, 1),
+                    rand_scale(rng, augment.exposure, 1))[0]
         out = transform_boxes(boxes, window, iw, ih, flip, min_w, min_h)
         return x, out[rng.permutation(len(out))]
 

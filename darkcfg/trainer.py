@@ -136,8 +136,9 @@ def accuracy(net: Network, data, classes: int, top: int, batch: int = 100) -> tu
 def train(data_file: str, cfg_file: str, weights: str | None, opts: TrainOptions,
           *, strict: bool = True, log=print) -> Path:
     """Train; returns the path of the final weights."""
+    from .augment import Augment
     from .chart import draw_chart
-    from .data import Augment, open_dataset, read_data_config
+    from .data import open_dataset, read_data_config
     from .graph import load_graph
     from .schedule import check_schedule
 

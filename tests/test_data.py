@@ -15,6 +15,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from darkcfg import arrays as A
+from darkcfg import augment as G
 from darkcfg import data as D
 from darkcfg.errors import DataError
 
@@ -51,49 +53,49 @@ def test_idx_images_and_labels(tmp_path, gz):
     y = np.array([3, 0, 1, 2, 1, 0], np.uint8)
     fi = write(tmp_path / "a-images-idx3-ubyte", idx_bytes(x), gz)
     fl = write(tmp_path / "a-labels-idx1-ubyte", idx_bytes(y), gz)
-    got = D.read_idx(fi)
+    got = A.read_idx(fi)
     assert got.shape == (6, 4, 5) and got.dtype == np.uint8
     assert (got == x).all()
-    ds = D.load_idx(fi, fl)
+    ds = A.load_idx(fi, fl)
     assert ds.images.shape == (6, 1, 4, 5)
     assert ds.labels.tolist() == [3, 0, 1, 2, 1, 0]
-    f = D.load_idx_images(fi)
+    f = A.load_idx_images(fi)
     assert f.dtype == np.float32 and f.shape == (6, 1, 4, 5)
     assert f[1, 0, 2, 3] == pytest.approx(x[1, 2, 3] / 255)
 
 
 def test_idx_big_endian_types(tmp_path):
     a = np.array([[1, -2], [300, -40000 // 2]], np.int64)
-    got = D.read_idx(write(tmp_path / "s.idx", idx_bytes(a, 0x0B, ">i2")))
+    got = A.read_idx(write(tmp_path / "s.idx", idx_bytes(a, 0x0B, ">i2")))
     assert got.tolist() == [[1, -2], [300, -20000]]
     f = np.array([0.5, 0.25, 1.0])
-    got = D.read_idx(write(tmp_path / "f.idx", idx_bytes(f, 0x0D, ">f4")))
+    got = A.read_idx(write(tmp_path / "f.idx", idx_bytes(f, 0x0D, ">f4")))
     assert got.tolist() == [0.5, 0.25, 1.0]
 
 
 def test_idx_errors_name_the_file(tmp_path):
     bad = write(tmp_path / "bad.idx", b"\x01\x02\x08\x01\0\0\0\x01x")
     with pytest.raises(DataError, match=r"bad.idx: not an IDX file \(first bytes 01 02 08 01"):
-        D.read_idx(bad)
+        A.read_idx(bad)
     short = write(tmp_path / "short.idx", idx_bytes(tiny_images())[:-3])
     with pytest.raises(DataError, match=r"short.idx: IDX header says 6 x 4 x 5 uint8 values "
                                         r"\(120 bytes\) but the file holds 117 bytes"):
-        D.read_idx(short)
+        A.read_idx(short)
     trailing = write(tmp_path / "long.idx", idx_bytes(tiny_images()) + b"\0")
     with pytest.raises(DataError, match="long.idx.*holds 121 bytes"):
-        D.read_idx(trailing)
+        A.read_idx(trailing)
     broken = write(tmp_path / "cut.gz", gzip.compress(idx_bytes(tiny_images()))[:30])
     with pytest.raises(DataError, match="cut.gz: cannot read"):
-        D.read_idx(broken)
+        A.read_idx(broken)
     with pytest.raises(DataError, match="nope.idx: no such IDX file"):
-        D.read_idx(tmp_path / "nope.idx")
+        A.read_idx(tmp_path / "nope.idx")
 
 
 def test_idx_label_count_must_match(tmp_path):
     fi = write(tmp_path / "i.idx", idx_bytes(tiny_images()))
     fl = write(tmp_path / "l.idx", idx_bytes(np.zeros(5, np.uint8)))
     with pytest.raises(DataError, match="6 images but 5 labels"):
-        D.load_idx(fi, fl)
+        A.load_idx(fi, fl)
 
 
 # --- npz -------------------------------------------------------------------------------
@@ -101,11 +103,11 @@ def test_idx_label_count_must_match(tmp_path):
 def test_npz_keys_and_layouts(tmp_path):
     x = tiny_images(3)
     np.savez(tmp_path / "a.npz", x=x, y=np.array([1, 2, 0]))
-    ds = D.load_npz(tmp_path / "a.npz")
+    ds = A.load_npz(tmp_path / "a.npz")
     assert ds.images.shape == (3, 1, 4, 5) and ds.labels.tolist() == [1, 2, 0]
     rgb = np.random.default_rng(0).random((2, 6, 7, 3)).astype(np.float32)
     np.savez(tmp_path / "b.npz", images=rgb, labels=np.array([0, 1]))
-    ds = D.load_npz(tmp_path / "b.npz")
+    ds = A.load_npz(tmp_path / "b.npz")
     assert ds.images.shape == (2, 3, 6, 7)
     assert ds.images[1, 2, 4, 5] == rgb[1, 4, 5, 2]
 
@@ -113,13 +115,13 @@ def test_npz_keys_and_layouts(tmp_path):
 def test_npz_errors(tmp_path):
     np.savez(tmp_path / "a.npz", data=np.zeros((2, 3, 3)))
     with pytest.raises(DataError, match="a.npz: expected arrays 'x' and 'y'.*found data"):
-        D.load_npz(tmp_path / "a.npz")
+        A.load_npz(tmp_path / "a.npz")
     np.savez(tmp_path / "b.npz", x=np.full((2, 3, 3), 2.0), y=np.array([0, 1]))
     with pytest.raises(DataError, match=r"b.npz: float images must lie in \[0, 1\]"):
-        D.load_npz(tmp_path / "b.npz")
+        A.load_npz(tmp_path / "b.npz")
     (tmp_path / "c.npz").write_bytes(b"PK not really")
     with pytest.raises(DataError, match="c.npz: not a readable .npz"):
-        D.load_npz(tmp_path / "c.npz")
+        A.load_npz(tmp_path / "c.npz")
 
 
 # --- label matching (training.md §10.2) -------------------------------------------------
@@ -279,8 +281,8 @@ def test_fashion_mnist_from_env_folder(tmp_path, monkeypatch):
               gz=True)
         write(tmp_path / f"{prefix}-labels-idx1-ubyte", idx_bytes(np.arange(n, dtype=np.uint8)))
     monkeypatch.setenv("DARKCFG_FASHION_MNIST", str(tmp_path))
-    assert D.fashion_mnist_dir() == tmp_path
-    ds = D.fashion_mnist("test")
+    assert A.fashion_mnist_dir() == tmp_path
+    ds = A.fashion_mnist("test")
     assert ds.images.shape == (2, 1, 28, 28) and ds.names[0] == "T-shirt/top"
     (tmp_path / "a.data").write_text("train=fashion-mnist:train\nvalid=fashion-mnist:test\n")
     cfg = D.read_data_config(tmp_path / "a.data")
@@ -288,24 +290,24 @@ def test_fashion_mnist_from_env_folder(tmp_path, monkeypatch):
     (tmp_path / "t10k-labels-idx1-ubyte").unlink()
     with pytest.raises(DataError, match="DARKCFG_FASHION_MNIST=.*lacks "
                                         r"t10k-labels-idx1-ubyte\[.gz\]"):
-        D.fashion_mnist_dir()
+        A.fashion_mnist_dir()
 
 
 def test_fashion_mnist_absent_says_what_to_install(monkeypatch, tmp_path):
     monkeypatch.delenv("DARKCFG_FASHION_MNIST", raising=False)
-    monkeypatch.setattr(D, "FASHION_MNIST_DIR", str(tmp_path / "none"))
+    monkeypatch.setattr(A, "FASHION_MNIST_DIR", str(tmp_path / "none"))
     with pytest.raises(DataError, match="apt-get install dataset-fashion-mnist.*or set "
                                         "DARKCFG_FASHION_MNIST"):
-        D.fashion_mnist_dir()
+        A.fashion_mnist_dir()
 
 
 def test_real_fashion_mnist(monkeypatch):
     monkeypatch.delenv("DARKCFG_FASHION_MNIST", raising=False)
     try:
-        D.fashion_mnist_dir()
+        A.fashion_mnist_dir()
     except DataError:
         pytest.skip("Fashion-MNIST is absent: apt-get install dataset-fashion-mnist")
-    train, test = D.fashion_mnist("train"), D.fashion_mnist("test")
+    train, test = A.fashion_mnist("train"), A.fashion_mnist("test")
     assert train.images.shape == (60000, 1, 28, 28) and test.images.shape == (10000, 1, 28, 28)
     # the published set is balanced: 6,000 and 1,000 images per class
     assert np.bincount(train.labels).tolist() == [6000] * 10
@@ -316,11 +318,11 @@ def test_real_fashion_mnist(monkeypatch):
 
 def test_center_resize_crops_the_middle_and_pads_with_zero():
     im = np.arange(32, dtype=np.float32).reshape(1, 4, 8)
-    assert (D.center_resize(im, 4, 4) == im[:, :, 2:6]).all()
+    assert (G.center_resize(im, 4, 4) == im[:, :, 2:6]).all()
     tall = np.arange(32, dtype=np.float32).reshape(1, 8, 4)
-    assert (D.center_resize(tall, 4, 4) == tall[:, 2:6, :]).all()
+    assert (G.center_resize(tall, 4, 4) == tall[:, 2:6, :]).all()
     small = np.ones((1, 4, 4), np.float32)
-    out = D.center_resize(small, 4, 6)     # 4 wide, 6 high: rows 0 and 5 fall outside
+    out = G.center_resize(small, 4, 6)     # 4 wide, 6 high: rows 0 and 5 fall outside
     assert out.shape == (1, 6, 4) and out[0, 0].sum() == 0 and out[0, 1:5].min() == 1
 
 
@@ -347,11 +349,11 @@ def by_hand(im, rad, s, a, dx, dy, w, h):
 
 def test_rotate_crop_identity_shift_and_quarter_turn():
     im = np.arange(2 * 4 * 4, dtype=np.float32).reshape(1, 2, 4, 4) / 32
-    same = D.rotate_crop(im, [0], [1], [1], [0], [0], 4, 4)
+    same = G.rotate_crop(im, [0], [1], [1], [0], [0], 4, 4)
     assert (same == im).all()
-    shifted = D.rotate_crop(im, [0], [1], [1], [1], [0], 4, 4)
+    shifted = G.rotate_crop(im, [0], [1], [1], [1], [0], 4, 4)
     assert (shifted[0, :, :, :3] == im[0, :, :, 1:]).all() and (shifted[..., 3] == 0).all()
-    turned = D.rotate_crop(im, [np.pi / 2], [1], [1], [0], [0], 4, 4)
+    turned = G.rotate_crop(im, [np.pi / 2], [1], [1], [0], [0], 4, 4)
     # u = x - 2, v = y - 2: source column 4 - y, row x (column 4 falls outside: 0)
     for y in range(4):
         for x in range(4):
@@ -363,26 +365,26 @@ def test_rotate_crop_matches_darknet_formula_pixel_by_pixel():
     rng = np.random.default_rng(5)
     im = rng.random((3, 7, 9)).astype(np.float32)
     for rad, s, a, dx, dy in [(0.3, 1.4, 1.2, 0.7, -1.1), (-0.5, 0.8, 0.9, -2.0, 0.4)]:
-        got = D.rotate_crop(im[None], [rad], [s], [a], [dx], [dy], 6, 5)[0]
+        got = G.rotate_crop(im[None], [rad], [s], [a], [dx], [dy], 6, 5)[0]
         assert got == pytest.approx(by_hand(im, rad, s, a, dx, dy, 6, 5), abs=1e-5)
 
 
 def test_hsv_round_trip_and_hue_shift():
     red = np.zeros((1, 3, 1, 1), np.float32)
     red[0, 0] = 1
-    h, s, v = D.rgb_to_hsv(red)
+    h, s, v = G.rgb_to_hsv(red)
     assert (h.item(), s.item(), v.item()) == (0, 1, 1)
-    green = D.distort(red, [1 / 3], [1], [1])
+    green = G.distort(red, [1 / 3], [1], [1])
     assert green[0, :, 0, 0] == pytest.approx([0, 1, 0], abs=1e-6)
-    wrapped = D.distort(red, [-1 / 3], [1], [1])            # 0 - 1/3 wraps to 2/3: blue
+    wrapped = G.distort(red, [-1 / 3], [1], [1])            # 0 - 1/3 wraps to 2/3: blue
     assert wrapped[0, :, 0, 0] == pytest.approx([0, 0, 1], abs=1e-6)
     rng = np.random.default_rng(0)
     x = rng.random((2, 3, 5, 5)).astype(np.float32)
-    assert D.hsv_to_rgb(*D.rgb_to_hsv(x)) == pytest.approx(x, abs=1e-6)
+    assert G.hsv_to_rgb(*G.rgb_to_hsv(x)) == pytest.approx(x, abs=1e-6)
     # saturation 0 gives grey at the value (the max channel); exposure scales and clamps
-    grey = D.distort(x, [0, 0], [0, 0], [1, 1])
+    grey = G.distort(x, [0, 0], [0, 0], [1, 1])
     assert grey[:, 0] == pytest.approx(x.max(axis=1), abs=1e-6)
-    bright = D.distort(x[:, :1], [0, 0], [1, 1], [2, 0.5])
+    bright = G.distort(x[:, :1], [0, 0], [1, 1], [2, 0.5])
     assert bright[0] == pytest.approx(np.minimum(2 * x[0, :1], 1))
     assert bright[1] == pytest.approx(0.5 * x[1, :1])
 
@@ -391,29 +393,29 @@ def test_augment_from_net_keys():
     base = {"min_crop": 0, "max_crop": 0, "min_ratio": 0.0, "max_ratio": 0.0, "angle": 7.0,
             "aspect": 1.0, "exposure": 1.5, "saturation": 1.0, "hue": 0.0, "flip": 1,
             "center": 0}
-    a = D.Augment.from_net(base, (1, 28, 28))
+    a = G.Augment.from_net(base, (1, 28, 28))
     assert (a.low, a.high, a.angle, a.exposure, a.flip) == (28, 56, 7.0, 1.5, True)
-    a = D.Augment.from_net({**base, "min_crop": 28, "max_crop": 32}, (1, 28, 28))
+    a = G.Augment.from_net({**base, "min_crop": 28, "max_crop": 32}, (1, 28, 28))
     assert (a.low, a.high) == (28, 32)
-    a = D.Augment.from_net({**base, "min_ratio": 1.0, "max_ratio": 32 / 28}, (1, 28, 28))
+    a = G.Augment.from_net({**base, "min_ratio": 1.0, "max_ratio": 32 / 28}, (1, 28, 28))
     assert (a.low, a.high) == (28, 32)
 
 
 def test_flip_only_augmentation_gives_the_image_or_its_mirror():
     x = np.arange(8 * 16, dtype=np.float32).reshape(8, 1, 4, 4) / 128
-    out = D.transform(x, (1, 4, 4), D.Augment(4, 4, flip=True), np.random.default_rng(1))
+    out = G.transform(x, (1, 4, 4), G.Augment(4, 4, flip=True), np.random.default_rng(1))
     flipped = [bool((o == i[:, :, ::-1]).all()) for o, i in zip(out, x)]
     same = [bool((o == i).all()) for o, i in zip(out, x)]
     assert all(f != s for f, s in zip(flipped, same))
     assert 0 < sum(flipped) < 8
-    plain = D.transform(x, (1, 4, 4), D.Augment(4, 4, flip=False), np.random.default_rng(1))
+    plain = G.transform(x, (1, 4, 4), G.Augment(4, 4, flip=False), np.random.default_rng(1))
     assert (plain == x).all()
 
 
 def test_random_crop_stays_within_darknet_ranges():
     x = np.random.default_rng(0).random((64, 1, 28, 28)).astype(np.float32)
-    aug = D.Augment(28, 40, angle=10, aspect=1.2, exposure=1.5, flip=True)
-    out = D.transform(x, (1, 24, 24), aug, np.random.default_rng(2))
+    aug = G.Augment(28, 40, angle=10, aspect=1.2, exposure=1.5, flip=True)
+    out = G.transform(x, (1, 24, 24), aug, np.random.default_rng(2))
     assert out.shape == (64, 1, 24, 24) and out.dtype == np.float32
     assert out.min() >= 0 and out.max() <= 1
 
@@ -422,7 +424,7 @@ def test_random_crop_stays_within_darknet_ranges():
 
 def array_set(n=10):
     x = (np.arange(n, dtype=np.uint8)[:, None, None, None] * np.ones((1, 1, 2, 2), np.uint8))
-    return D.ArrayDataset(x, np.arange(n) % 3, "mem")
+    return A.ArrayDataset(x, np.arange(n) % 3, "mem")
 
 
 def test_batches_cover_each_epoch_once_and_truth_is_one_hot():
@@ -454,8 +456,8 @@ def test_batches_finite_and_ordered():
 
 def test_batches_reproducible_with_a_seed():
     x = np.random.default_rng(0).integers(0, 256, (20, 3, 8, 8)).astype(np.uint8)
-    ds = D.ArrayDataset(x, np.arange(20) % 4, "mem")
-    aug = D.Augment(8, 12, angle=20, hue=0.1, saturation=1.5, exposure=1.5)
+    ds = A.ArrayDataset(x, np.arange(20) % 4, "mem")
+    aug = G.Augment(8, 12, angle=20, hue=0.1, saturation=1.5, exposure=1.5)
 
     def run(seed):
         it = D.batches(ds, 6, classes=4, shape=(3, 8, 8), seed=seed, augment=aug)
@@ -536,7 +538,7 @@ def test_fashion_cfg_is_small_and_ends_in_softmax(path):
     check_schedule(opts, g.net.section)
     assert 10 <= opts["max_batches"] * opts["batch"] / 60000 <= 15      # epochs
     assert opts["hue"] == 0 and opts["saturation"] == 1                # grey images
-    aug = D.Augment.from_net(opts, g.net.input_shape)
+    aug = G.Augment.from_net(opts, g.net.input_shape)
     assert (aug.low, aug.high) == (28, 32)
 
 

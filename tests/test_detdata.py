@@ -247,7 +247,7 @@ def digest(folder) -> str:
 
 
 def test_make_detection_dataset_is_deterministic_and_readable(tmp_path, capsys):
-    from darkcfg.data import fashion_mnist_dir
+    from darkcfg.arrays import fashion_mnist_dir
     try:
         fashion_mnist_dir()
     except DataError as e:

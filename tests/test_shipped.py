@@ -30,7 +30,7 @@ def test_samples_are_classified_as_named():
 
 
 def test_test_set_accuracy():
-    from darkcfg.data import fashion_mnist
+    from darkcfg.arrays import fashion_mnist
     from darkcfg.trainer import accuracy
     try:
         test = fashion_mnist("test")
