@@ -48,6 +48,7 @@ def _font(size: int) -> ImageFont.ImageFont | ImageFont.FreeTypeFont:
 def draw_chart(path: str | os.PathLike, iterations: Sequence[int], losses: Sequence[float],
                avg_losses: Sequence[float] | None = None, *,
                accuracy: Sequence[tuple[int, float]] = (), title: str = "",
+               accuracy_label: str = "accuracy",
                size: tuple[int, int] = (900, 560), max_loss: float | None = None) -> None:
     """Write the chart PNG. `accuracy` holds (iteration, fraction 0..1) pairs; losses
     above `max_loss` (default: the largest finite loss) are clipped to the top edge."""
@@ -91,7 +92,7 @@ def draw_chart(path: str | os.PathLike, iterations: Sequence[int], losses: Seque
         for t in nice_ticks(0.0, 1.0):
             draw.text((x1 + 6, py(t, 1.0)), f"{t * 100:.0f}%", fill=ACC, font=small,
                       anchor="lm")
-        draw.text((x1 + 6, y0 - 8), "accuracy", fill=ACC, font=small, anchor="lb")
+        draw.text((x1 + 6, y0 - 8), accuracy_label, fill=ACC, font=small, anchor="lb")
 
     def polyline(values: Sequence[float], colour, w: int) -> None:
         run: list[tuple[float, float]] = []
@@ -111,13 +112,13 @@ def draw_chart(path: str | os.PathLike, iterations: Sequence[int], losses: Seque
         _segment(draw, pts, ACC, 2)
         for x, y in pts:
             draw.ellipse([x - 3, y - 3, x + 3, y + 3], fill=ACC)
-        title = f"{title or 'training loss'}   (last accuracy {accuracy[-1][1]:.2%})"
+        title = f"{title or 'training loss'}   (last {accuracy_label} {accuracy[-1][1]:.2%})"
 
     draw.rectangle([x0, y0, x1, y1], outline=INK)
     draw.text((width / 2, 14), title or "training loss", fill=INK, font=font, anchor="mt")
     draw.text(((x0 + x1) / 2, height - 8), "iteration", fill=INK, font=small, anchor="mb")
     draw.text((x0 - 6, y0 - 8), "loss", fill=INK, font=small, anchor="rb")
-    legend = [("loss", LOSS), ("avg loss", AVG)] + ([("accuracy", ACC)] if accuracy else [])
+    legend = [("loss", LOSS), ("avg loss", AVG)] + ([(accuracy_label, ACC)] if accuracy else [])
     lx = x1 - 8 - 90 * len(legend)
     for name, colour in legend:
         draw.line([(lx, y0 + 14), (lx + 22, y0 + 14)], fill=colour, width=3)

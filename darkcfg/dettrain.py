@@ -176,7 +176,7 @@ def train_detector(data_file: str, cfg_file: str, weights: str | None, opts: Tra
             if it % opts.chart_every == 0 or it == max_batches:
                 draw_chart(chart, hist.iterations, hist.losses, hist.avg,
                            accuracy=hist.accuracy,
-                           title=f"{base}  (batch {batch}; right axis: mAP@0.5)")
+                           title=f"{base}  (batch {batch})", accuracy_label="mAP@0.5")
             if interrupted:
                 progress.done()
                 path = checkpoint(f"{base}.backup")

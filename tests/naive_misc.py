@@ -160,7 +160,7 @@ def crop(x: np.ndarray, top: int, left: int, height: int, width: int, flip: bool
          scale: float, shift: float) -> np.ndarray:
     """Darknet's loop: output column j reads column left + j, or w - left - j - 1 flipped."""
     w = x.shape[3]
-    out = np.empty(x.shape[:2] + (height, width))
+    out = np.empty((*x.shape[:2], height, width))
     for i in range(height):
         for j in range(width):
             col = w - left - j - 1 if flip else left + j
