@@ -7,8 +7,9 @@ identity [activation] (linear) layer, so that its input gradient is computed too
 forward runs in float32: finite differences carry ~1e-6 of rounding noise, so steps are
 1e-2 (3e-3 through batch statistics) and the bar is 1e-3 of the largest gradient (a 1/N
 slip in BN's variance term at the sizes below is 3e-3 to 3e-2 and fails it).
-Batch-normalised layers are checked with `exact_bn` (the true derivative); Darknet's own rule is checked against a transcription
-in test_kernels_conv.py and against Darknet in test_reference_train.py.
+Batch-normalised layers are checked with `exact_bn` (the true derivative); Darknet's own
+rule is checked against a transcription in test_kernels_conv.py and against Darknet in
+test_reference_train.py.
 """
 from __future__ import annotations
 
