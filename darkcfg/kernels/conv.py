@@ -22,7 +22,7 @@ from .direct import (
 )
 from .im2col import (
     col2im_add,
-    col2im_range,
+    col2im_padded,
     col2im_wide,
     crop_input,
     im2col,
@@ -148,7 +148,7 @@ def _conv_winograd(x: np.ndarray, weights: np.ndarray, pad: int, out: np.ndarray
     oh, ow = out.shape[2], out.shape[3]
     th, tw = -(-oh // 2), -(-ow // 2)
     key = (weights.ctypes.data, weights.shape)
-    fp = int(winograd.fingerprint(weights.reshape(-1).view(np.uint32)))
+    fp = winograd.fingerprint(weights)
     if cache.get("winograd") != (key, fp):
         cache["U"] = winograd.filter_transform(weights)
         cache["winograd"] = (key, fp)
@@ -157,16 +157,20 @@ def _conv_winograd(x: np.ndarray, weights: np.ndarray, pad: int, out: np.ndarray
     pad_input(x, pad, xp)
     threads = parallel.threads()
     tiles_all = N * th * tw
+    # Tasks: runs of tiles (V about 2 MB), at least two per thread; with too few tiles
+    # for GEMMs of >= 128 columns, blocks of filters instead (each task then transforms
+    # the whole input, cheap next to its GEMMs when there are few tiles)
     width = min(1024, max(64, 32768 // C))
     count = -(-tiles_all // width)
     fblocks = 1
-    if threads > 1 and count < 2 * threads and n >= 64:
-        fblocks = min(2 * threads, n // 32)
-        width, count = tiles_all, 1
-    elif threads > 1:
-        count = -(-max(count, min(2 * threads, -(-tiles_all // 32))) // threads) * threads
-        width = -(-tiles_all // count)
-        count = -(-tiles_all // width)
+    if threads > 1 and count < 2 * threads:
+        if tiles_all < 128 * 2 * threads and n >= 64:
+            fblocks = min(2 * threads, n // 32)
+            width, count = tiles_all, 1
+        else:
+            count = -(-max(count, min(2 * threads, -(-tiles_all // 32))) // threads) * threads
+            width = -(-tiles_all // count)
+            count = -(-tiles_all // width)
     rows = -(-n // fblocks)
 
     def task(i: int, _t: int) -> None:
@@ -187,17 +191,26 @@ def _conv_winograd(x: np.ndarray, weights: np.ndarray, pad: int, out: np.ndarray
 
 
 class _Patches:
-    """Where a conv's GEMM columns come from. Stride 1: the wide layout (kernels.im2col;
-    each patch row is one contiguous copy, `pitch` = padded width); otherwise Darknet's
-    im2col from the zero-padded input (`pitch` = ow). Column j of the batch is image
-    j // (oh*pitch), and `count` = N*oh*pitch."""
+    """Where a conv's GEMM columns come from: Darknet's im2col from the zero-padded input
+    (`pitch` = ow), or for stride 1 the wide layout (kernels.im2col: each patch row one
+    contiguous copy; `pitch` = padded width, the extra columns computed and dropped),
+    whichever costs less by a model timed on one core (wide: the im2col at ~0.15 ns a
+    value plus the GEMM on the extra columns; compact: ~0.1 + 4/ow ns a value, the runs
+    being one output row long). Column j of the batch is image j // (oh*pitch), and
+    `count` = N*oh*pitch."""
 
     def __init__(self, x: np.ndarray, k: int, sy: int, sx: int, pad: int, d: int,
-                 oh: int, ow: int):
+                 oh: int, ow: int, n: int):
         N, C, H, W = x.shape
-        self.k, self.sy, self.sx, self.d, self.oh, self.ow = k, sy, sx, d, oh, ow
-        self.wide = sy == 1 and sx == 1
-        self.plain = self.wide and k == 1 and pad == 0     # x itself, no copy needed
+        self.k, self.sy, self.sx, self.d, self.pad, self.oh, self.ow = k, sy, sx, d, pad, oh, ow
+        self.rows = C * k * k
+        self.plain = sy == 1 and sx == 1 and k == 1 and pad == 0    # x itself, no copy
+        self.wide = False
+        if sy == 1 and sx == 1 and not self.plain:
+            pitch = W + 2 * pad
+            wide = self.rows * oh * (0.15 * pitch + 2 * n * (pitch - ow) / 100)
+            compact = self.rows * oh * ow * (0.1 + 4 / ow)
+            self.wide = wide < compact
         if self.plain:
             self.xp, self.pitch = x, W
         elif self.wide:
@@ -213,7 +226,6 @@ class _Patches:
             self.pitch = ow
         self.per_image = oh * self.pitch
         self.count = N * self.per_image
-        self.rows = C * k * k
 
     def columns(self, j0: int, T: int) -> np.ndarray:
         """(C*k*k, T) patches of columns j0..j0+T: a view of x for a plain 1x1 conv
@@ -228,6 +240,13 @@ class _Patches:
             im2col_padded(self.xp, self.k, self.sy, self.sx, self.d, self.oh, self.ow, j0,
                           cols)
         return cols
+
+    def add_columns(self, cols: np.ndarray, j0: int, dxp: np.ndarray) -> None:
+        """The transpose of `columns`: cols added into dxp, a buffer shaped like `xp`."""
+        if self.wide:
+            col2im_wide(cols, self.k, self.d, self.oh, j0, dxp)
+        else:
+            col2im_padded(cols, self.k, self.sy, self.sx, self.d, self.oh, self.ow, j0, dxp)
 
 
 def conv2d(x: np.ndarray, weights: np.ndarray, *, sy: int = 1, sx: int = 1, pad: int = 0,
@@ -277,7 +296,7 @@ def conv2d(x: np.ndarray, weights: np.ndarray, *, sy: int = 1, sx: int = 1, pad:
     K, m = cg * k * k, n // groups
     w2 = weights.reshape(n, K)
     wg = weights.reshape(groups, m, K)
-    src = _Patches(x, k, sy, sx, pad, d, oh, ow)
+    src = _Patches(x, k, sy, sx, pad, d, oh, ow, n)
     threads = parallel.threads()
     width, tiles = _column_tiles(src.count, src.rows, threads)
     fblocks = 1
@@ -336,9 +355,10 @@ def deconv2d(x: np.ndarray, weights: np.ndarray, *, s: int = 1, pad: int = 0,
     out.fill(0.0)
     work = reuse(work, (n * k * k, h * w))
     wt = weights.reshape(C, n * k * k).T
-    for b in range(N):
-        np.matmul(wt, x[b].reshape(C, h * w), out=work)
-        col2im_add(work, k, s, s, pad, 1, h, w, out[b])
+    with parallel.single_threaded_blas():
+        for b in range(N):
+            np.matmul(wt, x[b].reshape(C, h * w), out=work)
+            col2im_add(work, k, s, s, pad, 1, h, w, out[b])
     return out, work
 
 
@@ -354,7 +374,8 @@ def dense(x: np.ndarray, weights: np.ndarray, out: np.ndarray | None = None
         raise ValueError(f"x {x.shape} does not flatten to (N, {inputs}) for weights "
                          f"{weights.shape}")
     out = reuse(out, (N, n, 1, 1))
-    np.matmul(x.reshape(N, inputs), weights.T, out=out.reshape(N, n))
+    with parallel.single_threaded_blas():       # kernels.parallel: OpenBLAS's threads
+        np.matmul(x.reshape(N, inputs), weights.T, out=out.reshape(N, n))
     return out
 
 
@@ -399,7 +420,7 @@ def _conv_backward_tiles(x, weights, dy, dw, sy, sx, pad, d, groups, oh, ow, dx)
     N = x.shape[0]
     n, cg, k, _ = weights.shape
     K, m = cg * k * k, n // groups
-    src = _Patches(x, k, sy, sx, pad, d, oh, ow)
+    src = _Patches(x, k, sy, sx, pad, d, oh, ow, n)
     per = src.per_image
     width, _ = _column_tiles(src.count, src.rows, 1)
     per_task = max(1, width // per)
@@ -410,9 +431,9 @@ def _conv_backward_tiles(x, weights, dy, dw, sy, sx, pad, d, groups, oh, ow, dx)
     used = min(threads, tasks)
     partial = np.zeros((used, groups, m, K), np.float32)
     wg = weights.reshape(groups, m, K)
-    # dx by col2im: the wide layout adds into a padded copy, cropped per task
+    # dx by col2im into a padded copy (cropped per task) unless x itself is the layout
     dxp = None
-    if dx is not None and src.wide and not src.plain:
+    if dx is not None and src.xp is not x:
         dxp = parallel.scratch("dxpad", src.xp.shape)
 
     def task(i: int, t: int) -> None:
@@ -435,10 +456,7 @@ def _conv_backward_tiles(x, weights, dy, dw, sy, sx, pad, d, groups, oh, ow, dx)
             dcols = parallel.scratch("cols", (src.rows, T))
             for g in range(groups):
                 np.matmul(wg[g].T, dz[g * m:(g + 1) * m], out=dcols[g * K:(g + 1) * K])
-            if src.wide:
-                col2im_wide(dcols, k, d, oh, j0, target)
-            else:
-                col2im_range(dcols, k, sy, sx, pad, d, oh, ow, j0, target)
+            src.add_columns(dcols, j0, target)
         if dxp is not None:
             crop_input(dxp, pad, b0, b1, dx)
 
@@ -470,13 +488,14 @@ def deconv2d_backward(x: np.ndarray, weights: np.ndarray, dy: np.ndarray, dw: np
     w2 = weights.reshape(C, n * k * k)
     dw2 = dw.reshape(C, n * k * k)
     part = np.empty_like(dw2)
-    for b in range(N):
-        im2col(dy[b], k, s, s, pad, 1, h, w, work)
-        xb = x[b].reshape(C, h * w)
-        np.matmul(xb, work.T, out=part)
-        dw2 += part
-        if dx is not None:
-            np.matmul(w2, work, out=dx[b].reshape(C, h * w))
+    with parallel.single_threaded_blas():
+        for b in range(N):
+            im2col(dy[b], k, s, s, pad, 1, h, w, work)
+            xb = x[b].reshape(C, h * w)
+            np.matmul(xb, work.T, out=part)
+            dw2 += part
+            if dx is not None:
+                np.matmul(w2, work, out=dx[b].reshape(C, h * w))
     return dx, work
 
 
@@ -492,9 +511,10 @@ def dense_backward(x: np.ndarray, weights: np.ndarray, dy: np.ndarray, dw: np.nd
         raise ValueError(f"dense_backward: x {x.shape}, weights {weights.shape}, dy "
                          f"{dy.shape}, dw {dw.shape} do not fit")
     d2 = dy.reshape(N, n)
-    dw += d2.T @ x.reshape(N, inputs)
-    if not need_dx:
-        return None
-    dx = reuse(dx, x.shape)
-    np.matmul(d2, weights, out=dx.reshape(N, inputs))
+    with parallel.single_threaded_blas():
+        dw += d2.T @ x.reshape(N, inputs)
+        if not need_dx:
+            return None
+        dx = reuse(dx, x.shape)
+        np.matmul(d2, weights, out=dx.reshape(N, inputs))
     return dx

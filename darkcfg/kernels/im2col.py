@@ -7,6 +7,7 @@ output pixel (oy, ox) with j = oy*ow + ox. Patch element (c, ky, kx) of output p
 """
 from __future__ import annotations
 
+import numpy as np
 from numba import prange
 
 from .config import jit, pjit
@@ -171,31 +172,75 @@ def pad_input(x, pad, xp):
 @jit
 def im2col_padded(xp, k, sy, sx, d, oh, ow, j0, cols):
     # im2col_range from the zero-padded input xp (pad_input with the conv's pad): no
-    # bounds to test, each output row of a patch row is one strided run
+    # bounds to test, each output row of a patch row is one strided run. Flat arrays and
+    # unsigned offsets: no view per run (small images make many short runs).
+    C, Hp, Wp = xp.shape[1], xp.shape[2], xp.shape[3]
     K, T = cols.shape
     P = oh * ow
     kk = k * k
+    src = xp.reshape(-1)
+    dst = cols.reshape(-1)
     b0 = j0 // P
     q0 = j0 - b0 * P
     oy0 = q0 // ow
     ox00 = q0 - oy0 * ow
+    plane = Hp * Wp
+    ux = np.uint64(sx)
     for r in range(K):
         c = r // kk
         ky = (r // k) % k
         kx = r % k
-        dst_row = cols[r]
         b, oy, ox0 = b0, oy0, ox00
         col = 0
         while col < T:
             L = min(ow - ox0, T - col)
-            dst = dst_row[col:col + L]
-            src = xp[b, c, oy * sy + ky * d, ox0 * sx + kx * d:]
+            s0 = np.uint64((b * C + c) * plane + (oy * sy + ky * d) * Wp + ox0 * sx + kx * d)
+            d0 = np.uint64(r * T + col)
             if sx == 1:
-                for t in range(L):
-                    dst[t] = src[t]
+                for t in range(np.uint64(L)):
+                    dst[d0 + t] = src[s0 + t]
             else:
-                for t in range(L):
-                    dst[t] = src[t * sx]
+                for t in range(np.uint64(L)):
+                    dst[d0 + t] = src[s0 + t * ux]
+            col += L
+            ox0 = 0
+            oy += 1
+            if oy == oh:
+                oy = 0
+                b += 1
+
+
+@jit
+def col2im_padded(cols, k, sy, sx, d, oh, ow, j0, dxp):
+    # the transpose of im2col_padded: cols (C*k*k, T) added (+=) into the padded dxp
+    C, Hp, Wp = dxp.shape[1], dxp.shape[2], dxp.shape[3]
+    K, T = cols.shape
+    P = oh * ow
+    kk = k * k
+    src = cols.reshape(-1)
+    dst = dxp.reshape(-1)
+    b0 = j0 // P
+    q0 = j0 - b0 * P
+    oy0 = q0 // ow
+    ox00 = q0 - oy0 * ow
+    plane = Hp * Wp
+    ux = np.uint64(sx)
+    for r in range(K):
+        c = r // kk
+        ky = (r // k) % k
+        kx = r % k
+        b, oy, ox0 = b0, oy0, ox00
+        col = 0
+        while col < T:
+            L = min(ow - ox0, T - col)
+            d0 = np.uint64((b * C + c) * plane + (oy * sy + ky * d) * Wp + ox0 * sx + kx * d)
+            s0 = np.uint64(r * T + col)
+            if sx == 1:
+                for t in range(np.uint64(L)):
+                    dst[d0 + t] += src[s0 + t]
+            else:
+                for t in range(np.uint64(L)):
+                    dst[d0 + t * ux] += src[s0 + t]
             col += L
             ox0 = 0
             oy += 1

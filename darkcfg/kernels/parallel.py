@@ -4,10 +4,12 @@ single-threaded BLAS calls side by side, and per-thread scratch buffers.
 Why not OpenBLAS's own threads: a conv is many GEMMs of a few hundred columns (a tile of
 pixels, a few images), and a multi-threaded sgemm that small spends more time waking and
 joining its threads than multiplying (32x196x144: 23 ms for 128 calls on 2 threads,
-3.5 ms on one). So each conv is cut into independent tasks (gather patches, one GEMM,
-the fused BN/activation epilogue), the tasks are spread over `threads()` Python threads,
-and BLAS runs single-threaded inside them. With threadpoolctl absent (it is how the BLAS
-thread count is set), everything runs on the calling thread and BLAS keeps its threads.
+3.5 ms on one); and its threads spin while waiting, which is ruinous when another
+process holds a core. So each conv is cut into independent tasks (gather patches, one
+GEMM, the fused BN/activation epilogue), the tasks are spread over `threads()` Python
+threads, and BLAS runs single-threaded inside them. With threadpoolctl absent (it is how
+the BLAS thread count is set), everything runs on the calling thread and BLAS keeps its
+threads.
 
 `threads()` is Numba's thread count (NUMBA_NUM_THREADS, numba.set_num_threads), so one
 setting governs both kinds of kernel; the parallel Numba kernels ('workqueue' layer) and
@@ -74,11 +76,15 @@ def run(task: Callable[[int, int], None], count: int, *, static: bool = False) -
     """Call task(i, t) for i in range(count), t being the index of the thread running it
     (0 .. threads-1); returns the number of threads used. Dynamic scheduling by default;
     static=True gives task i to thread i % threads, in increasing i, so per-thread partial
-    sums combined in thread order are deterministic. Runs under single-threaded BLAS."""
+    sums combined in thread order are deterministic. Runs under single-threaded BLAS,
+    also when there is a single task: OpenBLAS's own threads spin while they wait, and on
+    a machine where another process holds a core a 256x1152x512 sgemm on 2 OpenBLAS
+    threads took 7-13x longer than on one (timed)."""
     n = min(threads(), count)
     if n <= 1:
-        for i in range(count):
-            task(i, 0)
+        with single_threaded_blas():
+            for i in range(count):
+                task(i, 0)
         return 1
     if static:
         def work(t: int) -> None:

@@ -27,11 +27,19 @@ def _shortcut_mix(out, add, alpha, beta):
                                                      + beta * add[b, k, j * stride, i * stride])
 
 
+@pjit
+def _shortcut_same(x, add, alpha, beta, out):
+    # x, add, out (n,) flat, same shape: out = alpha*x + beta*add in float32 (P's formula)
+    for i in prange(x.size):
+        out[i] = alpha * x[i] + beta * add[i]
+
+
 def shortcut_mix(x: np.ndarray, add: np.ndarray, alpha: float = 1.0,
-                 beta: float = 1.0) -> np.ndarray:
+                 beta: float = 1.0, out: np.ndarray | None = None) -> np.ndarray:
     """x (N, C, H, W), add (N, Ca, Ha, Wa) -> (N, C, H, W): alpha*x + beta*add where they
     overlap (reference case `shortcut`); the other cells keep x's value, unscaled.
-    Spatial sizes must be equal or differ by one integer factor on both axes."""
+    Spatial sizes must be equal or differ by one integer factor on both axes. `out` is a
+    buffer to reuse when its shape fits (it must not be x or add)."""
     check_f32("x", x, 4)
     check_f32("add", add, 4)
     (n, _, h, w), (na, _, ha, wa) = x.shape, add.shape
@@ -40,7 +48,13 @@ def shortcut_mix(x: np.ndarray, add: np.ndarray, alpha: float = 1.0,
     if na != n or big % small or bigh % smallh or big // small != bigh // smallh:
         raise ValueError(f"cannot add shape {add.shape} to {x.shape}: batch must match and "
                          "the spatial sizes must differ by one integer factor on both axes")
-    out = x.copy()
+    if out is None or out.shape != x.shape:
+        out = np.empty_like(x)
+    if add.shape == x.shape:
+        _shortcut_same(x.reshape(-1), add.reshape(-1), np.float32(alpha), np.float32(beta),
+                       out.reshape(-1))
+        return out
+    np.copyto(out, x)
     _shortcut_mix(out, add, np.float32(alpha), np.float32(beta))
     return out
 

@@ -178,12 +178,33 @@ def output_transform(M, th, tw, t0, f0, out, mode, mean, inv, scales, biases, co
     tail_runs(out, f0, m, runs, nr, mode, mean, inv, scales, biases, code)
 
 
+@jit(inline="always")
+def _fingerprint_range(bits, lo, hi):
+    h = np.uint64(0)
+    for i in range(lo, hi):
+        h += np.uint64(bits[i]) * np.uint64(2 * i + 1)
+    return h
+
+
 @pjit
-def fingerprint(bits):
-    # bits (n,) uint32 (a float32 array's bit patterns) -> a position-weighted sum: any
-    # change of a value, or a swap of two, changes it (barring a 2^-64 coincidence)
+def _fingerprint_parallel(bits):
     n = bits.size
     h = np.uint64(0)
     for i in prange(n):
         h += np.uint64(bits[i]) * np.uint64(2 * i + 1)
     return h
+
+
+@jit
+def _fingerprint_serial(bits):
+    return _fingerprint_range(bits, 0, bits.size)
+
+
+def fingerprint(weights: np.ndarray) -> int:
+    """A position-weighted sum of a float32 array's bit patterns: any change of a value,
+    or a swap of two, changes it (barring a 2^-64 coincidence). Serial below a million
+    values, where starting threads costs more than the sum."""
+    bits = weights.reshape(-1).view(np.uint32)
+    if bits.size < 1 << 20:
+        return int(_fingerprint_serial(bits))
+    return int(_fingerprint_parallel(bits))

@@ -70,7 +70,9 @@ class Shortcut(Layer):
         if len(adds) == 1:
             # P: alpha*x + beta*from over the overlapping channels, a larger `from` sampled,
             # a smaller one added sparsely; the rest of x passes unscaled (case `shortcut`).
-            out = shortcut_mix(x, adds[0], self.opts["alpha"], self.opts["beta"])
+            out = shortcut_mix(x, adds[0], self.opts["alpha"], self.opts["beta"],
+                               out=getattr(self, "_buf", None))
+            self._buf = out
         else:
             # AH: flat per-sample sum, each `from` over its first min(outputs) values
             # (alpha/beta with several `from` is refused in setup).
