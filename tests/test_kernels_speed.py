@@ -84,26 +84,28 @@ def test_filter_transform_of_a_delta_kernel():
 
 @pytest.mark.parametrize("shape", [(2, 3, 8, 8), (1, 4, 7, 9), (2, 2, 5, 6), (1, 1, 2, 3)])
 @pytest.mark.parametrize("padding", [0, 1])
-def test_maxpool_2x2_matches_naive(shape, padding):
+@pytest.mark.parametrize("stride", [1, 2])
+def test_maxpool_2x2_matches_naive(shape, padding, stride):
     rng = np.random.default_rng(sum(shape) + padding)
     x = rand(rng, *shape)
     x.flat[::7] = -np.inf                    # -FLT_MAX start: -inf never wins
     x.flat[5::13] = x.flat[4::13][:x.flat[5::13].size]      # ties: the first one wins
-    out, arg = pool.maxpool(x, 2, 2, 2, padding)
-    ref, ref_arg = naive_misc.maxpool(x, 2, 2, 2, padding)
+    out, arg = pool.maxpool(x, 2, stride, stride, padding)
+    ref, ref_arg = naive_misc.maxpool(x, 2, stride, stride, padding)
     assert np.array_equal(out, ref) and np.array_equal(arg, ref_arg)
-    out2, none = pool.maxpool(x, 2, 2, 2, padding, want_arg=False)
+    out2, none = pool.maxpool(x, 2, stride, stride, padding, want_arg=False)
     assert none is None and np.array_equal(out2, ref)
     # NaN (strict >: never wins), against the general kernel's Darknet order
     x.flat[3::11] = np.nan
-    out, arg = pool.maxpool(x, 2, 2, 2, padding)
+    out, arg = pool.maxpool(x, 2, stride, stride, padding)
     ref, ref_arg = np.empty_like(out), np.empty_like(arg)
-    pool._maxpool(x, 2, 2, 2, padding, ref, ref_arg, True)
+    pool._maxpool(x, 2, stride, stride, padding, ref, ref_arg, True)
     assert np.array_equal(out, ref) and np.array_equal(arg, ref_arg)
 
 
-def test_thread_split_is_deterministic():
+def test_thread_split_is_deterministic(monkeypatch):
     # forward tiles and backward partial sums: the same bits every run
+    monkeypatch.setattr(parallel, "SMALL_WORK", 0)      # split even this small conv
     rng = np.random.default_rng(7)
     x, w = rand(rng, 9, 6, 12, 10), rand(rng, 8, 6, 3, 3)
     outs, dws, dxs = [], [], []

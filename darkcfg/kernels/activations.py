@@ -21,7 +21,7 @@ import numpy as np
 from numba import prange
 
 from ..activations import ACTIVATIONS
-from .config import check_f32, jit, pjit
+from .config import check_f32, jit, pjit, pjit_dual
 
 (LOGISTIC, RELU, RELIE, LINEAR, RAMP, TANH, PLSE, LEAKY, ELU, LOGGY, STAIR, HARDTAN, LHTAN,
  SELU, RELU6, REVLEAKY, GELU, SWISH, MISH, HARD_MISH, NORM_CHAN, NORM_CHAN_SOFTMAX,
@@ -170,7 +170,7 @@ def _g(y: float, x: float, code: int) -> float:
 # chain of tests away and vectorises each loop (one loop over a runtime code, or serial
 # loops called from a prange, run 5-20x slower). The cost is compile time (~8 s per
 # kernel, once: cache=True). REVLEAKY arrives as LEAKY; LINEAR never arrives.
-@pjit
+@pjit_dual
 def _activate_flat(x, code):
     # x (n,) float32, in place
     n = x.size

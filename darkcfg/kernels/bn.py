@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from .config import check_f32, pjit
+from .config import check_f32, pjit_dual
 
 DIALECTS = ("pjreddie", "alexeyab")
 
@@ -29,7 +29,7 @@ def bn_denominator(variance: np.ndarray, dialect: str) -> np.ndarray:
     raise ValueError(f"unknown dialect '{dialect}'; use one of {', '.join(DIALECTS)}")
 
 
-@pjit
+@pjit_dual
 def _bn(x, mean, inv, scales, biases):
     # x (N, C, P) float32 in place; mean, scales, biases (C,) float32; inv (C,) float64,
     # 1 / D. Darknet's three passes fused: normalize (float difference, double division),
@@ -47,7 +47,7 @@ def _bn(x, mean, inv, scales, biases):
             row[p] = v * s + o
 
 
-@pjit
+@pjit_dual
 def _add_bias(x, biases):
     # x (N, C, P) float32 in place; biases (C,)
     N, C, P = x.shape

@@ -22,11 +22,11 @@ from .direct import (
 )
 from .im2col import (
     col2im_add,
-    col2im_padded,
+    col2im_direct,
     col2im_wide,
     crop_input,
     im2col,
-    im2col_padded,
+    im2col_direct,
     im2col_wide,
     pad_input,
 )
@@ -187,17 +187,17 @@ def _conv_winograd(x: np.ndarray, weights: np.ndarray, pad: int, out: np.ndarray
         winograd.output_transform(M, th, tw, t0, f0, out, tail.mode, tail.mean, tail.inv,
                                   tail.scales, tail.biases, tail.code)
 
-    parallel.run(task, count * fblocks)
+    parallel.run(task, count * fblocks, work=32.0 * n * C * tiles_all)
 
 
 class _Patches:
     """Where a conv's GEMM columns come from: Darknet's im2col from the zero-padded input
     (`pitch` = ow), or for stride 1 the wide layout (kernels.im2col: each patch row one
     contiguous copy; `pitch` = padded width, the extra columns computed and dropped),
-    whichever costs less by a model timed on one core (wide: the im2col at ~0.15 ns a
-    value plus the GEMM on the extra columns; compact: ~0.1 + 4/ow ns a value, the runs
-    being one output row long). Column j of the batch is image j // (oh*pitch), and
-    `count` = N*oh*pitch."""
+    whichever costs less by a model timed on one core (wide: the padded copy and the
+    im2col at ~0.15 ns a value, plus the GEMM on the extra columns; compact: ~0.1 + 4/ow
+    ns a value, the runs being one output row long). Column j of the batch is image
+    j // (oh*pitch), and `count` = N*oh*pitch."""
 
     def __init__(self, x: np.ndarray, k: int, sy: int, sx: int, pad: int, d: int,
                  oh: int, ow: int, n: int):
@@ -211,19 +211,13 @@ class _Patches:
             wide = self.rows * oh * (0.15 * pitch + 2 * n * (pitch - ow) / 100)
             compact = self.rows * oh * ow * (0.1 + 4 / ow)
             self.wide = wide < compact
-        if self.plain:
-            self.xp, self.pitch = x, W
-        elif self.wide:
+        if self.wide:
             # one spare zero row: the last garbage columns read up to k-1 values past
             self.xp = parallel.scratch("xpad", (N, C, H + 2 * pad + 1, W + 2 * pad))
             pad_input(x, pad, self.xp)
             self.pitch = W + 2 * pad
-        else:
-            self.xp = x if pad == 0 else parallel.scratch("xpad", (N, C, H + 2 * pad,
-                                                                   W + 2 * pad))
-            if pad:
-                pad_input(x, pad, self.xp)
-            self.pitch = ow
+        else:           # the compact layout reads x itself, zeros where patches leave it
+            self.xp, self.pitch = x, ow
         self.per_image = oh * self.pitch
         self.count = N * self.per_image
 
@@ -237,8 +231,8 @@ class _Patches:
         if self.wide:
             im2col_wide(self.xp, self.k, self.d, self.oh, j0, cols)
         else:
-            im2col_padded(self.xp, self.k, self.sy, self.sx, self.d, self.oh, self.ow, j0,
-                          cols)
+            im2col_direct(self.xp, self.k, self.sy, self.sx, self.pad, self.d, self.oh,
+                          self.ow, j0, cols)
         return cols
 
     def add_columns(self, cols: np.ndarray, j0: int, dxp: np.ndarray) -> None:
@@ -246,7 +240,8 @@ class _Patches:
         if self.wide:
             col2im_wide(cols, self.k, self.d, self.oh, j0, dxp)
         else:
-            col2im_padded(cols, self.k, self.sy, self.sx, self.d, self.oh, self.ow, j0, dxp)
+            col2im_direct(cols, self.k, self.sy, self.sx, self.pad, self.d, self.oh, self.ow,
+                          j0, dxp)
 
 
 def conv2d(x: np.ndarray, weights: np.ndarray, *, sy: int = 1, sx: int = 1, pad: int = 0,
@@ -326,7 +321,7 @@ def conv2d(x: np.ndarray, weights: np.ndarray, *, sy: int = 1, sx: int = 1, pad:
         epilogue.store(acc, out, j0, f0, src.pitch, tail.mode, tail.mean, tail.inv,
                        tail.scales, tail.biases, tail.code)
 
-    parallel.run(task, tiles * fblocks)
+    parallel.run(task, tiles * fblocks, work=2.0 * n * K * src.count)
     if parts is not None:
         moments[...] = parts[0]
         for ti in range(1, tiles):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from .config import jit, pjit
+from .config import jit, pjit, pjit_dual
 
 
 @pjit
@@ -89,61 +89,7 @@ def col2im_add(cols, k, sy, sx, pad, d, oh, ow, out):
 # Column j of the batch is image j // (oh*ow), pixel j % (oh*ow); a task handles columns
 # j0 .. j0+T, cut into runs that stay within one output row.
 
-@jit
-def im2col_range(x, k, sy, sx, pad, d, oh, ow, j0, cols):
-    # x (N, C, H, W); cols (C*k*k, T) fully overwritten with the patches of columns j0..
-    # Row by row of cols; within a row the columns go output row by output row, the
-    # position advanced without divisions (small images make many short runs).
-    H, W = x.shape[2], x.shape[3]
-    K, T = cols.shape
-    P = oh * ow
-    kk = k * k
-    b0 = j0 // P
-    q0 = j0 - b0 * P
-    oy0 = q0 // ow
-    ox00 = q0 - oy0 * ow
-    for r in range(K):
-        c = r // kk
-        ky = (r // k) % k
-        kx = r % k
-        off = kx * d - pad
-        flo, fhi = _valid(0, ow, off, sx, W)        # a whole output row
-        dst_row = cols[r]
-        b, oy, ox0 = b0, oy0, ox00
-        col = 0
-        while col < T:
-            L = min(ow - ox0, T - col)
-            if ox0 == 0 and ow == L:
-                lo, hi = flo, fhi
-            else:
-                lo, hi = _valid(ox0, L, off, sx, W)
-            iy = oy * sy - pad + ky * d
-            if iy < 0 or iy >= H:
-                lo = hi = 0
-            dst = dst_row[col:col + L]
-            for t in range(lo):
-                dst[t] = 0.0
-            for t in range(L - hi):
-                dst[hi + t] = 0.0
-            if hi > lo:
-                inner = dst[lo:hi]
-                if sx == 1:
-                    src = x[b, c, iy, ox0 + lo + off:ox0 + hi + off]
-                    for t in range(hi - lo):
-                        inner[t] = src[t]
-                else:
-                    src = x[b, c, iy, (ox0 + lo) * sx + off:]
-                    for t in range(hi - lo):
-                        inner[t] = src[t * sx]
-            col += L
-            ox0 = 0
-            oy += 1
-            if oy == oh:
-                oy = 0
-                b += 1
-
-
-@pjit
+@pjit_dual
 def pad_input(x, pad, xp):
     # x (N, C, H, W) -> xp (N, C, Hp, Wp): x at offset (pad, pad), zeros elsewhere
     # (Hp >= H + pad, Wp >= W + pad; the extra rows and columns are zeros too)
@@ -169,39 +115,61 @@ def pad_input(x, pad, xp):
                 inner[i] = src[i]
 
 
+@jit(inline="always")
+def _run_bounds(ox0, L, off, sx, W):
+    # (lo, hi): the t in [0, L) with 0 <= (ox0 + t)*sx + off < W (empty: lo == hi)
+    lo = 0
+    if ox0 * sx + off < 0:
+        lo = min(L, (-off + sx - 1) // sx - ox0)
+    if W - 1 - off < 0:
+        return lo, lo
+    hi = min(L, (W - 1 - off) // sx + 1 - ox0)
+    return lo, max(lo, hi)
+
+
 @jit
-def im2col_padded(xp, k, sy, sx, d, oh, ow, j0, cols):
-    # im2col_range from the zero-padded input xp (pad_input with the conv's pad): no
-    # bounds to test, each output row of a patch row is one strided run. Flat arrays and
-    # unsigned offsets: no view per run (small images make many short runs).
-    C, Hp, Wp = xp.shape[1], xp.shape[2], xp.shape[3]
+def im2col_direct(x, k, sy, sx, pad, d, oh, ow, j0, cols):
+    # im2col_range on flat arrays with unsigned offsets (no view per run, no padded copy
+    # of x): cols (C*k*k, T) fully overwritten, zeros where a patch leaves the image
+    C, H, W = x.shape[1], x.shape[2], x.shape[3]
     K, T = cols.shape
     P = oh * ow
     kk = k * k
-    src = xp.reshape(-1)
+    src = x.reshape(-1)
     dst = cols.reshape(-1)
     b0 = j0 // P
     q0 = j0 - b0 * P
     oy0 = q0 // ow
     ox00 = q0 - oy0 * ow
-    plane = Hp * Wp
     ux = np.uint64(sx)
     for r in range(K):
         c = r // kk
         ky = (r // k) % k
         kx = r % k
+        off = kx * d - pad
         b, oy, ox0 = b0, oy0, ox00
         col = 0
         while col < T:
             L = min(ow - ox0, T - col)
-            s0 = np.uint64((b * C + c) * plane + (oy * sy + ky * d) * Wp + ox0 * sx + kx * d)
             d0 = np.uint64(r * T + col)
-            if sx == 1:
-                for t in range(np.uint64(L)):
-                    dst[d0 + t] = src[s0 + t]
+            iy = oy * sy - pad + ky * d
+            if iy < 0 or iy >= H:
+                lo = hi = 0
             else:
-                for t in range(np.uint64(L)):
-                    dst[d0 + t] = src[s0 + t * ux]
+                lo, hi = _run_bounds(ox0, L, off, sx, W)
+            for t in range(np.uint64(lo)):
+                dst[d0 + t] = 0.0
+            for t in range(np.uint64(hi), np.uint64(L)):
+                dst[d0 + t] = 0.0
+            if hi > lo:
+                s0 = np.uint64(((b * C + c) * H + iy) * W + (ox0 + lo) * sx + off)
+                dl = d0 + np.uint64(lo)
+                if sx == 1:
+                    for t in range(np.uint64(hi - lo)):
+                        dst[dl + t] = src[s0 + t]
+                else:
+                    for t in range(np.uint64(hi - lo)):
+                        dst[dl + t] = src[s0 + t * ux]
             col += L
             ox0 = 0
             oy += 1
@@ -211,36 +179,40 @@ def im2col_padded(xp, k, sy, sx, d, oh, ow, j0, cols):
 
 
 @jit
-def col2im_padded(cols, k, sy, sx, d, oh, ow, j0, dxp):
-    # the transpose of im2col_padded: cols (C*k*k, T) added (+=) into the padded dxp
-    C, Hp, Wp = dxp.shape[1], dxp.shape[2], dxp.shape[3]
+def col2im_direct(cols, k, sy, sx, pad, d, oh, ow, j0, out):
+    # the transpose of im2col_direct: cols (C*k*k, T) added (+=) into out (N, C, H, W)
+    C, H, W = out.shape[1], out.shape[2], out.shape[3]
     K, T = cols.shape
     P = oh * ow
     kk = k * k
     src = cols.reshape(-1)
-    dst = dxp.reshape(-1)
+    dst = out.reshape(-1)
     b0 = j0 // P
     q0 = j0 - b0 * P
     oy0 = q0 // ow
     ox00 = q0 - oy0 * ow
-    plane = Hp * Wp
     ux = np.uint64(sx)
     for r in range(K):
         c = r // kk
         ky = (r // k) % k
         kx = r % k
+        off = kx * d - pad
         b, oy, ox0 = b0, oy0, ox00
         col = 0
         while col < T:
             L = min(ow - ox0, T - col)
-            d0 = np.uint64((b * C + c) * plane + (oy * sy + ky * d) * Wp + ox0 * sx + kx * d)
-            s0 = np.uint64(r * T + col)
-            if sx == 1:
-                for t in range(np.uint64(L)):
-                    dst[d0 + t] += src[s0 + t]
-            else:
-                for t in range(np.uint64(L)):
-                    dst[d0 + t * ux] += src[s0 + t]
+            iy = oy * sy - pad + ky * d
+            if 0 <= iy < H:
+                lo, hi = _run_bounds(ox0, L, off, sx, W)
+                if hi > lo:
+                    s0 = np.uint64(r * T + col + lo)
+                    d0 = np.uint64(((b * C + c) * H + iy) * W + (ox0 + lo) * sx + off)
+                    if sx == 1:
+                        for t in range(np.uint64(hi - lo)):
+                            dst[d0 + t] += src[s0 + t]
+                    else:
+                        for t in range(np.uint64(hi - lo)):
+                            dst[d0 + t * ux] += src[s0 + t]
             col += L
             ox0 = 0
             oy += 1
@@ -320,60 +292,3 @@ def crop_input(xp, pad, b0, b1, x):
                 dst = x[b, c, y]
                 for i in range(W):
                     dst[i] = src[i]
-
-
-@jit
-def col2im_range(cols, k, sy, sx, pad, d, oh, ow, j0, out):
-    # the transpose of im2col_range: cols (C*k*k, T) added (+=) into out (N, C, H, W)
-    H, W = out.shape[2], out.shape[3]
-    K, T = cols.shape
-    P = oh * ow
-    kk = k * k
-    b0 = j0 // P
-    q0 = j0 - b0 * P
-    oy0 = q0 // ow
-    ox00 = q0 - oy0 * ow
-    for r in range(K):
-        c = r // kk
-        ky = (r // k) % k
-        kx = r % k
-        off = kx * d - pad
-        flo, fhi = _valid(0, ow, off, sx, W)
-        src_row = cols[r]
-        b, oy, ox0 = b0, oy0, ox00
-        col = 0
-        while col < T:
-            L = min(ow - ox0, T - col)
-            if ox0 == 0 and ow == L:
-                lo, hi = flo, fhi
-            else:
-                lo, hi = _valid(ox0, L, off, sx, W)
-            iy = oy * sy - pad + ky * d
-            if hi > lo and 0 <= iy < H:
-                src = src_row[col + lo:col + hi]
-                if sx == 1:
-                    dst = out[b, c, iy, ox0 + lo + off:ox0 + hi + off]
-                    for t in range(hi - lo):
-                        dst[t] += src[t]
-                else:
-                    dst = out[b, c, iy, (ox0 + lo) * sx + off:]
-                    for t in range(hi - lo):
-                        dst[t * sx] += src[t]
-            col += L
-            ox0 = 0
-            oy += 1
-            if oy == oh:
-                oy = 0
-                b += 1
-
-
-@jit(inline="always")
-def _valid(ox0, L, off, sx, W):
-    # (lo, hi) relative to ox0: the t in [0, L) with 0 <= (ox0 + t)*sx + off < W
-    lo = 0
-    if ox0 * sx + off < 0:
-        lo = min(L, (-off + sx - 1) // sx - ox0)
-    if W - 1 - off < 0:
-        return lo, lo
-    hi = min(L, (W - 1 - off) // sx + 1 - ox0)
-    return lo, max(lo, hi)

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from .config import check_f32, pjit
+from .config import check_f32, pjit, pjit_dual
 
 
-@pjit
+@pjit_dual
 def _upsample(x, s, scale):
     # x (N, C, H, W) -> (N, C, H*s, W*s): each cell copied to an s x s block, times scale.
     n, c, h, w = x.shape

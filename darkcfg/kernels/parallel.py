@@ -72,15 +72,22 @@ def _executor(n: int) -> ThreadPoolExecutor:
         return _pool
 
 
-def run(task: Callable[[int, int], None], count: int, *, static: bool = False) -> int:
+# Below this many FLOPs a conv runs on the calling thread: waking the other thread costs
+# ~50-100 us on this VM, about what splitting 3e7 FLOPs saves.
+SMALL_WORK = 3e7
+
+
+def run(task: Callable[[int, int], None], count: int, *, static: bool = False,
+        work: float | None = None) -> int:
     """Call task(i, t) for i in range(count), t being the index of the thread running it
     (0 .. threads-1); returns the number of threads used. Dynamic scheduling by default;
     static=True gives task i to thread i % threads, in increasing i, so per-thread partial
     sums combined in thread order are deterministic. Runs under single-threaded BLAS,
     also when there is a single task: OpenBLAS's own threads spin while they wait, and on
     a machine where another process holds a core a 256x1152x512 sgemm on 2 OpenBLAS
-    threads took 7-13x longer than on one (timed)."""
-    n = min(threads(), count)
+    threads took 7-13x longer than on one (timed). `work` (FLOPs) below SMALL_WORK: all
+    on the calling thread."""
+    n = 1 if work is not None and work < SMALL_WORK else min(threads(), count)
     if n <= 1:
         with single_threaded_blas():
             for i in range(count):

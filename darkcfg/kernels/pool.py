@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from .config import check_f32, jit, pjit
+from .config import check_f32, jit, pjit, pjit_dual
 
 # Darknet starts a max at -FLT_MAX (not -inf): a window lying wholly in the padding gives it.
 FLT_MAX = np.float32(3.4028234663852886e38)
@@ -24,7 +24,7 @@ def pool_out_size(n: int, size: int, stride: int, padding: int) -> int:
     return (n + padding - size) // stride + 1
 
 
-@pjit
+@pjit_dual
 def _maxpool(x, size, sy, sx, pad, out, arg, want_arg):
     # x (N, C, H, W) -> out (N, C, oh, ow) and, when want_arg, arg (N, C, oh, ow) int32:
     # flat index of the maximum within the sample's C*H*W input, -1 if none. Each output
@@ -83,49 +83,50 @@ def _take(v, idx, best, where):
     return (v if better else best), (idx if better else where)
 
 
-@pjit
-def _maxpool2(x, out, arg, want_arg):
-    # _maxpool for the common size 2, stride 2, padding 0 or 1 (window at (2i, 2j)): one
-    # plane per task, the interior columns as branch-free selects in Darknet's cell order
+@pjit_dual
+def _maxpool2(x, s, out, arg, want_arg):
+    # _maxpool for the common size 2, stride s (1 or 2), padding 0 or 1 (window at
+    # (s*i, s*j)): one plane per task, the interior columns as branch-free selects in
+    # Darknet's cell order (row, then column)
     n, c, h, w = x.shape
     oh, ow = out.shape[2], out.shape[3]
     for t in prange(n * c):
         b, k = t // c, t % c
         for i in range(oh):
-            y0 = 2 * i
+            y0 = s * i
             two = y0 + 1 < h
             r0 = x[b, k, y0]
             r1 = x[b, k, y0 + 1] if two else r0
             o = out[b, k, i]
             base = (k * h + y0) * w
-            full = min(ow, w // 2)          # windows with both columns in the image
+            full = min(ow, (w - 2) // s + 1)    # windows with both columns in the image
             if want_arg:
                 a = arg[b, k, i]
                 for j in range(full):
-                    m, wh = _take(r0[2 * j], base + 2 * j, -FLT_MAX, -1)
-                    m, wh = _take(r0[2 * j + 1], base + 2 * j + 1, m, wh)
+                    m, wh = _take(r0[s * j], base + s * j, -FLT_MAX, -1)
+                    m, wh = _take(r0[s * j + 1], base + s * j + 1, m, wh)
                     if two:
-                        m, wh = _take(r1[2 * j], base + w + 2 * j, m, wh)
-                        m, wh = _take(r1[2 * j + 1], base + w + 2 * j + 1, m, wh)
+                        m, wh = _take(r1[s * j], base + w + s * j, m, wh)
+                        m, wh = _take(r1[s * j + 1], base + w + s * j + 1, m, wh)
                     o[j] = m
                     a[j] = wh
             else:
                 for j in range(full):
                     m = -FLT_MAX
-                    v = r0[2 * j]
+                    v = r0[s * j]
                     m = v if v > m else m
-                    v = r0[2 * j + 1]
+                    v = r0[s * j + 1]
                     m = v if v > m else m
                     if two:
-                        v = r1[2 * j]
+                        v = r1[s * j]
                         m = v if v > m else m
-                        v = r1[2 * j + 1]
+                        v = r1[s * j + 1]
                         m = v if v > m else m
                     o[j] = m
-            for j in range(full, ow):       # the last column of an odd width
-                m, wh = _take(r0[2 * j], base + 2 * j, -FLT_MAX, -1)
+            for j in range(full, ow):       # a last column with one cell in the image
+                m, wh = _take(r0[s * j], base + s * j, -FLT_MAX, -1)
                 if two:
-                    m, wh = _take(r1[2 * j], base + w + 2 * j, m, wh)
+                    m, wh = _take(r1[s * j], base + w + s * j, m, wh)
                 o[j] = m
                 if want_arg:
                     arg[b, k, i, j] = wh
@@ -182,7 +183,7 @@ def _maxpool_depth(x, out_c):
     return out, arg
 
 
-@pjit
+@pjit_dual
 def _global_avgpool(x):
     # x (N, C, H, W) -> (N, C): Darknet sums each plane in order, then divides by h*w.
     n, c, h, w = x.shape
@@ -213,7 +214,7 @@ def maxpool(x: np.ndarray, size: int, stride_y: int, stride_x: int, padding: int
     if out is None or out.shape != shape:
         out = np.empty(shape, np.float32)
     kernel = _maxpool
-    if size == 2 and stride_y == 2 and stride_x == 2 and padding in (0, 1):
+    if size == 2 and stride_y == stride_x and stride_x in (1, 2) and padding in (0, 1):
         kernel = _maxpool2
     if want_arg:
         if arg is None or arg.shape != shape:
@@ -221,7 +222,7 @@ def maxpool(x: np.ndarray, size: int, stride_y: int, stride_x: int, padding: int
     else:
         arg = None
     if kernel is _maxpool2:
-        _maxpool2(x, out, _NO_ARG if arg is None else arg, want_arg)
+        _maxpool2(x, stride_x, out, _NO_ARG if arg is None else arg, want_arg)
     else:
         _maxpool(x, size, stride_y, stride_x, padding, out, _NO_ARG if arg is None else arg,
                  want_arg)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from .config import check_f32, pjit
+from .config import check_f32, pjit, pjit_dual
 
 
 @pjit
@@ -27,7 +27,7 @@ def _shortcut_mix(out, add, alpha, beta):
                                                      + beta * add[b, k, j * stride, i * stride])
 
 
-@pjit
+@pjit_dual
 def _shortcut_same(x, add, alpha, beta, out):
     # x, add, out (n,) flat, same shape: out = alpha*x + beta*add in float32 (P's formula)
     for i in prange(x.size):
