@@ -282,8 +282,7 @@ def conv2d(x: np.ndarray, weights: np.ndarray, *, sy: int = 1, sx: int = 1, pad:
         _conv_winograd(x, weights, pad, out, tail, cache)
         return out, work
     if _direct(cg, n, groups):
-        for b in range(N):
-            conv_direct(x[b], weights, sy, sx, pad, d, groups, out[b])
+        conv_direct(x, weights, sy, sx, pad, d, groups, out)
         if moments is not None:
             moments[...] = bn_train.moments(out)
         _apply_tail(out, tail)
@@ -398,10 +397,9 @@ def conv2d_backward(x: np.ndarray, weights: np.ndarray, dy: np.ndarray, dw: np.n
                          f"{oh} x {ow})")
     dx = reuse(dx, x.shape) if need_dx else None
     if _direct(cg, n, groups):
-        for b in range(N):
-            conv_direct_backward_weights(x[b], dy[b], sy, sx, pad, d, groups, dw)
-            if dx is not None:
-                conv_direct_backward_input(dy[b], weights, sy, sx, pad, d, groups, dx[b])
+        conv_direct_backward_weights(x, dy, sy, sx, pad, d, groups, dw)
+        if dx is not None:
+            conv_direct_backward_input(dy, weights, sy, sx, pad, d, groups, dx)
         return dx, work
     _conv_backward_tiles(x, weights, dy, dw, sy, sx, pad, d, groups, oh, ow, dx)
     return dx, work
