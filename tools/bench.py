@@ -73,6 +73,15 @@ def random_network(cfg: str | Path, size: int | None, batch: int | None, seed: i
 
 
 def rss_mb() -> float:
+    """This process's peak RSS (MB). VmHWM, not ru_maxrss: Linux carries ru_maxrss over
+    fork and exec, so a worker would report its parent's peak when that is higher."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 

@@ -165,7 +165,7 @@ def _conv_winograd(x: np.ndarray, weights: np.ndarray, pad: int, out: np.ndarray
     fblocks = 1
     if threads > 1 and count < 2 * threads:
         if tiles_all < 128 * 2 * threads and n >= 64:
-            fblocks = min(2 * threads, n // 32)
+            fblocks = min(threads, n // 32)
             width, count = tiles_all, 1
         else:
             count = -(-max(count, min(2 * threads, -(-tiles_all // 32))) // threads) * threads
@@ -297,7 +297,7 @@ def conv2d(x: np.ndarray, weights: np.ndarray, *, sy: int = 1, sx: int = 1, pad:
     if groups == 1 and tiles < 2 * threads and n >= 64 and threads > 1:
         # few columns (a small image): split the filters instead, each task reading only
         # its share of the weights
-        width, tiles, fblocks = src.count, 1, min(2 * threads, n // 32)
+        width, tiles, fblocks = src.count, 1, min(threads, n // 32)
     rows = -(-n // fblocks)
     parts = None if moments is None else np.zeros((tiles, n, 2))
 

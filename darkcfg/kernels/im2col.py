@@ -147,7 +147,8 @@ def im2col_direct(x, k, sy, sx, pad, d, oh, ow, j0, cols):
         ky = (r // k) % k
         kx = r % k
         off = kx * d - pad
-        b, oy, ox0 = b0, oy0, ox00
+        flo, fhi = _run_bounds(0, ow, off, sx, W)      # a whole output row (no division
+        b, oy, ox0 = b0, oy0, ox00                      # per run: small images)
         col = 0
         while col < T:
             L = min(ow - ox0, T - col)
@@ -155,6 +156,8 @@ def im2col_direct(x, k, sy, sx, pad, d, oh, ow, j0, cols):
             iy = oy * sy - pad + ky * d
             if iy < 0 or iy >= H:
                 lo = hi = 0
+            elif ox0 == 0 and ow == L:
+                lo, hi = flo, fhi
             else:
                 lo, hi = _run_bounds(ox0, L, off, sx, W)
             for t in range(np.uint64(lo)):
@@ -197,13 +200,17 @@ def col2im_direct(cols, k, sy, sx, pad, d, oh, ow, j0, out):
         ky = (r // k) % k
         kx = r % k
         off = kx * d - pad
+        flo, fhi = _run_bounds(0, ow, off, sx, W)
         b, oy, ox0 = b0, oy0, ox00
         col = 0
         while col < T:
             L = min(ow - ox0, T - col)
             iy = oy * sy - pad + ky * d
             if 0 <= iy < H:
-                lo, hi = _run_bounds(ox0, L, off, sx, W)
+                if ox0 == 0 and ow == L:
+                    lo, hi = flo, fhi
+                else:
+                    lo, hi = _run_bounds(ox0, L, off, sx, W)
                 if hi > lo:
                     s0 = np.uint64(r * T + col + lo)
                     d0 = np.uint64(((b * C + c) * H + iy) * W + (ox0 + lo) * sx + off)
