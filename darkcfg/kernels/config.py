@@ -1,6 +1,8 @@
 """JIT flags and the threading choice for every Numba kernel, in one place.
 
-Import `jit` / `pjit` from here; never call `numba.njit` directly in a kernel module.
+Import `jit` / `pjit` (and the variants below: `jit_sums` / `pjit_sums` for float64
+sums, `pjit_dual` for kernels that also see small arrays) from here; never call
+`numba.njit` directly in a kernel module.
 """
 from __future__ import annotations
 

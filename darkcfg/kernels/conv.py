@@ -1,9 +1,14 @@
-"""Convolution, transposed convolution and dense products: im2col + one SGEMM per group;
-their backward passes (weight gradients accumulated, input gradients returned).
+"""Convolution, transposed convolution and dense products, and their backward passes
+(weight gradients accumulated, input gradients returned).
 
-The GEMMs are NumPy matmuls on float32 arrays (OpenBLAS sgemm); the patch gathering is
-the Numba im2col/col2im. Nothing here adds biases or activates: the layers do that with
-kernels.bn and kernels.activations.
+conv2d cuts the batch's output pixels into column tiles, spread over threads
+(kernels.parallel): per tile the patches (Numba im2col, kernels.im2col), one
+single-threaded SGEMM per group (a NumPy matmul: OpenBLAS), and the store
+(kernels.epilogue), which at inference also applies BN or the bias and the activation
+(`Tail`) while the tile is in cache. 3x3 stride-1 convs with enough channels use
+Winograd F(2x2, 3x3) at inference (kernels.winograd); depthwise convs, direct loops
+(kernels.direct). The backward pass works on groups of whole images, one per task.
+Without a tail the product is raw and the layers finish it with kernels.bn_train.
 """
 from __future__ import annotations
 

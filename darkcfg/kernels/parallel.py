@@ -12,8 +12,9 @@ the BLAS thread count is set), everything runs on the calling thread and BLAS ke
 threads.
 
 `threads()` is Numba's thread count (NUMBA_NUM_THREADS, numba.set_num_threads), so one
-setting governs both kinds of kernel; the parallel Numba kernels ('workqueue' layer) and
-these threads never run at the same time, so they do not fight over the cores.
+setting governs both kinds of kernel; the parallel Numba kernels (OpenMP threads that
+sleep when idle, kernels.config) and these threads never run at the same time, so they
+do not fight over the cores.
 """
 from __future__ import annotations
 

@@ -12,7 +12,7 @@ multiplies by 2, 4 and 8 and loses about two more decimal digits).
 
 Layout: tiles are numbered over the batch, t = (b*th + ty)*tw + tx for th x tw tiles per
 image; V is (16, C, T) and the GEMM result M (16, m, T) for a task's T tiles, and
-kernels.epilogue's tail is applied to each output row as it is written.
+kernels.epilogue's tail is applied to the rows a task wrote, while they are in cache.
 """
 from __future__ import annotations
 
