@@ -14,6 +14,7 @@ import signal
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -133,60 +134,37 @@ def accuracy(net: Network, data, classes: int, top: int, batch: int = 100) -> tu
     return hit1 / count, hitk / count
 
 
-def train(data_file: str, cfg_file: str, weights: str | None, opts: TrainOptions,
-          *, strict: bool = True, log=print) -> Path:
-    """Train; returns the path of the final weights."""
-    from .augment import Augment
-    from .chart import draw_chart
-    from .data import open_dataset, read_data_config
-    from .graph import load_graph
-    from .schedule import check_schedule
+@dataclass
+class Task:
+    """What differs between training a classifier and a detector."""
+    sample: Callable[[int, np.random.Generator], tuple[np.ndarray, np.ndarray]]
+    images: int                               # training images (one epoch)
+    valid_every: int
+    validate: Callable[[], float] | None      # the validation metric, 0..1
+    metric: str                               # its name: "top-1", "mAP@0.5"
+    status: Callable[[], str] = lambda: ""    # extra text for the progress line
 
-    data_cfg = read_data_config(data_file, strict=strict)
-    graph = load_graph(cfg_file, strict=strict)
-    net = Network(graph)
-    netopts = graph.net.opts
-    check_schedule(netopts, graph.net.section)
-    classes = graph.output_layer.outputs
-    if data_cfg.classes != classes:
-        raise DarkcfgError(f"{data_file}: classes={data_cfg.classes} but {cfg_file} has "
-                           f"{classes} outputs")
-    train_set = open_dataset(data_cfg, "train")
-    if train_set is None:
-        raise DarkcfgError(f"{data_file}: no 'train' key: nothing to train on")
-    valid_set = open_dataset(data_cfg, "valid")
-    base = Path(cfg_file).stem
-    backup = Path(data_cfg.backup or "backup")
-    backup.mkdir(parents=True, exist_ok=True)
-    if weights:
-        net.load_weights(weights)
-        if not restore_momentum(net, Path(weights)):
-            log(f"resuming from {weights} at iteration {net.iteration}; momentum restarts "
-                "from zero (no matching .state file beside it), as in Darknet")
-        else:
-            log(f"resuming from {weights} at iteration {net.iteration}")
-    else:
-        net.init_weights(opts.seed)
-    batch = graph.net.batch * netopts["subdivisions"]
-    max_batches = opts.max_batches or netopts["max_batches"]
-    if not max_batches:
-        raise DarkcfgError(f"{cfg_file}: max_batches is 0; set it in [net] (or pass "
-                           "--max-batches): darkcfg does not train forever")
-    augment = Augment.from_net(netopts, net.input_shape)
-    n = len(train_set)
-    valid_every = opts.valid_every or max(1, n // batch)
+
+def run_training(net: Network, task: Task, opts: TrainOptions, *, base: str, backup: Path,
+                 max_batches: int, resume_hint: str, log=print) -> Path:
+    """Darknet's training loop with darkcfg's checkpoints, progress line, chart, Ctrl-C
+    save and NaN stop; returns the final weights' path."""
+    from .chart import draw_chart
+    batch = net.graph.net.batch * net.graph.net.opts["subdivisions"]
     hist = History()
     progress = Progress(max_batches, opts.quiet)
     chart = backup / f"{base}_chart.png"
     avg = None
     t_start, seen_start = time.monotonic(), net.seen
-    log(f"training {cfg_file} on {n} images ({train_set.source}), batch {batch}, "
-        f"{max_batches} iterations; checkpoints in {backup}/")
 
     def checkpoint(name: str) -> Path:
         path = backup / name
         save_checkpoint(net, path)
         return path
+
+    def draw() -> None:
+        draw_chart(chart, hist.iterations, hist.losses, hist.avg, accuracy=hist.accuracy,
+                   title=f"{base}  (batch {batch})", accuracy_label=task.metric)
 
     last_good = None
     interrupted = []
@@ -194,11 +172,8 @@ def train(data_file: str, cfg_file: str, weights: str | None, opts: TrainOptions
     try:
         while net.iteration < max_batches:
             i = net.iteration
-            rng = np.random.default_rng([opts.seed, i, 1])
             net.rng = np.random.default_rng([opts.seed, i, 2])
-            idx = batch_indices(n, i, batch, opts.seed)
-            x = train_set.batch(idx, net.input_shape, augment, rng)
-            truth = np.eye(classes, dtype=np.float32)[train_set.labels[idx]]
+            x, truth = task.sample(i, np.random.default_rng([opts.seed, i, 1]))
             with np.errstate(over="ignore", invalid="ignore"):   # NaN is reported below
                 loss = net.train_step(x, truth)
             if not math.isfinite(loss):
@@ -216,40 +191,102 @@ def train(data_file: str, cfg_file: str, weights: str | None, opts: TrainOptions
             elapsed = time.monotonic() - t_start
             ips = (net.seen - seen_start) / max(elapsed, 1e-9)
             eta = (max_batches - it) * batch / max(ips, 1e-9)
-            progress.show(f"{it}/{max_batches} epoch {net.seen / n:.2f}  loss {loss:.4f}  "
-                          f"avg {avg:.4f}  rate {net.last_rate:.6f}  {ips:.0f} img/s  "
-                          f"ETA {int(eta) // 60}:{int(eta) % 60:02d}", force=it == 1)
-            if valid_set is not None and it % valid_every == 0:
-                top1, _ = accuracy(net, valid_set, classes, 1)
-                hist.accuracy.append((it, top1))
-                progress.show(f"{it}/{max_batches} validation top-1 {top1:.4f}", force=True)
+            progress.show(f"{it}/{max_batches} epoch {net.seen / task.images:.2f}  loss "
+                          f"{loss:.4f}  avg {avg:.4f}{task.status()}  rate "
+                          f"{net.last_rate:.6f}  {ips:.0f} img/s  ETA {int(eta) // 60}:"
+                          f"{int(eta) % 60:02d}", force=it == 1)
+            if task.validate and (it % task.valid_every == 0 or it == max_batches):
+                hist.accuracy.append((it, task.validate()))
+                progress.show(f"{it}/{max_batches} validation {task.metric} "
+                              f"{hist.accuracy[-1][1]:.4f}", force=True)
             if it % opts.backup_every == 0:
                 last_good = checkpoint(f"{base}.backup")
             if it % opts.save_every == 0:
                 last_good = checkpoint(f"{base}_{it}.weights")
             if it % opts.chart_every == 0 or it == max_batches:
-                draw_chart(chart, hist.iterations, hist.losses, hist.avg,
-                           accuracy=hist.accuracy, title=f"{base}  (batch {batch})")
+                draw()
             if interrupted:
                 progress.done()
                 path = checkpoint(f"{base}.backup")
                 log(f"interrupted at iteration {it}: saved {path}; resume with "
-                    f"darkcfg train {data_file} {cfg_file} {path}")
+                    f"{resume_hint} {path}")
                 raise KeyboardInterrupt
     finally:
         signal.signal(signal.SIGINT, old)
     progress.done()
-    if valid_set is not None and hist.iterations and \
-            (not hist.accuracy or hist.accuracy[-1][0] != net.iteration):
-        top1, _ = accuracy(net, valid_set, classes, 1)
-        hist.accuracy.append((net.iteration, top1))
-        log(f"validation top-1 {top1:.4f} at iteration {net.iteration}")
     final = checkpoint(f"{base}_final.weights")
-    if hist.iterations:
-        draw_chart(chart, hist.iterations, hist.losses, hist.avg, accuracy=hist.accuracy,
-                   title=f"{base}  (batch {batch})")
     elapsed = time.monotonic() - t_start
-    log(f"done: {net.iteration} iterations, {net.seen - seen_start} images in {elapsed:.0f} s "
-        f"({(net.seen - seen_start) / max(elapsed, 1e-9):.0f} img/s); weights {final}; "
-        f"chart {chart}")
+    images = net.seen - seen_start
+    done = (f"done: {net.iteration} iterations, {images} images in {elapsed:.0f} s "
+            f"({images / max(elapsed, 1e-9):.0f} img/s)")
+    if hist.accuracy:
+        done += f"; validation {task.metric} {hist.accuracy[-1][1]:.4f}"
+    log(f"{done}; weights {final}; chart {chart}")
     return final
+
+
+def train(data_file: str, cfg_file: str, weights: str | None, opts: TrainOptions,
+          *, strict: bool = True, log=print) -> Path:
+    """Train a classifier; returns the path of the final weights."""
+    from .augment import Augment
+    from .data import open_dataset, read_data_config
+    from .graph import load_graph
+    from .schedule import check_schedule
+
+    data_cfg = read_data_config(data_file, strict=strict)
+    graph = load_graph(cfg_file, strict=strict)
+    net = Network(graph)
+    netopts = graph.net.opts
+    check_schedule(netopts, graph.net.section)
+    classes = graph.output_layer.outputs
+    if data_cfg.classes != classes:
+        raise DarkcfgError(f"{data_file}: classes={data_cfg.classes} but {cfg_file} has "
+                           f"{classes} outputs")
+    train_set = open_dataset(data_cfg, "train")
+    if train_set is None:
+        raise DarkcfgError(f"{data_file}: no 'train' key: nothing to train on")
+    valid_set = open_dataset(data_cfg, "valid")
+    backup = prepare_run(net, data_cfg, weights, opts, log)
+    batch = graph.net.batch * netopts["subdivisions"]
+    max_batches = max_batches_of(cfg_file, netopts, opts)
+    augment = Augment.from_net(netopts, net.input_shape)
+    n = len(train_set)
+    eye = np.eye(classes, dtype=np.float32)
+
+    def sample(i: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        idx = batch_indices(n, i, batch, opts.seed)
+        return train_set.batch(idx, net.input_shape, augment, rng), eye[train_set.labels[idx]]
+
+    task = Task(sample, n, opts.valid_every or max(1, n // batch),
+                (lambda: accuracy(net, valid_set, classes, 1)[0]) if valid_set else None,
+                "top-1")
+    log(f"training {cfg_file} on {n} images ({train_set.source}), batch {batch}, "
+        f"{max_batches} iterations; checkpoints in {backup}/")
+    return run_training(net, task, opts, base=Path(cfg_file).stem, backup=backup,
+                        max_batches=max_batches,
+                        resume_hint=f"darkcfg train {data_file} {cfg_file}", log=log)
+
+
+def prepare_run(net: Network, data_cfg, weights: str | None, opts: TrainOptions,
+                log=print) -> Path:
+    """The backup folder, and the starting weights: a checkpoint (with its momentum when
+    the .state file beside it matches) or Darknet's random initialisation."""
+    backup = Path(data_cfg.backup or "backup")
+    backup.mkdir(parents=True, exist_ok=True)
+    if weights:
+        net.load_weights(weights)
+        resumed = restore_momentum(net, Path(weights))
+        log(f"resuming from {weights} at iteration {net.iteration}" + (
+            "" if resumed else "; momentum restarts from zero (no matching .state file "
+            "beside it), as in Darknet"))
+    else:
+        net.init_weights(opts.seed)
+    return backup
+
+
+def max_batches_of(cfg_file: str, netopts: dict, opts: TrainOptions) -> int:
+    max_batches = opts.max_batches or netopts["max_batches"]
+    if not max_batches:
+        raise DarkcfgError(f"{cfg_file}: max_batches is 0; set it in [net] (or pass "
+                           "--max-batches): darkcfg does not train forever")
+    return max_batches
