@@ -77,6 +77,13 @@ class Network:
         rng = np.random.default_rng(seed)
         for layer in self.layers:
             layer.init_params(rng)
+        self.params_changed()
+
+    def params_changed(self) -> None:
+        """Tell every layer that its `params` were edited in place (see
+        Layer.params_changed); loading, drawing and training weights do it themselves."""
+        for layer in self.layers:
+            layer.params_changed()
 
     def add_grad(self, index: int, g: np.ndarray) -> None:
         """Accumulate dLoss/d(output of layer `index`)."""
@@ -158,7 +165,10 @@ class Network:
     def load_weights(self, path: str | os.PathLike):
         """Read a .weights file; returns a `weights.LoadReport`."""
         from .weights import load_weights
-        return load_weights(self, path)
+        try:
+            return load_weights(self, path)
+        finally:
+            self.params_changed()
 
     def save_weights(self, path: str | os.PathLike) -> None:
         from .weights import save_weights

@@ -28,3 +28,4 @@ def update_layer(layer: Layer, lr: float, momentum: float, decay: float, batch: 
         p += (rate / batch) * u
         u *= momentum
         grad[...] = 0
+    layer.params_changed()

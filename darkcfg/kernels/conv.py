@@ -16,7 +16,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from . import bn_train, epilogue, parallel, winograd
+from . import bn_train, epilogue, gemm, parallel, winograd
 from .activations import LINEAR
 from .bn import bn_denominator
 from .config import check_f32
@@ -47,6 +47,7 @@ DIRECT_MAX = 2
 WINOGRAD_MIN_C = 32
 WINOGRAD_MIN_N = 32
 WINOGRAD_MIN_TILES = 36
+WIDE_BELOW = 1000
 
 
 def reuse(buf: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray:
@@ -146,17 +147,32 @@ def winograd_pays(N: int, C: int, n: int, k: int, sy: int, sx: int, d: int, grou
             and n >= WINOGRAD_MIN_N and tiles >= WINOGRAD_MIN_TILES)
 
 
+def _plane_stride(values: int) -> int:
+    # a plane of `values` float32 padded so that consecutive planes start 5 cache sets
+    # apart: the 16 planes a Winograd transform reads or writes together then do not all
+    # map to one cache set (a plane size that is a multiple of 4 KiB made it ~20x slower)
+    lines = -(-values // 16)
+    lines += (5 - lines) % 64
+    return lines * 16
+
+
 def _conv_winograd(x: np.ndarray, weights: np.ndarray, pad: int, out: np.ndarray,
                    tail: Tail, cache: dict) -> None:
     N, C = x.shape[:2]
     n = weights.shape[0]
     oh, ow = out.shape[2], out.shape[3]
     th, tw = -(-oh // 2), -(-ow // 2)
-    key = (weights.ctypes.data, weights.shape)
-    fp = winograd.fingerprint(weights)
-    if cache.get("winograd") != (key, fp):
-        cache["U"] = winograd.filter_transform(weights)
-        cache["winograd"] = (key, fp)
+    packed = gemm.ENABLED
+    key = (weights.ctypes.data, weights.shape, winograd.fingerprint(weights))
+    if cache.get("winograd") != key:
+        U = winograd.filter_transform(weights)
+        if packed:      # each of the 16 (n, C) planes packed for kernels.gemm
+            rows = gemm.packed_rows(n)
+            Up = np.empty((16, rows * C), np.float32)
+            for e in range(16):
+                gemm.pack_weights(U[e], Up[e])
+            U = Up
+        cache["U"], cache["winograd"] = U, key
     U = cache["U"]
     xp = parallel.scratch("xp", (N, C, 2 * th + 2, 2 * tw + 2))
     pad_input(x, pad, xp)
@@ -176,21 +192,41 @@ def _conv_winograd(x: np.ndarray, weights: np.ndarray, pad: int, out: np.ndarray
             count = -(-max(count, min(2 * threads, -(-tiles_all // 32))) // threads) * threads
             width = -(-tiles_all // count)
             count = -(-tiles_all // width)
+    if packed:
+        width = gemm.packed_cols(width)
+        count = -(-tiles_all // width)
+        panels = gemm.packed_rows(n) // gemm.MR
+        per_block = -(-panels // fblocks)
     rows = -(-n // fblocks)
 
     def task(i: int, _t: int) -> None:
         ti, fi = divmod(i, fblocks)
         t0 = ti * width
         T = min(width, tiles_all - t0)
-        f0, f1 = fi * rows, min(n, (fi + 1) * rows)
+        if packed:
+            p0 = fi * per_block
+            np_ = min(panels, p0 + per_block) - p0
+            f0, f1 = p0 * gemm.MR, min(n, (p0 + np_) * gemm.MR)
+        else:
+            f0, f1 = fi * rows, min(n, (fi + 1) * rows)
         if f0 >= f1:
             return
-        V = parallel.scratch_streams("wv", (16, C, T))
-        winograd.input_transform(xp, th, tw, t0, V)
-        M = parallel.scratch_streams("wm", (16, f1 - f0, T))
-        np.matmul(U[:, f0:f1], V, out=M)
-        winograd.output_transform(M, th, tw, t0, f0, out, tail.mode, tail.mean, tail.inv,
-                                  tail.scales, tail.biases, tail.code)
+        Wt = gemm.packed_cols(T) if packed else T
+        vstride = _plane_stride(C * Wt)
+        V = parallel.scratch("wv", (16 * vstride,))
+        winograd.input_transform(xp, th, tw, t0, T, V, vstride, gemm.NR if packed else T)
+        m = np_ * gemm.MR if packed else f1 - f0
+        mstride = _plane_stride(m * Wt)
+        M = parallel.scratch("wm", (16 * mstride,))
+        if packed:
+            gemm.gemm_planes(U, U.shape[1], p0, np_, V, vstride, C, M, mstride, Wt, Wt, 16)
+        else:
+            V3 = np.lib.stride_tricks.as_strided(V, (16, C, T), (vstride * 4, T * 4, 4))
+            M3 = np.lib.stride_tricks.as_strided(M, (16, m, T), (mstride * 4, T * 4, 4))
+            np.matmul(U[:, f0:f1], V3, out=M3)
+        winograd.output_transform(M, mstride, Wt, f1 - f0, T, th, tw, t0, f0, out,
+                                  tail.mode, tail.mean, tail.inv, tail.scales, tail.biases,
+                                  tail.code)
 
     parallel.run(task, count * fblocks, work=32.0 * n * C * tiles_all)
 
@@ -249,6 +285,92 @@ class _Patches:
                           j0, dxp)
 
 
+def _packed_weights(weights: np.ndarray, cache: dict | None) -> np.ndarray:
+    """The conv's weights packed for kernels.gemm, kept in `cache` (inference) and
+    repacked whenever their bits change; packed anew each call without a cache."""
+    n = weights.shape[0]
+    w2 = weights.reshape(n, -1)
+    if cache is not None:
+        key = (weights.ctypes.data, weights.shape, winograd.fingerprint(weights))
+        if cache.get("packed") == key:
+            return cache["A"]
+    ap = np.empty(gemm.packed_rows(n) * w2.shape[1], np.float32)
+    gemm.pack_weights(w2, ap)
+    if cache is not None:
+        cache["A"], cache["packed"] = ap, key
+    return ap
+
+
+def _conv_packed(x: np.ndarray, weights: np.ndarray, sy: int, sx: int, pad: int, d: int,
+                 oh: int, ow: int, out: np.ndarray, tail: Tail, cache: dict | None,
+                 moments: np.ndarray | None) -> None:
+    # groups == 1 through kernels.gemm: per task, the tile's patches packed straight from
+    # the (zero-padded) input, the micro-kernel GEMM into a per-thread tile and the fused
+    # store. With few columns (small maps at batch 1) the filters are split instead and
+    # the patches packed once for all tasks.
+    N, C, H, W = x.shape
+    n, _, k, _ = weights.shape
+    K = C * k * k
+    ap = _packed_weights(weights, cache)
+    # wide: the columns are the padded input's grid (pitch Wp), so that a panel's patch
+    # rows are single contiguous copies; the extra columns are computed and dropped
+    wide = sy == 1 and sx == 1 and k > 1 and ow < WIDE_BELOW
+    if pad or wide:
+        # a spare zero row: a wide panel's last columns read up to k-1 values past
+        src = parallel.scratch("xpad", (N, C, H + 2 * pad + wide, W + 2 * pad))
+        pad_input(x, pad, src)
+    else:
+        src = x
+    Hp, Wp = src.shape[2], src.shape[3]
+    grid = Wp if wide else ow
+    r = np.arange(K, dtype=np.int64)
+    row_off = (r // (k * k)) * (Hp * Wp) + ((r // k) % k) * d * Wp + (r % k) * d
+    flat, image_stride = src.reshape(-1), C * Hp * Wp
+    count = N * oh * grid
+    threads = parallel.threads()
+    width, tiles = _column_tiles(count, K, threads)
+    width = gemm.packed_cols(width)
+    tiles = -(-count // width)
+    panels = gemm.packed_rows(n) // gemm.MR
+    fblocks, shared = 1, None
+    if tiles < 2 * threads and n >= 64 and threads > 1:
+        width, tiles, fblocks = count, 1, min(threads, n // 32)
+        shared = parallel.scratch("bp_shared", (gemm.packed_cols(count) * K,))
+        gemm.pack_patches(flat, row_off, 0, count, oh, grid, sy, sx, Wp, image_stride,
+                           shared)
+    per_block = -(-panels // fblocks)
+    parts = None if moments is None else np.zeros((tiles, n, 2))
+
+    def task(i: int, _t: int) -> None:
+        ti, fi = divmod(i, fblocks)
+        j0 = ti * width
+        T = min(width, count - j0)
+        p0 = fi * per_block
+        np_ = min(panels, p0 + per_block) - p0
+        if np_ <= 0:
+            return
+        f0, f1 = p0 * gemm.MR, min(n, (p0 + np_) * gemm.MR)
+        Wt = gemm.packed_cols(T)
+        bp = shared
+        if bp is None:
+            bp = parallel.scratch("bp", (Wt * K,))
+            gemm.pack_patches(flat, row_off, j0, T, oh, grid, sy, sx, Wp, image_stride,
+                               bp)
+        acc = parallel.scratch("acc", (np_ * gemm.MR, Wt))
+        gemm.gemm_packed(ap, 0, p0, np_, bp, 0, K, acc.reshape(-1), 0, Wt, Wt)
+        rows = acc[:f1 - f0]
+        if parts is not None:
+            epilogue.store_moments(rows, T, j0, grid, oh, ow, parts[ti, f0:f1])
+        epilogue.store(rows, T, out, j0, f0, grid, tail.mode, tail.mean, tail.inv,
+                       tail.scales, tail.biases, tail.code)
+
+    parallel.run(task, tiles * fblocks, work=2.0 * n * K * count)
+    if parts is not None:
+        moments[...] = parts[0]
+        for ti in range(1, tiles):
+            moments += parts[ti]
+
+
 def conv2d(x: np.ndarray, weights: np.ndarray, *, sy: int = 1, sx: int = 1, pad: int = 0,
            d: int = 1, groups: int = 1, out: np.ndarray | None = None,
            work: np.ndarray | None = None, tail: Tail | None = None,
@@ -292,6 +414,9 @@ def conv2d(x: np.ndarray, weights: np.ndarray, *, sy: int = 1, sx: int = 1, pad:
             moments[...] = bn_train.moments(out)
         _apply_tail(out, tail)
         return out, work
+    if groups == 1 and gemm.ENABLED and N * oh * ow >= gemm.NR // 2:
+        _conv_packed(x, weights, sy, sx, pad, d, oh, ow, out, tail, cache, moments)
+        return out, work
     K, m = cg * k * k, n // groups
     w2 = weights.reshape(n, K)
     wg = weights.reshape(groups, m, K)
@@ -321,8 +446,8 @@ def conv2d(x: np.ndarray, weights: np.ndarray, *, sy: int = 1, sx: int = 1, pad:
             for g in range(groups):
                 np.matmul(wg[g], cols[g * K:(g + 1) * K], out=acc[g * m:(g + 1) * m])
         if parts is not None:
-            epilogue.store_moments(acc, j0, src.pitch, oh, ow, parts[ti, f0:f1])
-        epilogue.store(acc, out, j0, f0, src.pitch, tail.mode, tail.mean, tail.inv,
+            epilogue.store_moments(acc, T, j0, src.pitch, oh, ow, parts[ti, f0:f1])
+        epilogue.store(acc, T, out, j0, f0, src.pitch, tail.mode, tail.mean, tail.inv,
                        tail.scales, tail.biases, tail.code)
 
     parallel.run(task, tiles * fblocks, work=2.0 * n * K * src.count)

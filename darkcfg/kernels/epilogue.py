@@ -141,15 +141,16 @@ def _moments(a, s0, L):
 
 
 @jit_sums
-def store_moments(acc, j0, pitch, oh, ow, sums):
+def store_moments(acc, T, j0, pitch, oh, ow, sums):
     # sums (m, 2) float64 <- per filter, the sum and sum of squares of the tile's kept
-    # columns (the raw product, for the training BN statistics)
-    m, T = acc.shape
+    # columns (the raw product, for the training BN statistics); acc (m, >= T): rows of
+    # T columns, any padding after them ignored
+    m, ld = acc.shape
     runs = np.empty((T // pitch + 2, 3), np.int64)
     nr = runs_of(j0, T, pitch, oh, ow, 1, runs)
     a = acc.reshape(-1)
     for i in range(m):
-        sa = U64(i * T)
+        sa = U64(i * ld)
         s = 0.0
         q = 0.0
         for k in range(nr):
@@ -161,13 +162,13 @@ def store_moments(acc, j0, pitch, oh, ow, sums):
 
 
 @jit
-def store(acc, out, j0, f0, pitch, mode, mean, inv, scales, biases, code):
-    # acc (m, T) -> out (N, n, oh, ow), filters f0.., batch columns j0..j0+T laid out
+def store(acc, T, out, j0, f0, pitch, mode, mean, inv, scales, biases, code):
+    # acc (m, >= T) -> out (N, n, oh, ow), filters f0.., batch columns j0..j0+T laid out
     # `pitch` per output row (pitch > ow: the wide layout of kernels.im2col, whose extra
     # columns are dropped), then the tail; mean, scales, biases (n,) float32, inv (n,)
     # float64
     n, oh, ow = out.shape[1], out.shape[2], out.shape[3]
-    m, T = acc.shape
+    m, ld = acc.shape
     P = oh * ow
     runs = np.empty((T // pitch + 2, 3), np.int64)
     nr = runs_of(j0, T, pitch, oh, ow, n, runs)
@@ -175,7 +176,7 @@ def store(acc, out, j0, f0, pitch, mode, mean, inv, scales, biases, code):
     o = out.reshape(-1)
     for i in range(m):
         f = f0 + i
-        sa = U64(i * T)
+        sa = U64(i * ld)
         base = U64(f * P)
         if mode == BN and code == LEAKY:        # the common case in one pass
             mf, rf, sf, bf = mean[f], inv[f], scales[f], biases[f]

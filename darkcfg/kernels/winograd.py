@@ -59,20 +59,25 @@ def _filter_transform(w, u):
 
 
 @jit
-def input_transform(xp, th, tw, t0, V):
-    # xp (N, C, 2*th + 2, 2*tw + 2) padded input; V (16, C, T) <- B^T d B of tiles t0..
+def input_transform(xp, th, tw, t0, T, V, vstride, lanes):
+    # xp (N, C, 2*th + 2, 2*tw + 2) padded input -> B^T d B of tiles t0..t0+T into V, flat:
+    # plane e (of 16) at e * vstride, and within a plane panels of `lanes` tiles, each
+    # C x lanes (channel-major): tile k of channel c at (k // lanes) * C * lanes + c * lanes
+    # + k % lanes. lanes = T is the plain (C, T) matrix; lanes = kernels.gemm.NR the packed
+    # columns of its micro-kernel.
     C = xp.shape[1]
-    T = V.shape[2]
     per = th * tw
     for c in range(C):
         t = t0
+        lane = 0
+        panel = U64(c * lanes)
+        vs = U64(vstride)
         while t < t0 + T:
             b = t // per
             r = t - b * per
             ty = r // tw
             tx0 = r - ty * tw
             L = min(tw - tx0, t0 + T - t)
-            k0 = t - t0
             r0 = xp[b, c, 2 * ty, 2 * tx0:]
             r1 = xp[b, c, 2 * ty + 1, 2 * tx0:]
             r2 = xp[b, c, 2 * ty + 2, 2 * tx0:]
@@ -97,31 +102,37 @@ def input_transform(xp, th, tw, t0, V):
                 d2 = r1[i + 2] - r3[i + 2]
                 d3 = r1[i + 3] - r3[i + 3]
                 # columns: (B^T d) B
-                k = k0 + s
-                V[0, c, k] = a0 - a2
-                V[1, c, k] = a1 + a2
-                V[2, c, k] = a2 - a1
-                V[3, c, k] = a1 - a3
-                V[4, c, k] = b0 - b2
-                V[5, c, k] = b1 + b2
-                V[6, c, k] = b2 - b1
-                V[7, c, k] = b1 - b3
-                V[8, c, k] = c0 - c2
-                V[9, c, k] = c1 + c2
-                V[10, c, k] = c2 - c1
-                V[11, c, k] = c1 - c3
-                V[12, c, k] = d0 - d2
-                V[13, c, k] = d1 + d2
-                V[14, c, k] = d2 - d1
-                V[15, c, k] = d1 - d3
+                k = panel + U64(lane)
+                V[k] = a0 - a2
+                V[k + vs] = a1 + a2
+                V[k + 2 * vs] = a2 - a1
+                V[k + 3 * vs] = a1 - a3
+                V[k + 4 * vs] = b0 - b2
+                V[k + 5 * vs] = b1 + b2
+                V[k + 6 * vs] = b2 - b1
+                V[k + 7 * vs] = b1 - b3
+                V[k + 8 * vs] = c0 - c2
+                V[k + 9 * vs] = c1 + c2
+                V[k + 10 * vs] = c2 - c1
+                V[k + 11 * vs] = c1 - c3
+                V[k + 12 * vs] = d0 - d2
+                V[k + 13 * vs] = d1 + d2
+                V[k + 14 * vs] = d2 - d1
+                V[k + 15 * vs] = d1 - d3
+                lane += 1
+                if lane == lanes:
+                    lane = 0
+                    panel += U64(C * lanes)
             t += L
 
 
 @jit
-def output_transform(M, th, tw, t0, f0, out, mode, mean, inv, scales, biases, code):
-    # M (16, m, T) for filters f0.. and tiles t0..; out (N, n, oh, ow) <- A^T M A, then the
-    # tail (kernels.epilogue) on the output runs the tiles cover
-    m, T = M.shape[1], M.shape[2]
+def output_transform(Mf, mstride, ldm, m, T, th, tw, t0, f0, out, mode, mean, inv, scales,
+                     biases, code):
+    # Mf flat: plane e (of 16) at e * mstride, an (m, >= T) matrix with rows ldm apart,
+    # for filters f0.. and tiles t0..; out (N, n, oh, ow) <- A^T M A, then the tail
+    # (kernels.epilogue) on the output runs the tiles cover
+    M = np.lib.stride_tricks.as_strided(Mf, (16, m, T), (mstride * 4, ldm * 4, 4))
     n, oh, ow = out.shape[1], out.shape[2], out.shape[3]
     P = oh * ow
     per = th * tw
@@ -178,33 +189,25 @@ def output_transform(M, th, tw, t0, f0, out, mode, mean, inv, scales, biases, co
     tail_runs(out, f0, m, runs, nr, mode, mean, inv, scales, biases, code)
 
 
-@jit(inline="always")
-def _fingerprint_range(bits, lo, hi):
-    h = np.uint64(0)
-    for i in range(lo, hi):
-        h += np.uint64(bits[i]) * np.uint64(2 * i + 1)
-    return h
-
-
-@pjit
-def _fingerprint_parallel(bits):
-    n = bits.size
-    h = np.uint64(0)
-    for i in prange(n):
-        h += np.uint64(bits[i]) * np.uint64(2 * i + 1)
-    return h
-
-
 @jit
-def _fingerprint_serial(bits):
-    return _fingerprint_range(bits, 0, bits.size)
+def _fingerprint(bits, step):
+    h = np.uint64(0)
+    for i in range(0, bits.size, step):
+        h += np.uint64(bits[i]) * np.uint64(2 * i + 1)
+    last = bits.size - 1
+    return h + np.uint64(bits[last]) * np.uint64(2 * last + 1)
+
+
+SAMPLES = 4096
 
 
 def fingerprint(weights: np.ndarray) -> int:
-    """A position-weighted sum of a float32 array's bit patterns: any change of a value,
-    or a swap of two, changes it (barring a 2^-64 coincidence). Serial below a million
-    values, where starting threads costs more than the sum."""
+    """A position-weighted sum of the bit patterns of about SAMPLES values spread evenly
+    over a float32 array (all of them when it is smaller): it changes when the array is
+    rewritten as a whole (new weights loaded or drawn, an SGD step), at a cost of a few
+    microseconds whatever the size. A change to a few values can go unseen: whoever edits
+    weights in place clears the caches keyed on it (Layer.params_changed)."""
     bits = weights.reshape(-1).view(np.uint32)
-    if bits.size < 1 << 20:
-        return int(_fingerprint_serial(bits))
-    return int(_fingerprint_parallel(bits))
+    if bits.size == 0:
+        return 0
+    return int(_fingerprint(bits, max(1, bits.size // SAMPLES)))

@@ -127,6 +127,13 @@ class Layer:
         or None (no gradient flows down)."""
         raise NotImplementedError(f"[{self.type}] has no backward pass yet")
 
+    def params_changed(self) -> None:
+        """Forget what was derived from `params` and kept between inference calls (a
+        conv's packed or Winograd-transformed weights). darkcfg calls it after loading,
+        drawing or updating parameters; code that edits `params` in place calls it too
+        (or Network.params_changed)."""
+        self.__dict__.pop("_conv_cache", None)
+
     # Parameters that SGD trains (the rolling BN statistics are not among them).
     TRAINED = ("weights", "biases", "scales")
 

@@ -1,0 +1,311 @@
+"""Single-threaded SGEMM in Numba with an explicit-vector micro-kernel: C (+)= A @ B.
+
+Why not OpenBLAS (NumPy's): the convs call thousands of GEMMs of a few hundred columns
+from their own threads (kernels.parallel), and OpenBLAS's float32 kernel is chosen by
+what the environment allows: with `OPENBLAS_CORETYPE=Haswell` (how this project's
+machine is pinned) it runs AVX2 at ~115 GFLOP/s per core, ~100 on conv-sized products.
+LLVM's loop vectorizer would not do better from plain Python loops (it prefers 256-bit
+vectors on these CPUs and cannot keep a tile of C in registers). So the inner kernel is
+written directly in LLVM IR (`numba.extending.intrinsic`): an MR x NR tile of C held in
+MR * NR / VW vector registers, one FMA per register per step of k, the B row loaded as
+NR / VW vectors and each A value broadcast. With AVX-512 that is 12 x 32 (24 zmm
+accumulators), timed at 190-210 GFLOP/s on one core of this machine for conv shapes,
+about twice OpenBLAS-Haswell; with AVX2 only, 6 x 16 in ymm.
+
+Around it, the usual blocking (Goto & van de Geijn): B cut into KC x NC blocks packed as
+NR-wide panels (k-major, zero-padded), A into MC x KC blocks packed as MR-tall panels;
+each B micro-panel (KC x NR, 32 KB) stays in L1 while the A panels stream from L2. The
+sum over k runs in a fixed order (k blocks in turn, k in turn inside), so results are
+the same run to run; they differ from OpenBLAS's by float32 rounding only.
+
+`gemm(a, b, c, accumulate)` takes 2-D float32 arrays of any strides for a and b
+(transposed views included) and a row-contiguous c. `ENABLED` is False on CPUs without
+AVX2+FMA, where the callers keep NumPy's matmul.
+"""
+from __future__ import annotations
+
+import llvmlite.binding as llvm
+import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+from .config import jit
+from .epilogue import U64
+
+
+def _host_features() -> set[str]:
+    try:
+        flat = llvm.get_host_cpu_features().flatten()
+    except Exception:          # pragma: no cover - LLVM cannot read the CPU
+        return set()
+    return {f[1:] for f in flat.split(",") if f.startswith("+")}
+
+
+_FEATURES = _host_features()
+if "avx512f" in _FEATURES:
+    VW, MR, NR = 16, 12, 32          # 24 zmm accumulators of 32
+else:
+    VW, MR, NR = 8, 6, 16            # 12 ymm accumulators of 16
+ENABLED = "avx2" in _FEATURES and "fma" in _FEATURES
+KC = 256        # depth of a packed block: a B micro-panel KC x NR is 32 KB (L1)
+MC = 240        # rows of a packed A block: MC x KC is 240 KB (L2)
+NC = 1024       # columns of a packed B block: KC x NC is 1 MB (L2)
+
+
+@intrinsic
+def _microkernel(typingctx, ap, aoff, bp, boff, c, coff, k, ldc, add):
+    """c[coff + i*ldc + j] (+)= sum_k ap[aoff + k*MR + i] * bp[boff + k*NR + j] for the
+    MR x NR tile (i < MR, j < NR); `add` keeps what c held."""
+    sig = types.void(ap, aoff, bp, boff, c, coff, k, ldc, add)
+
+    def codegen(context, builder, signature, args):
+        a_arr, a_off, b_arr, b_off, c_arr, c_off, depth, stride, keep = args
+        tys = signature.args
+
+        def base(i: int, arr, off):
+            data = cgutils.create_struct_proxy(tys[i])(context, builder, value=arr).data
+            return builder.gep(data, [off])
+
+        a0, b0, c0 = base(0, a_arr, a_off), base(2, b_arr, b_off), base(4, c_arr, c_off)
+        vt = ir.VectorType(ir.FloatType(), VW)
+        fma = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(vt, [vt, vt, vt]), f"llvm.fmuladd.v{VW}f32")
+        i64 = ir.IntType(64)
+        ity = depth.type
+        zero = ir.Constant(vt, [0.0] * VW)
+        splat = ir.Constant(ir.VectorType(ir.IntType(32), VW), [0] * VW)
+        nv = NR // VW
+        entry = builder.block
+        loop = builder.append_basic_block("mk.loop")
+        done = builder.append_basic_block("mk.done")
+        builder.cbranch(builder.icmp_signed(">", depth, ir.Constant(ity, 0)), loop, done)
+
+        builder.position_at_end(loop)
+        kk = builder.phi(ity)
+        kk.add_incoming(ir.Constant(ity, 0), entry)
+        acc = []
+        for _ in range(MR * nv):
+            p = builder.phi(vt)
+            p.add_incoming(zero, entry)
+            acc.append(p)
+        brow = builder.gep(b0, [builder.mul(kk, ir.Constant(ity, NR))])
+        bv = [builder.load(builder.bitcast(builder.gep(brow, [ir.Constant(i64, v * VW)]),
+                                           vt.as_pointer()), align=4) for v in range(nv)]
+        arow = builder.gep(a0, [builder.mul(kk, ir.Constant(ity, MR))])
+        new = []
+        for i in range(MR):
+            s = builder.load(builder.gep(arow, [ir.Constant(i64, i)]))
+            one = builder.insert_element(ir.Constant(vt, ir.Undefined), s,
+                                         ir.Constant(ir.IntType(32), 0))
+            bc = builder.shuffle_vector(one, one, splat)
+            for v in range(nv):
+                new.append(builder.call(fma, [bc, bv[v], acc[i * nv + v]]))
+        k1 = builder.add(kk, ir.Constant(ity, 1))
+        kk.add_incoming(k1, loop)
+        for p, q in zip(acc, new):
+            p.add_incoming(q, loop)
+        builder.cbranch(builder.icmp_signed("<", k1, depth), loop, done)
+
+        builder.position_at_end(done)
+        res = []
+        for t in range(MR * nv):
+            p = builder.phi(vt)
+            p.add_incoming(zero, entry)
+            p.add_incoming(new[t], loop)
+            res.append(p)
+        for i in range(MR):
+            row = builder.gep(c0, [builder.mul(ir.Constant(stride.type, i), stride)])
+            for v in range(nv):
+                ptr = builder.bitcast(builder.gep(row, [ir.Constant(i64, v * VW)]),
+                                      vt.as_pointer())
+                old = builder.load(ptr, align=4)
+                val = res[i * nv + v]
+                builder.store(builder.select(keep, builder.fadd(old, val), val), ptr, align=4)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@jit
+def _pack_a(a, i0, mc, k0, kc, ap):
+    # rows i0..i0+mc, depth k0..k0+kc of a into MR-tall k-major panels (zero-padded)
+    for p in range(0, mc, MR):
+        base = p * kc
+        rows = min(MR, mc - p)
+        for k in range(kc):
+            o = base + k * MR
+            for i in range(rows):
+                ap[o + i] = a[i0 + p + i, k0 + k]
+            for i in range(rows, MR):
+                ap[o + i] = 0.0
+
+
+@jit
+def _pack_b(b, k0, kc, j0, nc, bp):
+    # depth k0..k0+kc, columns j0..j0+nc of b into NR-wide k-major panels (zero-padded)
+    for p in range(0, nc, NR):
+        base = p * kc
+        cols = min(NR, nc - p)
+        for k in range(kc):
+            o = base + k * NR
+            for j in range(cols):
+                bp[o + j] = b[k0 + k, j0 + p + j]
+            for j in range(cols, NR):
+                bp[o + j] = 0.0
+
+
+@jit
+def _gemm(a, b, c, accumulate):
+    M, K = a.shape
+    N = b.shape[1]
+    if K == 0:
+        if not accumulate:
+            c[:, :] = 0.0
+        return
+    kc0 = min(KC, K)
+    ap = np.empty(-(-min(MC, M) // MR) * MR * kc0, np.float32)
+    bp = np.empty(-(-min(NC, N) // NR) * NR * kc0, np.float32)
+    edge = np.empty(MR * NR, np.float32)
+    flat = c.reshape(-1)
+    for j0 in range(0, N, NC):
+        nc = min(NC, N - j0)
+        for k0 in range(0, K, KC):
+            kc = min(KC, K - k0)
+            add = accumulate or k0 > 0
+            _pack_b(b, k0, kc, j0, nc, bp)
+            for i0 in range(0, M, MC):
+                mc = min(MC, M - i0)
+                _pack_a(a, i0, mc, k0, kc, ap)
+                for jp in range(0, nc, NR):
+                    cols = min(NR, nc - jp)
+                    for ip in range(0, mc, MR):
+                        rows = min(MR, mc - ip)
+                        if rows == MR and cols == NR:
+                            _microkernel(ap, ip * kc, bp, jp * kc, flat,
+                                         (i0 + ip) * N + j0 + jp, kc, N, add)
+                        else:
+                            _microkernel(ap, ip * kc, bp, jp * kc, edge, 0, kc, NR, False)
+                            for i in range(rows):
+                                for j in range(cols):
+                                    v = edge[i * NR + j]
+                                    if add:
+                                        v += c[i0 + ip + i, j0 + jp + j]
+                                    c[i0 + ip + i, j0 + jp + j] = v
+
+
+def gemm(a: np.ndarray, b: np.ndarray, c: np.ndarray, accumulate: bool = False) -> None:
+    """c = a @ b, or c += a @ b with `accumulate`; a (M, K), b (K, N) float32 of any
+    strides, c (M, N) float32 C-contiguous. Runs on the calling thread (nogil)."""
+    if a.ndim != 2 or b.ndim != 2 or c.ndim != 2 or b.shape[0] != a.shape[1] \
+            or c.shape != (a.shape[0], b.shape[1]):
+        raise ValueError(f"gemm: shapes {a.shape} @ {b.shape} -> {c.shape} do not agree")
+    if not c.flags.c_contiguous or c.dtype != np.float32:
+        raise ValueError("gemm: c must be a float32 C-contiguous array")
+    _gemm(a, b, c, accumulate)
+
+
+# --- pre-packed operands for the convs ----------------------------------------------------
+# A conv's weights (n, K) are packed once (kernels.conv caches them) as ceil(n/MR) panels,
+# panel p holding rows p*MR.. as K x MR (k-major, zero rows past n). Its patches are
+# packed straight from the input, without an im2col matrix: column panel q of a tile holds
+# K x NR values, row r of panel q being NR consecutive columns of the source.
+
+def packed_rows(n: int) -> int:
+    """Rows of the packed weights (n rounded up to the micro-tile height)."""
+    return -(-n // MR) * MR
+
+
+def packed_cols(T: int) -> int:
+    """Columns of a packed tile (T rounded up to the micro-tile width)."""
+    return -(-T // NR) * NR
+
+
+@jit
+def pack_weights(w, ap):
+    # w (n, K) -> ap (packed_rows(n) * K,)
+    n, K = w.shape
+    for p in range(0, n, MR):
+        rows = min(MR, n - p)
+        base = p * K
+        for k in range(K):
+            o = base + k * MR
+            for i in range(rows):
+                ap[o + i] = w[p + i, k]
+            for i in range(rows, MR):
+                ap[o + i] = 0.0
+
+
+@jit
+def pack_patches(src, row_off, j0, T, oh, ow, sy, sx, pitch, image_stride, bp):
+    # bp (packed_cols(T) * K,) <- the patches of batch columns j0..j0+T (output pixel j of
+    # the batch: image j // (oh*ow), (oy, ox) within it), zeros past T. Value (r, j) is
+    # src[row_off[r] + origin(j)], origin = image * image_stride + oy*sy*pitch + ox*sx:
+    # src is the (zero-padded) input, flat, and row_off[r] the offset of patch element r
+    # (channel, ky, kx) from a patch's origin. Each NR-wide panel is cut into runs along
+    # output rows; a run of a stride-1 conv is one contiguous copy per patch element.
+    K = row_off.shape[0]
+    P = oh * ow
+    runs = np.empty((NR, 3), np.int64)          # (first column in the panel, origin, length)
+    for p in range(0, T, NR):
+        cols = min(NR, T - p)
+        nr = 0
+        t = 0
+        while t < cols:
+            j = j0 + p + t
+            b = j // P
+            q = j - b * P
+            oy = q // ow
+            ox = q - oy * ow
+            L = min(cols - t, ow - ox)
+            runs[nr, 0] = t
+            runs[nr, 1] = b * image_stride + oy * sy * pitch + ox * sx
+            runs[nr, 2] = L
+            nr += 1
+            t += L
+        base = p * K
+        for r in range(K):
+            o = U64(base + r * NR)
+            ro = row_off[r]
+            if nr == 1 and cols == NR and sx == 1:
+                s0 = U64(ro + runs[0, 1])
+                for u in range(NR):
+                    bp[o + U64(u)] = src[s0 + U64(u)]
+                continue
+            for e in range(nr):
+                d0 = o + U64(runs[e, 0])
+                s0 = U64(ro + runs[e, 1])
+                L = U64(runs[e, 2])
+                if sx == 1:
+                    for u in range(L):
+                        bp[d0 + u] = src[s0 + u]
+                else:
+                    for u in range(L):
+                        bp[d0 + u] = src[s0 + u * U64(sx)]
+            for u in range(cols, NR):
+                bp[o + U64(u)] = 0.0
+
+
+@jit
+def gemm_packed(ap, aoff, p0, panels, bp, boff, K, c, coff, ldc, W):
+    # c[coff + i*ldc + j] for i < panels*MR, j < W (a multiple of NR) = rows p0*MR.. of
+    # the packed weights at ap[aoff..] @ the packed columns at bp[boff..]; all overwritten
+    for k0 in range(0, K, KC):
+        kc = min(KC, K - k0)
+        for q in range(0, W, NR):
+            for i in range(panels):
+                _microkernel(ap, aoff + (p0 + i) * K * MR + k0 * MR, bp, boff + q * K + k0 * NR,
+                             c, coff + i * MR * ldc + q, kc, ldc, k0 > 0)
+    if K == 0:
+        for i in range(panels * MR):
+            for j in range(W):
+                c[coff + i * ldc + j] = 0.0
+
+
+@jit
+def gemm_planes(ap, astride, p0, panels, bp, bstride, K, c, cstride, ldc, W, planes):
+    # gemm_packed for `planes` independent products (Winograd's 16), plane e of each
+    # operand starting e * stride values in
+    for e in range(planes):
+        gemm_packed(ap, e * astride, p0, panels, bp, e * bstride, K, c, e * cstride, ldc, W)
