@@ -122,7 +122,24 @@ SHORTCUTS = [((4, 6, 6), (4, 6, 6)), ((4, 6, 6), (7, 6, 6)), ((7, 6, 6), (4, 6, 
 def test_shortcut_mix(xs, adds, alpha, beta):
     rng = np.random.default_rng(sum(xs) + sum(adds))
     x, add = rand(rng, 2, *xs), rand(rng, 2, *adds)
-    close(shortcut.shortcut_mix(x, add, alpha, beta), naive.shortcut_p(x, add, alpha, beta))
+    out, done = shortcut.shortcut_mix(x, add, alpha, beta)
+    assert done
+    close(out, naive.shortcut_p(x, add, alpha, beta))
+
+
+@pytest.mark.parametrize("xs,adds", SHORTCUTS[:3])
+@pytest.mark.parametrize("activation", ["leaky", "relu", "logistic"])
+def test_shortcut_mix_with_activation(xs, adds, activation):
+    # leaky and relu are fused into the sum when the shapes agree; otherwise the caller
+    # is told to apply the activation itself
+    rng = np.random.default_rng(sum(xs) + sum(adds))
+    x, add = rand(rng, 2, *xs), rand(rng, 2, *adds)
+    out, done = shortcut.shortcut_mix(x, add, 0.5, 2.0, activation=activation)
+    assert done == (xs == adds and activation != "logistic")
+    s = naive.shortcut_p(x, add, 0.5, 2.0)
+    want = {"leaky": np.where(s > 0, s, np.float32(0.1) * s), "relu": np.maximum(s, 0),
+            "logistic": 1 / (1 + np.exp(-s))}[activation] if done else s
+    close(out, want)
 
 
 def test_shortcut_mix_rejects_non_integer_factor():

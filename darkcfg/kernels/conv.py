@@ -34,20 +34,20 @@ from .im2col import (
     im2col_direct,
     im2col_wide,
     pad_input,
+    pad_phases,
 )
 
 # Depthwise convs with at most this many filters per channel run as direct loops: their
 # per-channel GEMMs (1 or 2 rows) are too small for BLAS (timed on 2 cores: 2-4x faster
 # at 1 filter per channel, even at 2, slower from 4 on and whenever C/groups > 1).
 DIRECT_MAX = 2
-# Winograd from these sizes on. Timed per conv of yolov3-tiny, darknet19 and resnet18 on
-# one core: 0.5-0.85x the im2col GEMM's time from 32 channels and a 13 x 13 output on;
-# no gain with 16 channels (the transforms cost what the GEMM saves) nor at 7 x 7 (16
-# tiles: the 16 GEMMs are too narrow).
+# Winograd from these sizes on. Timed per 3x3 conv of yolov3-tiny, darknet19 and resnet18
+# on 2 threads, both paths on kernels.gemm: 0.65-0.85x the packed im2col GEMM's time from
+# 32 channels and 16 tiles (a 7 x 7 output) on; no gain with 16 channels (the transforms
+# cost what the GEMM saves).
 WINOGRAD_MIN_C = 32
 WINOGRAD_MIN_N = 32
-WINOGRAD_MIN_TILES = 36
-WIDE_BELOW = 1000
+WINOGRAD_MIN_TILES = 16
 
 
 def reuse(buf: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray:
@@ -192,8 +192,8 @@ def _conv_winograd(x: np.ndarray, weights: np.ndarray, pad: int, out: np.ndarray
             count = -(-max(count, min(2 * threads, -(-tiles_all // 32))) // threads) * threads
             width = -(-tiles_all // count)
             count = -(-tiles_all // width)
-    if packed:
-        width = gemm.packed_cols(width)
+    if packed:      # whole panels of tiles, spread evenly over the tasks
+        width = gemm.packed_cols(-(-tiles_all // count))
         count = -(-tiles_all // width)
         panels = gemm.packed_rows(n) // gemm.MR
         per_block = -(-panels // fblocks)
@@ -312,32 +312,36 @@ def _conv_packed(x: np.ndarray, weights: np.ndarray, sy: int, sx: int, pad: int,
     n, _, k, _ = weights.shape
     K = C * k * k
     ap = _packed_weights(weights, cache)
-    # wide: the columns are the padded input's grid (pitch Wp), so that a panel's patch
-    # rows are single contiguous copies; the extra columns are computed and dropped
-    wide = sy == 1 and sx == 1 and k > 1 and ow < WIDE_BELOW
-    if pad or wide:
-        # a spare zero row: a wide panel's last columns read up to k-1 values past
-        src = parallel.scratch("xpad", (N, C, H + 2 * pad + wide, W + 2 * pad))
-        pad_input(x, pad, src)
-    else:
-        src = x
-    Hp, Wp = src.shape[2], src.shape[3]
-    grid = Wp if wide else ow
+    # the source of the patches: x, zero-padded, and for strided convs split into
+    # sy x sx phases (im2col.pad_phases), so that a patch element's values over a run of
+    # output pixels are consecutive; r = (c, ky, kx) lies row_off[r] past a patch's origin
     r = np.arange(K, dtype=np.int64)
-    row_off = (r // (k * k)) * (Hp * Wp) + ((r // k) % k) * d * Wp + (r % k) * d
-    flat, image_stride = src.reshape(-1), C * Hp * Wp
-    count = N * oh * grid
+    c, i, j = r // (k * k), (r // k) % k * d, r % k * d
+    if sy > 1 or sx > 1:
+        Hq, Wq = -(-(H + 2 * pad) // sy), -(-(W + 2 * pad) // sx)
+        src = parallel.scratch("xphase", (N, C, sy, sx, Hq, Wq))
+        pad_phases(x, pad, sy, sx, src)
+        row_off = (((c * sy + i % sy) * sx + j % sx) * Hq + i // sy) * Wq + j // sx
+    else:
+        if pad:
+            src = parallel.scratch("xpad", (N, C, H + 2 * pad, W + 2 * pad))
+            pad_input(x, pad, src)
+        else:
+            src = x
+        Hq, Wq = src.shape[2], src.shape[3]
+        row_off = (c * Hq + i) * Wq + j
+    flat, image_stride, Wp = src.reshape(-1), src[0].size, Wq
+    count = N * oh * ow
     threads = parallel.threads()
     width, tiles = _column_tiles(count, K, threads)
-    width = gemm.packed_cols(width)
+    width = gemm.packed_cols(-(-count // tiles))        # whole panels, spread evenly
     tiles = -(-count // width)
     panels = gemm.packed_rows(n) // gemm.MR
     fblocks, shared = 1, None
     if tiles < 2 * threads and n >= 64 and threads > 1:
         width, tiles, fblocks = count, 1, min(threads, n // 32)
         shared = parallel.scratch("bp_shared", (gemm.packed_cols(count) * K,))
-        gemm.pack_patches(flat, row_off, 0, count, oh, grid, sy, sx, Wp, image_stride,
-                           shared)
+        gemm.pack_patches(flat, row_off, 0, count, oh, ow, Wp, image_stride, shared)
     per_block = -(-panels // fblocks)
     parts = None if moments is None else np.zeros((tiles, n, 2))
 
@@ -354,14 +358,13 @@ def _conv_packed(x: np.ndarray, weights: np.ndarray, sy: int, sx: int, pad: int,
         bp = shared
         if bp is None:
             bp = parallel.scratch("bp", (Wt * K,))
-            gemm.pack_patches(flat, row_off, j0, T, oh, grid, sy, sx, Wp, image_stride,
-                               bp)
+            gemm.pack_patches(flat, row_off, j0, T, oh, ow, Wp, image_stride, bp)
         acc = parallel.scratch("acc", (np_ * gemm.MR, Wt))
         gemm.gemm_packed(ap, 0, p0, np_, bp, 0, K, acc.reshape(-1), 0, Wt, Wt)
         rows = acc[:f1 - f0]
         if parts is not None:
-            epilogue.store_moments(rows, T, j0, grid, oh, ow, parts[ti, f0:f1])
-        epilogue.store(rows, T, out, j0, f0, grid, tail.mode, tail.mean, tail.inv,
+            epilogue.store_moments(rows, T, j0, ow, oh, ow, parts[ti, f0:f1])
+        epilogue.store(rows, T, out, j0, f0, ow, tail.mode, tail.mean, tail.inv,
                        tail.scales, tail.biases, tail.code)
 
     parallel.run(task, tiles * fblocks, work=2.0 * n * K * count)

@@ -52,6 +52,8 @@ ENABLED = "avx2" in _FEATURES and "fma" in _FEATURES
 KC = 256        # depth of a packed block: a B micro-panel KC x NR is 32 KB (L1)
 MC = 240        # rows of a packed A block: MC x KC is 240 KB (L2)
 NC = 1024       # columns of a packed B block: KC x NC is 1 MB (L2)
+FEW = 2
+PREFETCH = 128
 
 
 @intrinsic
@@ -94,6 +96,14 @@ def _microkernel(typingctx, ap, aoff, bp, boff, c, coff, k, ldc, add):
         bv = [builder.load(builder.bitcast(builder.gep(brow, [ir.Constant(i64, v * VW)]),
                                            vt.as_pointer()), align=4) for v in range(nv)]
         arow = builder.gep(a0, [builder.mul(kk, ir.Constant(ity, MR))])
+        if PREFETCH:    # the weights ahead: one line per step, PREFETCH steps on
+            i8p = ir.IntType(8).as_pointer()
+            pf = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(ir.VoidType(), [i8p] + [ir.IntType(32)] * 3),
+                "llvm.prefetch.p0")
+            ahead = builder.gep(arow, [ir.Constant(i64, PREFETCH * MR)])
+            builder.call(pf, [builder.bitcast(ahead, i8p), ir.Constant(ir.IntType(32), 0),
+                              ir.Constant(ir.IntType(32), 3), ir.Constant(ir.IntType(32), 1)])
         new = []
         for i in range(MR):
             s = builder.load(builder.gep(arow, [ir.Constant(i64, i)]))
@@ -238,13 +248,14 @@ def pack_weights(w, ap):
 
 
 @jit
-def pack_patches(src, row_off, j0, T, oh, ow, sy, sx, pitch, image_stride, bp):
+def pack_patches(src, row_off, j0, T, oh, ow, pitch, image_stride, bp):
     # bp (packed_cols(T) * K,) <- the patches of batch columns j0..j0+T (output pixel j of
     # the batch: image j // (oh*ow), (oy, ox) within it), zeros past T. Value (r, j) is
-    # src[row_off[r] + origin(j)], origin = image * image_stride + oy*sy*pitch + ox*sx:
-    # src is the (zero-padded) input, flat, and row_off[r] the offset of patch element r
-    # (channel, ky, kx) from a patch's origin. Each NR-wide panel is cut into runs along
-    # output rows; a run of a stride-1 conv is one contiguous copy per patch element.
+    # src[row_off[r] + origin(j)], origin = image * image_stride + oy*pitch + ox: src is
+    # the input laid out so that consecutive output pixels of a row read consecutive
+    # values (zero-padded, split into phases for strided convs), row_off[r] the offset of
+    # patch element r from a patch's origin. Each NR-wide panel is cut into runs along
+    # output rows, one contiguous copy per run and patch element.
     K = row_off.shape[0]
     P = oh * ow
     runs = np.empty((NR, 3), np.int64)          # (first column in the panel, origin, length)
@@ -260,7 +271,7 @@ def pack_patches(src, row_off, j0, T, oh, ow, sy, sx, pitch, image_stride, bp):
             ox = q - oy * ow
             L = min(cols - t, ow - ox)
             runs[nr, 0] = t
-            runs[nr, 1] = b * image_stride + oy * sy * pitch + ox * sx
+            runs[nr, 1] = b * image_stride + oy * pitch + ox
             runs[nr, 2] = L
             nr += 1
             t += L
@@ -268,7 +279,7 @@ def pack_patches(src, row_off, j0, T, oh, ow, sy, sx, pitch, image_stride, bp):
         for r in range(K):
             o = U64(base + r * NR)
             ro = row_off[r]
-            if nr == 1 and cols == NR and sx == 1:
+            if nr == 1 and cols == NR:
                 s0 = U64(ro + runs[0, 1])
                 for u in range(NR):
                     bp[o + U64(u)] = src[s0 + U64(u)]
@@ -276,13 +287,8 @@ def pack_patches(src, row_off, j0, T, oh, ow, sy, sx, pitch, image_stride, bp):
             for e in range(nr):
                 d0 = o + U64(runs[e, 0])
                 s0 = U64(ro + runs[e, 1])
-                L = U64(runs[e, 2])
-                if sx == 1:
-                    for u in range(L):
-                        bp[d0 + u] = src[s0 + u]
-                else:
-                    for u in range(L):
-                        bp[d0 + u] = src[s0 + u * U64(sx)]
+                for u in range(U64(runs[e, 2])):
+                    bp[d0 + u] = src[s0 + u]
             for u in range(cols, NR):
                 bp[o + U64(u)] = 0.0
 
@@ -291,6 +297,15 @@ def pack_patches(src, row_off, j0, T, oh, ow, sy, sx, pitch, image_stride, bp):
 def gemm_packed(ap, aoff, p0, panels, bp, boff, K, c, coff, ldc, W):
     # c[coff + i*ldc + j] for i < panels*MR, j < W (a multiple of NR) = rows p0*MR.. of
     # the packed weights at ap[aoff..] @ the packed columns at bp[boff..]; all overwritten
+    if W <= FEW * NR:
+        # few columns (small maps at batch 1): the weights are the traffic, so each panel
+        # of them is read once, front to back (prefetch-friendly), over the whole depth,
+        # while the columns stay in L2
+        for i in range(panels):
+            for q in range(0, W, NR):
+                _microkernel(ap, aoff + (p0 + i) * K * MR, bp, boff + q * K, c,
+                             coff + i * MR * ldc + q, K, ldc, False)
+        return
     for k0 in range(0, K, KC):
         kc = min(KC, K - k0)
         for q in range(0, W, NR):

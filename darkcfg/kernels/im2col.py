@@ -299,3 +299,30 @@ def crop_input(xp, pad, b0, b1, x):
                 dst = x[b, c, y]
                 for i in range(W):
                     dst[i] = src[i]
+
+
+@pjit_dual
+def pad_phases(x, pad, sy, sx, out):
+    # x (N, C, H, W) -> out (N, C, sy, sx, Hq, Wq): the zero-padded input split by
+    # position modulo the stride, padded pixel (i, j) at out[b, c, i % sy, j % sx,
+    # i // sy, j // sx] (zeros past the padded input). A stride-s conv's patches then read
+    # runs of consecutive values: output (oy, ox) takes its element (ky, kx) from phase
+    # (ky % sy, kx % sx) at (oy + ky // sy, ox + kx // sx).
+    N, C, H, W = x.shape
+    Hq, Wq = out.shape[4], out.shape[5]
+    for t in prange(N * C):
+        b = t // C
+        c = t - b * C
+        for py in range(sy):
+            for px in range(sx):
+                for q in range(Hq):
+                    y = q * sy + py - pad
+                    row = out[b, c, py, px, q]
+                    if y < 0 or y >= H:
+                        for u in range(Wq):
+                            row[u] = 0.0
+                        continue
+                    src = x[b, c, y]
+                    for u in range(Wq):
+                        xx = u * sx + px - pad
+                        row[u] = src[xx] if 0 <= xx < W else np.float32(0.0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
+from .activations import LEAKY, LINEAR, RELU, _f
 from .config import check_f32, pjit, pjit_dual
 
 
@@ -28,18 +29,29 @@ def _shortcut_mix(out, add, alpha, beta):
 
 
 @pjit_dual
-def _shortcut_same(x, add, alpha, beta, out):
-    # x, add, out (n,) flat, same shape: out = alpha*x + beta*add in float32 (P's formula)
-    for i in prange(x.size):
-        out[i] = alpha * x[i] + beta * add[i]
+def _shortcut_same(x, add, alpha, beta, out, code):
+    # x, add, out (n,) flat, same shape: out = alpha*x + beta*add in float32 (P's formula),
+    # then the activation `code` (LINEAR, LEAKY or RELU; others are applied afterwards)
+    if code == LEAKY:
+        for i in prange(x.size):
+            out[i] = _f(np.float64(alpha * x[i] + beta * add[i]), LEAKY)
+    elif code == RELU:
+        for i in prange(x.size):
+            out[i] = _f(np.float64(alpha * x[i] + beta * add[i]), RELU)
+    else:
+        for i in prange(x.size):
+            out[i] = alpha * x[i] + beta * add[i]
 
 
 def shortcut_mix(x: np.ndarray, add: np.ndarray, alpha: float = 1.0,
-                 beta: float = 1.0, out: np.ndarray | None = None) -> np.ndarray:
+                 beta: float = 1.0, out: np.ndarray | None = None,
+                 activation: str = "linear") -> tuple[np.ndarray, bool]:
     """x (N, C, H, W), add (N, Ca, Ha, Wa) -> (N, C, H, W): alpha*x + beta*add where they
     overlap (reference case `shortcut`); the other cells keep x's value, unscaled.
     Spatial sizes must be equal or differ by one integer factor on both axes. `out` is a
-    buffer to reuse when its shape fits (it must not be x or add)."""
+    buffer to reuse when its shape fits (it must not be x or add). Returns (out, done):
+    done when `activation` (leaky, relu or linear with equal shapes) was applied in the
+    same pass, else the caller applies it."""
     check_f32("x", x, 4)
     check_f32("add", add, 4)
     (n, _, h, w), (na, _, ha, wa) = x.shape, add.shape
@@ -51,12 +63,16 @@ def shortcut_mix(x: np.ndarray, add: np.ndarray, alpha: float = 1.0,
     if out is None or out.shape != x.shape:
         out = np.empty_like(x)
     if add.shape == x.shape:
+        code = _FUSED.get(activation, -1)
         _shortcut_same(x.reshape(-1), add.reshape(-1), np.float32(alpha), np.float32(beta),
-                       out.reshape(-1))
-        return out
+                       out.reshape(-1), code)
+        return out, code != -1
     np.copyto(out, x)
     _shortcut_mix(out, add, np.float32(alpha), np.float32(beta))
-    return out
+    return out, activation == "linear"
+
+
+_FUSED = {"linear": LINEAR, "leaky": LEAKY, "relu": RELU}
 
 
 def shortcut_sum(x: np.ndarray, adds: list[np.ndarray]) -> np.ndarray:

@@ -70,17 +70,19 @@ class Shortcut(Layer):
         if len(adds) == 1:
             # P: alpha*x + beta*from over the overlapping channels, a larger `from` sampled,
             # a smaller one added sparsely; the rest of x passes unscaled (case `shortcut`).
-            out = shortcut_mix(x, adds[0], self.opts["alpha"], self.opts["beta"],
-                               out=getattr(self, "_buf", None))
+            # The common activations are applied in the same pass.
+            out, done = shortcut_mix(x, adds[0], self.opts["alpha"], self.opts["beta"],
+                                     out=getattr(self, "_buf", None),
+                                     activation=self.activation)
             self._buf = out
         else:
             # AH: flat per-sample sum, each `from` over its first min(outputs) values
             # (alpha/beta with several `from` is refused in setup).
-            out = shortcut_sum(x, adds)
+            out, done = shortcut_sum(x, adds), False
         if net.train:
-            self._pre = out.copy() if needs_input(self.activation) else None
             self._y = out
-        return activate(out, self.activation)
+            self._pre = out.copy() if needs_input(self.activation) and not done else None
+        return out if done else activate(out, self.activation)
 
     def backward(self, dy: np.ndarray | None, net: Network) -> np.ndarray | None:
         # Through the activation first, in place: dy becomes Darknet's delta of this layer
