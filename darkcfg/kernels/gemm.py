@@ -140,30 +140,49 @@ def _microkernel(typingctx, ap, aoff, bp, boff, c, coff, k, ldc, add):
 
 @jit
 def _pack_a(a, i0, mc, k0, kc, ap):
-    # rows i0..i0+mc, depth k0..k0+kc of a into MR-tall k-major panels (zero-padded)
+    # rows i0..i0+mc, depth k0..k0+kc of a into MR-tall k-major panels (zero-padded),
+    # reading along whichever axis of a is contiguous
+    along_k = a.strides[1] == 4
     for p in range(0, mc, MR):
         base = p * kc
         rows = min(MR, mc - p)
-        for k in range(kc):
-            o = base + k * MR
+        if along_k:
             for i in range(rows):
-                ap[o + i] = a[i0 + p + i, k0 + k]
-            for i in range(rows, MR):
-                ap[o + i] = 0.0
+                row = a[i0 + p + i, k0:k0 + kc]
+                for k in range(kc):
+                    ap[base + k * MR + i] = row[k]
+        else:
+            for k in range(kc):
+                o = base + k * MR
+                for i in range(rows):
+                    ap[o + i] = a[i0 + p + i, k0 + k]
+        for i in range(rows, MR):
+            for k in range(kc):
+                ap[base + k * MR + i] = 0.0
 
 
 @jit
 def _pack_b(b, k0, kc, j0, nc, bp):
-    # depth k0..k0+kc, columns j0..j0+nc of b into NR-wide k-major panels (zero-padded)
+    # depth k0..k0+kc, columns j0..j0+nc of b into NR-wide k-major panels (zero-padded),
+    # reading along whichever axis of b is contiguous
+    along_k = b.strides[0] == 4
     for p in range(0, nc, NR):
         base = p * kc
         cols = min(NR, nc - p)
-        for k in range(kc):
-            o = base + k * NR
+        if along_k:
             for j in range(cols):
-                bp[o + j] = b[k0 + k, j0 + p + j]
-            for j in range(cols, NR):
-                bp[o + j] = 0.0
+                col = b[k0:k0 + kc, j0 + p + j]
+                for k in range(kc):
+                    bp[base + k * NR + j] = col[k]
+        else:
+            for k in range(kc):
+                o = base + k * NR
+                row = b[k0 + k, j0 + p:j0 + p + cols]
+                for j in range(cols):
+                    bp[o + j] = row[j]
+        for j in range(cols, NR):
+            for k in range(kc):
+                bp[base + k * NR + j] = 0.0
 
 
 @jit
@@ -324,3 +343,136 @@ def gemm_planes(ap, astride, p0, panels, bp, bstride, K, c, cstride, ldc, W, pla
     # operand starting e * stride values in
     for e in range(planes):
         gemm_packed(ap, e * astride, p0, panels, bp, e * bstride, K, c, e * cstride, ldc, W)
+
+
+# --- C (+)= A @ B^T with both operands read along their rows -------------------------------
+# The weight gradient of a conv, dW += dZ cols^T, sums over pixels, the contiguous axis of
+# both operands. Rather than transposing one of them into panels, this kernel keeps an
+# RA x RB block of dot products in vector registers, each lane summing every VW-th term,
+# and adds the lanes up in order at the end of a depth chunk.
+
+def _make_dot(ra: int, rb: int):
+    @intrinsic
+    def dot(typingctx, a, aoff, lda, b, boff, ldb, depth, out, ooff, ldo):
+        """out[ooff + i*ldo + j*VW + lane] += sum over k < depth (a multiple of VW) with
+        k % VW == lane of a[aoff + i*lda + k] * b[boff + j*ldb + k], i < ra, j < rb."""
+        sig = types.void(a, aoff, lda, b, boff, ldb, depth, out, ooff, ldo)
+
+        def codegen(context, builder, signature, args):
+            a_arr, a_off, a_ld, b_arr, b_off, b_ld, kdep, o_arr, o_off, o_ld = args
+            tys = signature.args
+
+            def data(i, arr):
+                return cgutils.create_struct_proxy(tys[i])(context, builder, value=arr).data
+
+            ity = kdep.type
+            vt = ir.VectorType(ir.FloatType(), VW)
+            fma = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(vt, [vt, vt, vt]), f"llvm.fmuladd.v{VW}f32")
+            arows = [builder.gep(data(0, a_arr), [builder.add(a_off, builder.mul(
+                ir.Constant(ity, i), a_ld))]) for i in range(ra)]
+            brows = [builder.gep(data(3, b_arr), [builder.add(b_off, builder.mul(
+                ir.Constant(ity, j), b_ld))]) for j in range(rb)]
+            o0 = data(7, o_arr)
+            slots = [builder.bitcast(builder.gep(o0, [builder.add(o_off, builder.add(
+                builder.mul(ir.Constant(ity, i), o_ld), ir.Constant(ity, j * VW)))]),
+                vt.as_pointer()) for i in range(ra) for j in range(rb)]
+            init = [builder.load(q, align=4) for q in slots]
+            entry = builder.block
+            loop = builder.append_basic_block("dot.loop")
+            done = builder.append_basic_block("dot.done")
+            builder.cbranch(builder.icmp_signed(">", kdep, ir.Constant(ity, 0)), loop, done)
+            builder.position_at_end(loop)
+            kk = builder.phi(ity)
+            kk.add_incoming(ir.Constant(ity, 0), entry)
+            acc = []
+            for t in range(ra * rb):
+                p = builder.phi(vt)
+                p.add_incoming(init[t], entry)
+                acc.append(p)
+
+            def load(row):
+                return builder.load(builder.bitcast(builder.gep(row, [kk]), vt.as_pointer()),
+                                    align=4)
+
+            av = [load(r) for r in arows]
+            bv = [load(r) for r in brows]
+            new = [builder.call(fma, [av[i], bv[j], acc[i * rb + j]])
+                   for i in range(ra) for j in range(rb)]
+            k1 = builder.add(kk, ir.Constant(ity, VW))
+            kk.add_incoming(k1, loop)
+            for p, q in zip(acc, new):
+                p.add_incoming(q, loop)
+            builder.cbranch(builder.icmp_signed("<", k1, kdep), loop, done)
+            builder.position_at_end(done)
+            res = []
+            for t in range(ra * rb):
+                p = builder.phi(vt)
+                p.add_incoming(init[t], entry)
+                p.add_incoming(new[t], loop)
+                res.append(p)
+            for p, q in zip(res, slots):
+                builder.store(p, q, align=4)
+            return context.get_dummy_value()
+
+        return sig, codegen
+    return dot
+
+
+RA, RB = (4, 6) if VW == 16 else (3, 4)
+_dot_block = _make_dot(RA, RB)
+_dot_row = _make_dot(1, RB)
+_dot_col = _make_dot(RA, 1)
+_dot_one = _make_dot(1, 1)
+DEPTH = 256     # terms per chunk: a block's rows of both operands stay in L1
+
+
+@jit
+def _gemm_nt(a, b, c, lanes):
+    # lanes (M*N*VW,) zeroed: per (i, j) VW partial sums, added up in order at the end
+    M, K = a.shape
+    N = b.shape[0]
+    fa = a.reshape(-1)
+    fb = b.reshape(-1)
+    kv = K // VW * VW
+    Mb = M - M % RA
+    Nb = N - N % RB
+    lo = N * VW
+    for k0 in range(0, kv, DEPTH):
+        d = min(DEPTH, kv - k0)
+        for i0 in range(0, Mb, RA):
+            for j0 in range(0, Nb, RB):
+                _dot_block(fa, i0 * K + k0, K, fb, j0 * K + k0, K, d, lanes,
+                           (i0 * N + j0) * VW, lo)
+            for j0 in range(Nb, N):
+                _dot_col(fa, i0 * K + k0, K, fb, j0 * K + k0, K, d, lanes,
+                         (i0 * N + j0) * VW, lo)
+        for i0 in range(Mb, M):
+            for j0 in range(0, Nb, RB):
+                _dot_row(fa, i0 * K + k0, K, fb, j0 * K + k0, K, d, lanes,
+                         (i0 * N + j0) * VW, lo)
+            for j0 in range(Nb, N):
+                _dot_one(fa, i0 * K + k0, K, fb, j0 * K + k0, K, d, lanes,
+                         (i0 * N + j0) * VW, lo)
+    for i in range(M):
+        for j in range(N):
+            base = (i * N + j) * VW
+            s = lanes[base]
+            for u in range(1, VW):
+                s += lanes[base + u]
+            for k in range(kv, K):
+                s += a[i, k] * b[j, k]
+            c[i, j] += s
+
+
+def gemm_nt(a: np.ndarray, b: np.ndarray, c: np.ndarray, accumulate: bool = False) -> None:
+    """c = a @ b.T (c += a @ b.T with `accumulate`): a (M, K), b (N, K), c (M, N), all
+    float32 C-contiguous. Runs on the calling thread (nogil)."""
+    for name, v in (("a", a), ("b", b), ("c", c)):
+        if v.ndim != 2 or v.dtype != np.float32 or not v.flags.c_contiguous:
+            raise ValueError(f"gemm_nt: {name} must be a 2-D float32 C-contiguous array")
+    if b.shape[1] != a.shape[1] or c.shape != (a.shape[0], b.shape[0]):
+        raise ValueError(f"gemm_nt: shapes {a.shape} @ {b.shape}.T -> {c.shape} do not agree")
+    if not accumulate:
+        c[...] = 0.0
+    _gemm_nt(a, b, c, np.zeros(c.size * VW, np.float32))
