@@ -538,7 +538,7 @@ def conv2d_backward(x: np.ndarray, weights: np.ndarray, dy: np.ndarray, dw: np.n
     # its patches are n*k*k per pixel against C*k*k, so with at least as many input
     # channels as filters, and for 1x1 convs (no patches at all)
     flip = (dx is not None and groups == 1 and sy == 1 and sx == 1 and gemm.ENABLED
-            and pad <= d * (k - 1) and (C >= n or (k == 1 and pad == 0)))
+            and pad <= d * (k - 1) and (n <= C or (k == 1 and pad == 0)))
     _conv_backward_tiles(x, weights, dy, dw, sy, sx, pad, d, groups, oh, ow,
                          None if flip else dx)
     if flip:
