@@ -14,9 +14,10 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import numba
 import numpy as np
 
-from . import bn_train, epilogue, gemm, parallel, winograd
+from . import bn_train, conv_tiles, epilogue, gemm, parallel, winograd
 from .activations import LINEAR
 from .bn import bn_denominator
 from .config import check_f32
@@ -176,7 +177,7 @@ def _conv_winograd(x: np.ndarray, weights: np.ndarray, pad: int, out: np.ndarray
     U = cache["U"]
     xp = parallel.scratch("xp", (N, C, 2 * th + 2, 2 * tw + 2))
     pad_input(x, pad, xp)
-    threads = parallel.threads()
+    threads = numba.get_num_threads() if packed else parallel.threads()
     tiles_all = N * th * tw
     # Tasks: runs of tiles (V about 2 MB), at least two per thread; with too few tiles
     # for GEMMs of >= 128 columns, blocks of filters instead (each task then transforms
@@ -194,39 +195,37 @@ def _conv_winograd(x: np.ndarray, weights: np.ndarray, pad: int, out: np.ndarray
             count = -(-tiles_all // width)
     if packed:      # whole panels of tiles, spread evenly over the tasks
         width = gemm.packed_cols(-(-tiles_all // count))
-        count = -(-tiles_all // width)
         panels = gemm.packed_rows(n) // gemm.MR
         per_block = -(-panels // fblocks)
+        vstride = _plane_stride(C * width)
+        mstride = _plane_stride(per_block * gemm.MR * width)
+        slots = numba.config.NUMBA_NUM_THREADS
+        conv_tiles.winograd_tiles(
+            xp, th, tw, tiles_all, width, fblocks, per_block, C, U,
+            parallel.scratch("wv", (slots, 16 * vstride)), vstride,
+            parallel.scratch("wm", (slots, 16 * mstride)), mstride, out, tail.mode,
+            tail.mean, tail.inv, tail.scales, tail.biases, tail.code)
+        return
     rows = -(-n // fblocks)
 
     def task(i: int, _t: int) -> None:
         ti, fi = divmod(i, fblocks)
         t0 = ti * width
         T = min(width, tiles_all - t0)
-        if packed:
-            p0 = fi * per_block
-            np_ = min(panels, p0 + per_block) - p0
-            f0, f1 = p0 * gemm.MR, min(n, (p0 + np_) * gemm.MR)
-        else:
-            f0, f1 = fi * rows, min(n, (fi + 1) * rows)
+        f0, f1 = fi * rows, min(n, (fi + 1) * rows)
         if f0 >= f1:
             return
-        Wt = gemm.packed_cols(T) if packed else T
-        vstride = _plane_stride(C * Wt)
+        vstride = _plane_stride(C * T)
         V = parallel.scratch("wv", (16 * vstride,))
-        winograd.input_transform(xp, th, tw, t0, T, V, vstride, gemm.NR if packed else T)
-        m = np_ * gemm.MR if packed else f1 - f0
-        mstride = _plane_stride(m * Wt)
+        winograd.input_transform(xp, th, tw, t0, T, V, vstride, T)
+        m = f1 - f0
+        mstride = _plane_stride(m * T)
         M = parallel.scratch("wm", (16 * mstride,))
-        if packed:
-            gemm.gemm_planes(U, U.shape[1], p0, np_, V, vstride, C, M, mstride, Wt, Wt, 16)
-        else:
-            V3 = np.lib.stride_tricks.as_strided(V, (16, C, T), (vstride * 4, T * 4, 4))
-            M3 = np.lib.stride_tricks.as_strided(M, (16, m, T), (mstride * 4, T * 4, 4))
-            np.matmul(U[:, f0:f1], V3, out=M3)
-        winograd.output_transform(M, mstride, Wt, f1 - f0, T, th, tw, t0, f0, out,
-                                  tail.mode, tail.mean, tail.inv, tail.scales, tail.biases,
-                                  tail.code)
+        V3 = np.lib.stride_tricks.as_strided(V, (16, C, T), (vstride * 4, T * 4, 4))
+        M3 = np.lib.stride_tricks.as_strided(M, (16, m, T), (mstride * 4, T * 4, 4))
+        np.matmul(U[:, f0:f1], V3, out=M3)
+        winograd.output_transform(M, mstride, T, m, T, th, tw, t0, f0, out, tail.mode,
+                                  tail.mean, tail.inv, tail.scales, tail.biases, tail.code)
 
     parallel.run(task, count * fblocks, work=32.0 * n * C * tiles_all)
 
@@ -332,43 +331,26 @@ def _conv_packed(x: np.ndarray, weights: np.ndarray, sy: int, sx: int, pad: int,
         row_off = (c * Hq + i) * Wq + j
     flat, image_stride, Wp = src.reshape(-1), src[0].size, Wq
     count = N * oh * ow
-    threads = parallel.threads()
+    threads = numba.get_num_threads()
     width, tiles = _column_tiles(count, K, threads)
     width = gemm.packed_cols(-(-count // tiles))        # whole panels, spread evenly
     tiles = -(-count // width)
     panels = gemm.packed_rows(n) // gemm.MR
-    fblocks, shared = 1, None
+    fblocks, shared = 1, conv_tiles.empty()
     if tiles < 2 * threads and n >= 64 and threads > 1:
         width, tiles, fblocks = count, 1, min(threads, n // 32)
         shared = parallel.scratch("bp_shared", (gemm.packed_cols(count) * K,))
         gemm.pack_patches(flat, row_off, 0, count, oh, ow, Wp, image_stride, shared)
     per_block = -(-panels // fblocks)
-    parts = None if moments is None else np.zeros((tiles, n, 2))
-
-    def task(i: int, _t: int) -> None:
-        ti, fi = divmod(i, fblocks)
-        j0 = ti * width
-        T = min(width, count - j0)
-        p0 = fi * per_block
-        np_ = min(panels, p0 + per_block) - p0
-        if np_ <= 0:
-            return
-        f0, f1 = p0 * gemm.MR, min(n, (p0 + np_) * gemm.MR)
-        Wt = gemm.packed_cols(T)
-        bp = shared
-        if bp is None:
-            bp = parallel.scratch("bp", (Wt * K,))
-            gemm.pack_patches(flat, row_off, j0, T, oh, ow, Wp, image_stride, bp)
-        acc = parallel.scratch("acc", (np_ * gemm.MR, Wt))
-        gemm.gemm_packed(ap, 0, p0, np_, bp, 0, K, acc.reshape(-1), 0, Wt, Wt)
-        rows = acc[:f1 - f0]
-        if parts is not None:
-            epilogue.store_moments(rows, T, j0, ow, oh, ow, parts[ti, f0:f1])
-        epilogue.store(rows, T, out, j0, f0, ow, tail.mode, tail.mean, tail.inv,
-                       tail.scales, tail.biases, tail.code)
-
-    parallel.run(task, tiles * fblocks, work=2.0 * n * K * count)
-    if parts is not None:
+    Wt = gemm.packed_cols(width)
+    slots = numba.config.NUMBA_NUM_THREADS
+    bp_all = parallel.scratch("bp", (slots, 0 if shared.size else Wt * K))
+    acc_all = parallel.scratch("acc", (slots, per_block * gemm.MR * Wt))
+    parts = conv_tiles.EMPTY_PARTS if moments is None else np.zeros((tiles, n, 2))
+    conv_tiles.packed(flat, row_off, count, width, fblocks, per_block, oh, ow, Wp,
+                      image_stride, ap, shared, bp_all, acc_all, out, tail.mode, tail.mean,
+                      tail.inv, tail.scales, tail.biases, tail.code, parts)
+    if moments is not None:
         moments[...] = parts[0]
         for ti in range(1, tiles):
             moments += parts[ti]
