@@ -86,10 +86,21 @@ class Network:
             layer.params_changed()
 
     def add_grad(self, index: int, g: np.ndarray) -> None:
-        """Accumulate dLoss/d(output of layer `index`)."""
+        """Accumulate dLoss/d(output of layer `index`). The first gradient is kept as it
+        is, without a copy (layers modify the gradient they receive in place, so it is
+        copied when it overlaps another pending gradient, or when backward(keep=True)
+        records them all); a second one is added into a new array."""
         have = self.grads[index]
+        borrowed = self.__dict__.setdefault("_borrowed", set())
         if have is None:
-            self.grads[index] = g.copy()
+            if getattr(self, "_keep", False) or any(
+                    o is not None and np.may_share_memory(o, g) for o in self.grads):
+                g = g.copy()
+            self.grads[index] = g
+            borrowed.add(index)
+        elif index in borrowed:
+            self.grads[index] = have + g
+            borrowed.discard(index)
         else:
             have += g
 
@@ -114,6 +125,8 @@ class Network:
         and [shortcut]/[scale_channels]/[sam] have applied their activation's derivative in
         place, so there it is Darknet's delta (negated), as the reference cases record."""
         self.grads: list[np.ndarray | None] = [None] * len(self.layers)
+        self._borrowed: set[int] = set()      # add_grad: slots holding a caller's array
+        self._keep = keep
         if dy is not None:          # a gradient from outside for the last layer's output
             self.grads[-1] = np.ascontiguousarray(dy, np.float32).copy()
         for i in range(len(self.layers) - 1, -1, -1):
