@@ -580,6 +580,29 @@ def _conv_backward_tiles(x, weights, dy, dw, sy, sx, pad, d, groups, oh, ow, dx)
     dxp = None
     if dx is not None and src.xp is not x:
         dxp = parallel.scratch("dxpad", src.xp.shape)
+    if gemm.ENABLED:
+        # the same tasks in one Numba parallel loop (kernels.conv_tiles.backward)
+        layout = (conv_tiles.PLAIN if src.plain else conv_tiles.WIDE if src.wide
+                  else conv_tiles.COMPACT)
+        nt = m * K <= NT_MAX
+        slots = max(1, min(numba.get_num_threads(), tasks))
+        partial = np.zeros((slots, groups, m, K), np.float32)
+        rows, T = src.rows, min(width, per_task * per)
+        target = dxp if dxp is not None else dx if dx is not None else \
+            np.empty((0, 0, 0, 0), np.float32)
+        conv_tiles.backward(
+            x, src.xp, layout, k, sy, sx, pad, d, oh, ow, src.pitch, dy, wg, width,
+            per_task, nt, partial,
+            parallel.scratch("lanes", (slots, m * K * gemm.VW if nt else 0)),
+            parallel.scratch("bcols", (slots, rows * T)),
+            parallel.scratch("bdz", (slots, n * T)),
+            parallel.scratch("bdcols", (slots, rows * T if dx is not None else 0)),
+            target, dx if dx is not None else x)
+        total = partial[0]
+        for t in range(1, slots):
+            total += partial[t]
+        dw += total.reshape(dw.shape)
+        return
 
     def task(i: int, t: int) -> None:
         b0, b1 = i * per_task, min(N, (i + 1) * per_task)

@@ -17,7 +17,8 @@ import numpy as np
 from numba import prange
 
 from . import epilogue, gemm, winograd
-from .config import pjit
+from .config import jit, pjit
+from .im2col import col2im_direct, col2im_wide, crop_input, im2col_direct, im2col_wide
 
 
 @pjit
@@ -96,3 +97,87 @@ def empty() -> np.ndarray:
 
 
 EMPTY_PARTS = np.empty((0, 0, 2))
+
+
+# Layouts of a conv's patch columns in `backward` (kernels.conv._Patches)
+PLAIN, WIDE, COMPACT = 0, 1, 2
+
+
+@pjit
+def backward(x, xp, layout, k, sy, sx, pad, d, oh, ow, pitch, dy, wg, width, per_task,
+             nt, partial, lanes_all, cols_all, dz_all, dcols_all, target, dx):
+    # The weight gradient, and dx unless target is empty, of a conv with groups wg
+    # (groups, m, K): tasks are runs of `per_task` whole images, cut into tiles of `width`
+    # batch columns (`pitch` per output row); per tile the patches (from xp), dZ gathered
+    # from dy, partial[s, g] += dZ_g cols_g^T (kernels.gemm.gemm_nt's loop when `nt`,
+    # else the packed GEMM), and for dx cols = W_g^T dZ_g added back (col2im) into target
+    # (dx itself, or a padded copy cropped into dx per task). Slot s of partial runs
+    # tasks s, s + S, s + 2S, ... in order (S = partial.shape[0]): the caller adds the
+    # slots in order, so the numbers do not depend on the threads.
+    N = x.shape[0]
+    groups, m, K = wg.shape
+    n = groups * m
+    rows = groups * K
+    per = oh * pitch
+    tasks = -(-N // per_task)
+    S = partial.shape[0]
+    padded = target.size > 0 and target.shape[2] != x.shape[2]
+    for s in prange(S):
+        cols = cols_all[s]
+        dzb = dz_all[s]
+        dcb = dcols_all[s]
+        lanes = lanes_all[s]
+        for i in range(s, tasks, S):
+            b0 = i * per_task
+            b1 = min(N, b0 + per_task)
+            if target.size:
+                target[b0:b1] = 0.0
+            for j0 in range(b0 * per, b1 * per, width):
+                T = min(width, b1 * per - j0)
+                c2 = cols[:rows * T].reshape(rows, T)
+                if layout == WIDE:
+                    im2col_wide(xp, k, d, oh, j0, c2)
+                elif layout == COMPACT:
+                    im2col_direct(xp, k, sy, sx, pad, d, oh, ow, j0, c2)
+                else:
+                    _plain_columns(xp, j0, per, c2)
+                dz = dzb[:n * T].reshape(n, T)
+                epilogue.gather(dy, j0, 0, pitch, dz)
+                for g in range(groups):
+                    a = dz[g * m:(g + 1) * m]
+                    b = c2[g * K:(g + 1) * K]
+                    if nt:
+                        lanes[:m * K * gemm.VW] = 0.0
+                        gemm.gemm_nt_into(a, b, partial[s, g], lanes)
+                    else:
+                        gemm.gemm_into(a, b.T, partial[s, g], True)
+                if target.size == 0:
+                    continue
+                dc = dcb[:rows * T].reshape(rows, T)
+                for g in range(groups):
+                    gemm.gemm_into(wg[g].T, dz[g * m:(g + 1) * m], dc[g * K:(g + 1) * K],
+                                   False)
+                if layout == WIDE:
+                    col2im_wide(dc, k, d, oh, j0, target)
+                else:
+                    col2im_direct(dc, k, sy, sx, pad, d, oh, ow, j0, target)
+            if padded:
+                crop_input(target, pad, b0, b1, dx)
+
+
+@jit
+def _plain_columns(x, j0, per, cols):
+    # cols (C, T) <- batch columns j0..j0+T of x (N, C, H, W) for a 1x1 stride-1 conv
+    C, T = cols.shape
+    col = 0
+    while col < T:
+        j = j0 + col
+        b = j // per
+        q = j - b * per
+        L = min(per - q, T - col)
+        for c in range(C):
+            src = x[b, c].reshape(-1)[q:q + L]
+            dst = cols[c, col:col + L]
+            for t in range(L):
+                dst[t] = src[t]
+        col += L

@@ -197,7 +197,7 @@ def _gemm(a, b, c, accumulate):
     ap = np.empty(-(-min(MC, M) // MR) * MR * kc0, np.float32)
     bp = np.empty(-(-min(NC, N) // NR) * NR * kc0, np.float32)
     edge = np.empty(MR * NR, np.float32)
-    flat = c.reshape(-1)
+    ldc = c.strides[0] // 4         # c: rows of contiguous values (the kernel needs no more)
     for j0 in range(0, N, NC):
         nc = min(NC, N - j0)
         for k0 in range(0, K, KC):
@@ -212,8 +212,8 @@ def _gemm(a, b, c, accumulate):
                     for ip in range(0, mc, MR):
                         rows = min(MR, mc - ip)
                         if rows == MR and cols == NR:
-                            _microkernel(ap, ip * kc, bp, jp * kc, flat,
-                                         (i0 + ip) * N + j0 + jp, kc, N, add)
+                            _microkernel(ap, ip * kc, bp, jp * kc, c,
+                                         (i0 + ip) * ldc + j0 + jp, kc, ldc, add)
                         else:
                             _microkernel(ap, ip * kc, bp, jp * kc, edge, 0, kc, NR, False)
                             for i in range(rows):
@@ -222,6 +222,9 @@ def _gemm(a, b, c, accumulate):
                                     if add:
                                         v += c[i0 + ip + i, j0 + jp + j]
                                     c[i0 + ip + i, j0 + jp + j] = v
+
+
+gemm_into = _gemm     # for Numba code: gemm_into(a, b, c, accumulate), no checks
 
 
 def gemm(a: np.ndarray, b: np.ndarray, c: np.ndarray, accumulate: bool = False) -> None:
@@ -430,10 +433,11 @@ DEPTH = 256     # terms per chunk: a block's rows of both operands stay in L1
 @jit
 def _gemm_nt(a, b, c, lanes):
     # lanes (M*N*VW,) zeroed: per (i, j) VW partial sums, added up in order at the end
+    # a, b: rows of contiguous values, lda / ldb apart
     M, K = a.shape
     N = b.shape[0]
-    fa = a.reshape(-1)
-    fb = b.reshape(-1)
+    fa, lda = a, a.strides[0] // 4
+    fb, ldb = b, b.strides[0] // 4
     kv = K // VW * VW
     Mb = M - M % RA
     Nb = N - N % RB
@@ -442,17 +446,17 @@ def _gemm_nt(a, b, c, lanes):
         d = min(DEPTH, kv - k0)
         for i0 in range(0, Mb, RA):
             for j0 in range(0, Nb, RB):
-                _dot_block(fa, i0 * K + k0, K, fb, j0 * K + k0, K, d, lanes,
+                _dot_block(fa, i0 * lda + k0, lda, fb, j0 * ldb + k0, ldb, d, lanes,
                            (i0 * N + j0) * VW, lo)
             for j0 in range(Nb, N):
-                _dot_col(fa, i0 * K + k0, K, fb, j0 * K + k0, K, d, lanes,
+                _dot_col(fa, i0 * lda + k0, lda, fb, j0 * ldb + k0, ldb, d, lanes,
                          (i0 * N + j0) * VW, lo)
         for i0 in range(Mb, M):
             for j0 in range(0, Nb, RB):
-                _dot_row(fa, i0 * K + k0, K, fb, j0 * K + k0, K, d, lanes,
+                _dot_row(fa, i0 * lda + k0, lda, fb, j0 * ldb + k0, ldb, d, lanes,
                          (i0 * N + j0) * VW, lo)
             for j0 in range(Nb, N):
-                _dot_one(fa, i0 * K + k0, K, fb, j0 * K + k0, K, d, lanes,
+                _dot_one(fa, i0 * lda + k0, lda, fb, j0 * ldb + k0, ldb, d, lanes,
                          (i0 * N + j0) * VW, lo)
     for i in range(M):
         for j in range(N):
@@ -463,6 +467,9 @@ def _gemm_nt(a, b, c, lanes):
             for k in range(kv, K):
                 s += a[i, k] * b[j, k]
             c[i, j] += s
+
+
+gemm_nt_into = _gemm_nt     # for Numba code: c += a @ b.T, with lanes zeroed (c.size*VW)
 
 
 def gemm_nt(a: np.ndarray, b: np.ndarray, c: np.ndarray, accumulate: bool = False) -> None:
