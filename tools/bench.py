@@ -174,8 +174,18 @@ def worker_main(fw: str, job: dict, threads: int) -> None:
             break
 
 
+# The environment as the user gave it: importing darkcfg in this process sets OpenMP
+# defaults (kernels.config) that must not leak into the PyTorch worker.
+USER_ENV = dict(os.environ)
+
+
+TORCH_ENV: dict[str, str] = {}      # --torch-env: extra settings for the PyTorch worker
+
+
 def spawn(fw: str, job: dict, threads: int) -> subprocess.Popen:
-    env = dict(os.environ)
+    env = dict(USER_ENV)
+    if fw == "torch":
+        env.update(TORCH_ENV)
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(ROOT / "tools"),
                                          env.get("PYTHONPATH", "")])
     p = subprocess.Popen([sys.executable, __file__, "--worker", fw, "--job", json.dumps(job),
@@ -251,12 +261,16 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     ap.add_argument("--no-torch", action="store_true")
     ap.add_argument("--json-only", action="store_true")
+    ap.add_argument("--torch-env", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="environment for the PyTorch worker only (e.g. "
+                         "OMP_WAIT_POLICY=PASSIVE, which PyTorch's OpenMP runtime reads)")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--job", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
         worker_main(args.worker, json.loads(args.job), args.threads)
         return
+    TORCH_ENV.update(kv.split("=", 1) for kv in args.torch_env)
     frameworks = ["darkcfg"]
     if not args.no_torch:
         try:
