@@ -165,12 +165,14 @@ def _grad_sums(dy, y, xhat, code, dz, s1, s2, with_xhat):
         for b in range(N):
             d, yy, z = dy[b, c], y[b, c], dz[b, c]
             P = d.size
+            # leaky and relu in float32 as Darknet (delta *= a float gradient of 1, .1f
+            # or 0), branch-free so that the loops run in SIMD lanes
             if code == LEAKY:
                 for p in range(P):
-                    z[p] = np.float32(np.float64(d[p]) * _g(np.float64(yy[p]), 0.0, LEAKY))
+                    z[p] = d[p] * (np.float32(1.0) if yy[p] > 0 else np.float32(0.1))
             elif code == RELU:
                 for p in range(P):
-                    z[p] = np.float32(np.float64(d[p]) * _g(np.float64(yy[p]), 0.0, RELU))
+                    z[p] = d[p] if yy[p] > 0 else np.float32(0.0)
             elif code == LOGISTIC:
                 for p in range(P):
                     z[p] = np.float32(np.float64(d[p])
