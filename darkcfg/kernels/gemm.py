@@ -28,6 +28,7 @@ import llvmlite.binding as llvm
 import numpy as np
 from llvmlite import ir
 from numba import types
+from numba.core import config as numba_config
 from numba.core import cgutils
 from numba.extending import intrinsic
 
@@ -35,15 +36,20 @@ from .config import jit
 from .epilogue import U64
 
 
-def _host_features() -> set[str]:
-    try:
-        flat = llvm.get_host_cpu_features().flatten()
-    except Exception:          # pragma: no cover - LLVM cannot read the CPU
-        return set()
-    return {f[1:] for f in flat.split(",") if f.startswith("+")}
+def _target_features() -> set[str]:
+    """The CPU features Numba compiles for: NUMBA_CPU_FEATURES when set (a portable
+    build, or a test of another instruction set), else the host's. The kernels' shapes
+    follow them, and Numba's cache keeps code for different features apart."""
+    flat = numba_config.CPU_FEATURES
+    if flat is None:
+        try:
+            flat = llvm.get_host_cpu_features().flatten()
+        except Exception:          # pragma: no cover - LLVM cannot read the CPU
+            return set()
+    return {f.strip()[1:] for f in flat.split(",") if f.strip().startswith("+")}
 
 
-_FEATURES = _host_features()
+_FEATURES = _target_features()
 if "avx512f" in _FEATURES:
     VW, MR, NR = 16, 12, 32          # 24 zmm accumulators of 32
 else:

@@ -1,0 +1,128 @@
+"""What the network keeps between calls: the convs' packed / Winograd-transformed weights
+(dropped whenever the parameters change) and gradients handed between layers without a
+copy (Network.add_grad)."""
+from __future__ import annotations
+
+import numpy as np
+
+from darkcfg.graph import load_graph
+from darkcfg.network import Network
+
+CFG = """[net]
+batch=2
+width=12
+height=12
+channels=40
+learning_rate=0.1
+momentum=0.9
+decay=0.0005
+
+[convolutional]
+filters=48
+size=3
+stride=1
+pad=1
+activation=leaky
+
+[convolutional]
+filters=40
+size=1
+stride=1
+pad=0
+activation=leaky
+
+[convolutional]
+filters=40
+size=3
+stride=1
+pad=1
+activation=leaky
+
+[shortcut]
+from=-2
+activation=leaky
+
+[convolutional]
+filters=10
+size=1
+stride=1
+pad=0
+activation=linear
+
+[avgpool]
+
+[softmax]
+"""
+
+
+def network(tmp_path) -> Network:
+    cfg = tmp_path / "net.cfg"
+    cfg.write_text(CFG)
+    net = Network(load_graph(cfg))
+    net.init_weights(3)
+    return net
+
+
+def outputs(net: Network, x: np.ndarray) -> list[np.ndarray]:
+    net.forward(x)
+    return [o.copy() for o in net.outputs]
+
+
+def same(a: list[np.ndarray], b: list[np.ndarray]) -> bool:
+    return all(np.array_equal(u, v) for u, v in zip(a, b))
+
+
+def fresh_copy(tmp_path, net: Network) -> Network:
+    # an independent network with the same parameters and nothing cached
+    other = network(tmp_path)
+    for mine, theirs in zip(net.layers, other.layers):
+        for k, v in mine.params.items():
+            theirs.params[k][...] = v
+    return other
+
+
+def test_inference_sees_weights_edited_in_place(tmp_path):
+    net = network(tmp_path)
+    x = np.random.default_rng(0).random((2, 40, 12, 12), np.float32)
+    before = outputs(net, x)                        # caches the packed weights
+    for layer in (0, 1):                            # Winograd, then a packed 1x1 conv
+        net.layers[layer].params["weights"].reshape(-1)[1129] += 2.0
+    net.params_changed()
+    after = outputs(net, x)
+    assert not same(before, after)
+    assert same(after, outputs(fresh_copy(tmp_path, net), x))
+
+
+def test_loading_and_training_drop_the_cached_weights(tmp_path):
+    net = network(tmp_path)
+    x = np.random.default_rng(1).random((2, 40, 12, 12), np.float32)
+    before = outputs(net, x)
+    other = network(tmp_path)
+    other.init_weights(9)
+    other.save_weights(tmp_path / "other.weights")
+    net.load_weights(tmp_path / "other.weights")
+    after = outputs(net, x)
+    assert not same(before, after)
+    assert same(after, outputs(fresh_copy(tmp_path, net), x))
+    truth = np.eye(10, dtype=np.float32)[[2, 7]]
+    net.train_step(x, truth)
+    net.train = False
+    trained = outputs(net, x)
+    assert not same(after, trained)
+    assert same(trained, outputs(fresh_copy(tmp_path, net), x))
+
+
+def test_add_grad_never_lets_two_slots_share_memory(tmp_path):
+    net = network(tmp_path)
+    net.grads = [None] * len(net.layers)
+    g = np.ones((2, 40, 12, 12), np.float32)
+    net.add_grad(0, g)
+    assert net.grads[0] is g                        # taken as it is
+    net.add_grad(2, g)                              # the same array again: copied
+    assert not np.shares_memory(net.grads[0], net.grads[2])
+    net.grads[0] *= 3                               # a layer working in place
+    assert (net.grads[2] == 1).all()
+    net.add_grad(0, g)                              # a second gradient: a new sum
+    assert (net.grads[0] == 6).all() and (g == 3).all()
+    net.add_grad(0, g)                              # the sum is ours: added in place
+    assert (net.grads[0] == 9).all() and (g == 3).all()
