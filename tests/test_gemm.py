@@ -168,7 +168,8 @@ a, b = rng.random((29, 70), np.float32), rng.random((70, 45), np.float32)
 c = np.empty((29, 45), np.float32)
 gemm.gemm(a, b, c)
 assert np.abs(c - a.astype(np.float64) @ b).max() < 1e-4
-x, w = rng.standard_normal((2, 20, 9, 8), np.float32), rng.standard_normal((70, 20, 3, 3), np.float32)
+x = rng.standard_normal((2, 20, 9, 8), np.float32)
+w = rng.standard_normal((70, 20, 3, 3), np.float32)
 out, _ = conv.conv2d(x, w, pad=1)
 want = naive.conv2d(x, w, 1, 1, 1, 1, 1)
 assert np.abs(out - want).max() / np.abs(want).max() < 1e-5
