@@ -21,6 +21,20 @@ from .config import jit, pjit
 from .im2col import col2im_direct, col2im_wide, crop_input, im2col_direct, im2col_wide
 
 
+@jit(inline="always")
+def _task(i, fblocks, width, count, per_block, n):
+    # task i: tile ti of `width` columns from j0 (T of them, Wt once padded to whole
+    # panels) times panels p0 .. p0+np_ of the filters (f0 .. f1); np_ <= 0: nothing
+    ti = i // fblocks
+    j0 = ti * width
+    T = min(width, count - j0)
+    p0 = (i - ti * fblocks) * per_block
+    np_ = min(-(-n // gemm.MR), p0 + per_block) - p0
+    f0 = p0 * gemm.MR
+    f1 = min(n, (p0 + np_) * gemm.MR)
+    return ti, j0, T, p0, np_, f0, f1, -(-T // gemm.NR) * gemm.NR
+
+
 @pjit
 def packed(src, row_off, count, width, fblocks, per_block, oh, ow, pitch, image_stride,
            ap, shared, bp_all, acc_all, out, mode, mean, inv, scales, biases, code, parts):
@@ -31,28 +45,18 @@ def packed(src, row_off, count, width, fblocks, per_block, oh, ow, pitch, image_
     # parts (tiles, n, 2) float64 per-tile moments, or an empty array
     K = row_off.shape[0]
     n = out.shape[1]
-    MR = gemm.MR
-    panels = -(-n // MR)
     tiles = -(-count // width)
     for i in prange(tiles * fblocks):
-        ti = i // fblocks
-        fi = i - ti * fblocks
-        j0 = ti * width
-        T = min(width, count - j0)
-        p0 = fi * per_block
-        np_ = min(panels, p0 + per_block) - p0
+        ti, j0, T, p0, np_, f0, f1, Wt = _task(i, fblocks, width, count, per_block, n)
         if np_ <= 0:
             continue
-        f0 = p0 * MR
-        f1 = min(n, (p0 + np_) * MR)
-        Wt = -(-T // gemm.NR) * gemm.NR
         me = numba.get_thread_id()
         if shared.size:
             bp = shared
         else:
             bp = bp_all[me]
             gemm.pack_patches(src, row_off, j0, T, oh, ow, pitch, image_stride, bp)
-        acc = acc_all[me, :np_ * MR * Wt]
+        acc = acc_all[me, :np_ * gemm.MR * Wt]
         gemm.gemm_packed(ap, 0, p0, np_, bp, 0, K, acc, 0, Wt, Wt)
         rows = acc[:(f1 - f0) * Wt].reshape(f1 - f0, Wt)
         if parts.size:
@@ -67,21 +71,11 @@ def winograd_tiles(xp, th, tw, count, width, fblocks, per_block, C, U, v_all, vs
     # task, filters in blocks of `per_block` panels; U (16, packed_rows(n) * C) the packed
     # transformed filters; v_all (threads, 16 * vstride), m_all (threads, 16 * mstride)
     n = out.shape[1]
-    MR = gemm.MR
-    panels = -(-n // MR)
     tasks = -(-count // width)
     for i in prange(tasks * fblocks):
-        ti = i // fblocks
-        fi = i - ti * fblocks
-        t0 = ti * width
-        T = min(width, count - t0)
-        p0 = fi * per_block
-        np_ = min(panels, p0 + per_block) - p0
+        _, t0, T, p0, np_, f0, f1, Wt = _task(i, fblocks, width, count, per_block, n)
         if np_ <= 0:
             continue
-        f0 = p0 * MR
-        f1 = min(n, (p0 + np_) * MR)
-        Wt = -(-T // gemm.NR) * gemm.NR
         me = numba.get_thread_id()
         V = v_all[me]
         M = m_all[me]

@@ -62,6 +62,60 @@ FEW = 2
 PREFETCH = 128
 
 
+def _vector_type():
+    return ir.VectorType(ir.FloatType(), VW)
+
+
+def _fma(builder):
+    vt = _vector_type()
+    return cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(vt, [vt, vt, vt]), f"llvm.fmuladd.v{VW}f32")
+
+
+def _data(context, builder, ty, arr, offset):
+    """Pointer to element `offset` of a Numba array value (its data, any layout)."""
+    data = cgutils.create_struct_proxy(ty)(context, builder, value=arr).data
+    return builder.gep(data, [offset])
+
+
+def _vector_at(builder, base, index):
+    """`base` (a float pointer) + index, as a pointer to a vector."""
+    return builder.bitcast(builder.gep(base, [index]), _vector_type().as_pointer())
+
+
+def _fma_loop(builder, depth, step: int, init: list, body) -> list:
+    """Emit `for k in range(0, depth, step)` carrying the vectors `init`: body(k, acc)
+    returns the next values. Returns the values after the loop (`init` when depth <= 0)."""
+    ity = depth.type
+    entry = builder.block
+    loop = builder.append_basic_block("fma.loop")
+    done = builder.append_basic_block("fma.done")
+    builder.cbranch(builder.icmp_signed(">", depth, ir.Constant(ity, 0)), loop, done)
+    builder.position_at_end(loop)
+    k = builder.phi(ity)
+    k.add_incoming(ir.Constant(ity, 0), entry)
+    acc = []
+    for v in init:
+        p = builder.phi(v.type)
+        p.add_incoming(v, entry)
+        acc.append(p)
+    new = body(k, acc)
+    k1 = builder.add(k, ir.Constant(ity, step))
+    k.add_incoming(k1, builder.block)
+    for p, q in zip(acc, new):
+        p.add_incoming(q, builder.block)
+    end = builder.block
+    builder.cbranch(builder.icmp_signed("<", k1, depth), loop, done)
+    builder.position_at_end(done)
+    out = []
+    for v, q in zip(init, new):
+        p = builder.phi(v.type)
+        p.add_incoming(v, entry)
+        p.add_incoming(q, end)
+        out.append(p)
+    return out
+
+
 @intrinsic
 def _microkernel(typingctx, ap, aoff, bp, boff, c, coff, k, ldc, add):
     """c[coff + i*ldc + j] (+)= sum_k ap[aoff + k*MR + i] * bp[boff + k*NR + j] for the
@@ -71,71 +125,45 @@ def _microkernel(typingctx, ap, aoff, bp, boff, c, coff, k, ldc, add):
     def codegen(context, builder, signature, args):
         a_arr, a_off, b_arr, b_off, c_arr, c_off, depth, stride, keep = args
         tys = signature.args
-
-        def base(i: int, arr, off):
-            data = cgutils.create_struct_proxy(tys[i])(context, builder, value=arr).data
-            return builder.gep(data, [off])
-
-        a0, b0, c0 = base(0, a_arr, a_off), base(2, b_arr, b_off), base(4, c_arr, c_off)
-        vt = ir.VectorType(ir.FloatType(), VW)
-        fma = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(vt, [vt, vt, vt]), f"llvm.fmuladd.v{VW}f32")
-        i64 = ir.IntType(64)
+        a0 = _data(context, builder, tys[0], a_arr, a_off)
+        b0 = _data(context, builder, tys[2], b_arr, b_off)
+        c0 = _data(context, builder, tys[4], c_arr, c_off)
+        vt = _vector_type()
+        fma = _fma(builder)
+        i32, i64 = ir.IntType(32), ir.IntType(64)
         ity = depth.type
-        zero = ir.Constant(vt, [0.0] * VW)
-        splat = ir.Constant(ir.VectorType(ir.IntType(32), VW), [0] * VW)
+        splat = ir.Constant(ir.VectorType(i32, VW), [0] * VW)
         nv = NR // VW
-        entry = builder.block
-        loop = builder.append_basic_block("mk.loop")
-        done = builder.append_basic_block("mk.done")
-        builder.cbranch(builder.icmp_signed(">", depth, ir.Constant(ity, 0)), loop, done)
 
-        builder.position_at_end(loop)
-        kk = builder.phi(ity)
-        kk.add_incoming(ir.Constant(ity, 0), entry)
-        acc = []
-        for _ in range(MR * nv):
-            p = builder.phi(vt)
-            p.add_incoming(zero, entry)
-            acc.append(p)
-        brow = builder.gep(b0, [builder.mul(kk, ir.Constant(ity, NR))])
-        bv = [builder.load(builder.bitcast(builder.gep(brow, [ir.Constant(i64, v * VW)]),
-                                           vt.as_pointer()), align=4) for v in range(nv)]
-        arow = builder.gep(a0, [builder.mul(kk, ir.Constant(ity, MR))])
-        if PREFETCH:    # the weights ahead: one line per step, PREFETCH steps on
-            i8p = ir.IntType(8).as_pointer()
-            pf = cgutils.get_or_insert_function(
-                builder.module, ir.FunctionType(ir.VoidType(), [i8p] + [ir.IntType(32)] * 3),
-                "llvm.prefetch.p0")
-            ahead = builder.gep(arow, [ir.Constant(i64, PREFETCH * MR)])
-            builder.call(pf, [builder.bitcast(ahead, i8p), ir.Constant(ir.IntType(32), 0),
-                              ir.Constant(ir.IntType(32), 3), ir.Constant(ir.IntType(32), 1)])
-        new = []
-        for i in range(MR):
-            s = builder.load(builder.gep(arow, [ir.Constant(i64, i)]))
-            one = builder.insert_element(ir.Constant(vt, ir.Undefined), s,
-                                         ir.Constant(ir.IntType(32), 0))
-            bc = builder.shuffle_vector(one, one, splat)
-            for v in range(nv):
-                new.append(builder.call(fma, [bc, bv[v], acc[i * nv + v]]))
-        k1 = builder.add(kk, ir.Constant(ity, 1))
-        kk.add_incoming(k1, loop)
-        for p, q in zip(acc, new):
-            p.add_incoming(q, loop)
-        builder.cbranch(builder.icmp_signed("<", k1, depth), loop, done)
+        def step(kk, acc):
+            brow = builder.gep(b0, [builder.mul(kk, ir.Constant(ity, NR))])
+            bv = [builder.load(_vector_at(builder, brow, ir.Constant(i64, v * VW)), align=4)
+                  for v in range(nv)]
+            arow = builder.gep(a0, [builder.mul(kk, ir.Constant(ity, MR))])
+            if PREFETCH:    # the weights ahead: one line per step, PREFETCH steps on
+                i8p = ir.IntType(8).as_pointer()
+                pf = cgutils.get_or_insert_function(
+                    builder.module, ir.FunctionType(ir.VoidType(), [i8p] + [i32] * 3),
+                    "llvm.prefetch.p0")
+                ahead = builder.gep(arow, [ir.Constant(i64, PREFETCH * MR)])
+                builder.call(pf, [builder.bitcast(ahead, i8p), ir.Constant(i32, 0),
+                                  ir.Constant(i32, 3), ir.Constant(i32, 1)])
+            new = []
+            for i in range(MR):
+                s = builder.load(builder.gep(arow, [ir.Constant(i64, i)]))
+                one = builder.insert_element(ir.Constant(vt, ir.Undefined), s,
+                                             ir.Constant(i32, 0))
+                bc = builder.shuffle_vector(one, one, splat)
+                for v in range(nv):
+                    new.append(builder.call(fma, [bc, bv[v], acc[i * nv + v]]))
+            return new
 
-        builder.position_at_end(done)
-        res = []
-        for t in range(MR * nv):
-            p = builder.phi(vt)
-            p.add_incoming(zero, entry)
-            p.add_incoming(new[t], loop)
-            res.append(p)
+        zero = ir.Constant(vt, [0.0] * VW)
+        res = _fma_loop(builder, depth, 1, [zero] * (MR * nv), step)
         for i in range(MR):
             row = builder.gep(c0, [builder.mul(ir.Constant(stride.type, i), stride)])
             for v in range(nv):
-                ptr = builder.bitcast(builder.gep(row, [ir.Constant(i64, v * VW)]),
-                                      vt.as_pointer())
+                ptr = _vector_at(builder, row, ir.Constant(i64, v * VW))
                 old = builder.load(ptr, align=4)
                 val = res[i * nv + v]
                 builder.store(builder.select(keep, builder.fadd(old, val), val), ptr, align=4)
@@ -370,58 +398,29 @@ def _make_dot(ra: int, rb: int):
         def codegen(context, builder, signature, args):
             a_arr, a_off, a_ld, b_arr, b_off, b_ld, kdep, o_arr, o_off, o_ld = args
             tys = signature.args
-
-            def data(i, arr):
-                return cgutils.create_struct_proxy(tys[i])(context, builder, value=arr).data
-
             ity = kdep.type
-            vt = ir.VectorType(ir.FloatType(), VW)
-            fma = cgutils.get_or_insert_function(
-                builder.module, ir.FunctionType(vt, [vt, vt, vt]), f"llvm.fmuladd.v{VW}f32")
-            arows = [builder.gep(data(0, a_arr), [builder.add(a_off, builder.mul(
-                ir.Constant(ity, i), a_ld))]) for i in range(ra)]
-            brows = [builder.gep(data(3, b_arr), [builder.add(b_off, builder.mul(
-                ir.Constant(ity, j), b_ld))]) for j in range(rb)]
-            o0 = data(7, o_arr)
-            slots = [builder.bitcast(builder.gep(o0, [builder.add(o_off, builder.add(
-                builder.mul(ir.Constant(ity, i), o_ld), ir.Constant(ity, j * VW)))]),
-                vt.as_pointer()) for i in range(ra) for j in range(rb)]
+
+            def at(i: int, arr, off, ld, row: int):
+                return _data(context, builder, tys[i], arr, builder.add(
+                    off, builder.mul(ir.Constant(ity, row), ld)))
+
+            arows = [at(0, a_arr, a_off, a_ld, i) for i in range(ra)]
+            brows = [at(3, b_arr, b_off, b_ld, j) for j in range(rb)]
+            o0 = _data(context, builder, tys[7], o_arr, o_off)
+            slots = [_vector_at(builder, o0, builder.add(
+                builder.mul(ir.Constant(ity, i), o_ld), ir.Constant(ity, j * VW)))
+                for i in range(ra) for j in range(rb)]
+            fma = _fma(builder)
+
+            def step(kk, acc):
+                av = [builder.load(_vector_at(builder, r, kk), align=4) for r in arows]
+                bv = [builder.load(_vector_at(builder, r, kk), align=4) for r in brows]
+                return [builder.call(fma, [av[i], bv[j], acc[i * rb + j]])
+                        for i in range(ra) for j in range(rb)]
+
             init = [builder.load(q, align=4) for q in slots]
-            entry = builder.block
-            loop = builder.append_basic_block("dot.loop")
-            done = builder.append_basic_block("dot.done")
-            builder.cbranch(builder.icmp_signed(">", kdep, ir.Constant(ity, 0)), loop, done)
-            builder.position_at_end(loop)
-            kk = builder.phi(ity)
-            kk.add_incoming(ir.Constant(ity, 0), entry)
-            acc = []
-            for t in range(ra * rb):
-                p = builder.phi(vt)
-                p.add_incoming(init[t], entry)
-                acc.append(p)
-
-            def load(row):
-                return builder.load(builder.bitcast(builder.gep(row, [kk]), vt.as_pointer()),
-                                    align=4)
-
-            av = [load(r) for r in arows]
-            bv = [load(r) for r in brows]
-            new = [builder.call(fma, [av[i], bv[j], acc[i * rb + j]])
-                   for i in range(ra) for j in range(rb)]
-            k1 = builder.add(kk, ir.Constant(ity, VW))
-            kk.add_incoming(k1, loop)
-            for p, q in zip(acc, new):
-                p.add_incoming(q, loop)
-            builder.cbranch(builder.icmp_signed("<", k1, kdep), loop, done)
-            builder.position_at_end(done)
-            res = []
-            for t in range(ra * rb):
-                p = builder.phi(vt)
-                p.add_incoming(init[t], entry)
-                p.add_incoming(new[t], loop)
-                res.append(p)
-            for p, q in zip(res, slots):
-                builder.store(p, q, align=4)
+            for v, q in zip(_fma_loop(builder, kdep, VW, init, step), slots):
+                builder.store(v, q, align=4)
             return context.get_dummy_value()
 
         return sig, codegen
