@@ -48,9 +48,11 @@ pjit_sums = functools.partial(numba.njit, parallel=True, **_SUMS)
 
 
 # Below this many values in its first array argument a `pjit_dual` kernel runs its
-# serial twin: starting a parallel region wakes the sleeping OpenMP threads, ~70 us on
-# this VM (timed), more than a 2-core split saves on a pass over ~100k values.
-SMALL = 1 << 17
+# serial twin. With the threads still spinning from the last kernel a parallel region
+# starts in ~2 us (a sleeping one takes ~70 us on this VM): 4k values is about where the
+# split pays (timed over the whole forward of resnet18 and yolov3-tiny at batch 1: 17.0
+# -> 16.0 and 24.9 -> 24.0 ms against the 128k of the passive-only setting).
+SMALL = 1 << 12
 
 
 class _Dual:

@@ -432,7 +432,7 @@ _dot_block = _make_dot(RA, RB)
 _dot_row = _make_dot(1, RB)
 _dot_col = _make_dot(RA, 1)
 _dot_one = _make_dot(1, 1)
-DEPTH = 256     # terms per chunk: a block's rows of both operands stay in L1
+DEPTH = 512     # terms per chunk: a block's rows of both operands stay in L1
 
 
 @jit
@@ -447,20 +447,21 @@ def _gemm_nt(a, b, c, lanes):
     Mb = M - M % RA
     Nb = N - N % RB
     lo = N * VW
+    # per depth chunk: each block of RB rows of b stays in L1 while the rows of a pass
     for k0 in range(0, kv, DEPTH):
         d = min(DEPTH, kv - k0)
-        for i0 in range(0, Mb, RA):
-            for j0 in range(0, Nb, RB):
+        for j0 in range(0, Nb, RB):
+            for i0 in range(0, Mb, RA):
                 _dot_block(fa, i0 * lda + k0, lda, fb, j0 * ldb + k0, ldb, d, lanes,
                            (i0 * N + j0) * VW, lo)
-            for j0 in range(Nb, N):
-                _dot_col(fa, i0 * lda + k0, lda, fb, j0 * ldb + k0, ldb, d, lanes,
-                         (i0 * N + j0) * VW, lo)
-        for i0 in range(Mb, M):
-            for j0 in range(0, Nb, RB):
+            for i0 in range(Mb, M):
                 _dot_row(fa, i0 * lda + k0, lda, fb, j0 * ldb + k0, ldb, d, lanes,
                          (i0 * N + j0) * VW, lo)
-            for j0 in range(Nb, N):
+        for j0 in range(Nb, N):
+            for i0 in range(0, Mb, RA):
+                _dot_col(fa, i0 * lda + k0, lda, fb, j0 * ldb + k0, ldb, d, lanes,
+                         (i0 * N + j0) * VW, lo)
+            for i0 in range(Mb, M):
                 _dot_one(fa, i0 * lda + k0, lda, fb, j0 * ldb + k0, ldb, d, lanes,
                          (i0 * N + j0) * VW, lo)
     for i in range(M):
