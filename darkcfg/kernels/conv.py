@@ -300,6 +300,32 @@ def _packed_weights(weights: np.ndarray, cache: dict | None) -> np.ndarray:
     return ap
 
 
+def _packed_source(x: np.ndarray, k: int, sy: int, sx: int, pad: int, d: int
+                   ) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """Where gemm.pack_patches(_t) read a conv's patches: x, zero-padded, and for strided
+    convs split into sy x sx phases (im2col.pad_phases), so that a patch element's values
+    over a run of output pixels are consecutive. Returns (src flat, row_off: patch element
+    r = (c, ky, kx) lies row_off[r] past a patch's origin, the pitch of an output row,
+    the stride of an image)."""
+    N, C, H, W = x.shape
+    r = np.arange(C * k * k, dtype=np.int64)
+    c, i, j = r // (k * k), (r // k) % k * d, r % k * d
+    if sy > 1 or sx > 1:
+        Hq, Wq = -(-(H + 2 * pad) // sy), -(-(W + 2 * pad) // sx)
+        src = parallel.scratch("packed_src", (N, C, sy, sx, Hq, Wq))
+        pad_phases(x, pad, sy, sx, src)
+        row_off = (((c * sy + i % sy) * sx + j % sx) * Hq + i // sy) * Wq + j // sx
+    else:
+        if pad:
+            src = parallel.scratch("packed_src", (N, C, H + 2 * pad, W + 2 * pad))
+            pad_input(x, pad, src)
+        else:
+            src = x
+        Hq, Wq = src.shape[2], src.shape[3]
+        row_off = (c * Hq + i) * Wq + j
+    return src.reshape(-1), row_off, Wq, src[0].size
+
+
 def _conv_packed(x: np.ndarray, weights: np.ndarray, sy: int, sx: int, pad: int, d: int,
                  oh: int, ow: int, out: np.ndarray, tail: Tail, cache: dict | None,
                  moments: np.ndarray | None) -> None:
@@ -307,29 +333,11 @@ def _conv_packed(x: np.ndarray, weights: np.ndarray, sy: int, sx: int, pad: int,
     # the (zero-padded) input, the micro-kernel GEMM into a per-thread tile and the fused
     # store. With few columns (small maps at batch 1) the filters are split instead and
     # the patches packed once for all tasks.
-    N, C, H, W = x.shape
+    N, C = x.shape[:2]
     n, _, k, _ = weights.shape
     K = C * k * k
     ap = _packed_weights(weights, cache)
-    # the source of the patches: x, zero-padded, and for strided convs split into
-    # sy x sx phases (im2col.pad_phases), so that a patch element's values over a run of
-    # output pixels are consecutive; r = (c, ky, kx) lies row_off[r] past a patch's origin
-    r = np.arange(K, dtype=np.int64)
-    c, i, j = r // (k * k), (r // k) % k * d, r % k * d
-    if sy > 1 or sx > 1:
-        Hq, Wq = -(-(H + 2 * pad) // sy), -(-(W + 2 * pad) // sx)
-        src = parallel.scratch("xphase", (N, C, sy, sx, Hq, Wq))
-        pad_phases(x, pad, sy, sx, src)
-        row_off = (((c * sy + i % sy) * sx + j % sx) * Hq + i // sy) * Wq + j // sx
-    else:
-        if pad:
-            src = parallel.scratch("xpad", (N, C, H + 2 * pad, W + 2 * pad))
-            pad_input(x, pad, src)
-        else:
-            src = x
-        Hq, Wq = src.shape[2], src.shape[3]
-        row_off = (c * Hq + i) * Wq + j
-    flat, image_stride, Wp = src.reshape(-1), src[0].size, Wq
+    flat, row_off, Wp, image_stride = _packed_source(x, k, sy, sx, pad, d)
     count = N * oh * ow
     threads = numba.get_num_threads()
     width, tiles = _column_tiles(count, K, threads)
@@ -590,14 +598,27 @@ def _conv_backward_tiles(x, weights, dy, dw, sy, sx, pad, d, groups, oh, ow, dx)
         rows, T = src.rows, min(width, per_task * per)
         target = dxp if dxp is not None else dx if dx is not None else \
             np.empty((0, 0, 0, 0), np.float32)
+        direct = groups == 1        # dW from patches gathered into packed columns
+        chunk = conv_tiles.DW_CHUNK
+        if direct:
+            flat, row_off, src_pitch, src_stride = _packed_source(x, k, sy, sx, pad, d)
+            Kp, nP = gemm.packed_cols(K), gemm.packed_rows(n)
+            dwp = np.zeros((slots, nP * Kp), np.float32)
+        else:
+            flat, row_off, src_pitch, src_stride = conv_tiles.empty(), np.empty(0, np.int64), 0, 0
+            Kp = nP = 0
+            dwp = np.zeros((slots, 0), np.float32)
         conv_tiles.backward(
             x, src.xp, layout, k, sy, sx, pad, d, oh, ow, src.pitch, dy, wg, width,
-            per_task, nt, partial,
-            parallel.scratch("lanes", (slots, m * K * gemm.VW if nt else 0)),
-            parallel.scratch("bcols", (slots, rows * T)),
+            per_task, nt and not direct, partial,
+            parallel.scratch("lanes", (slots, m * K * gemm.VW if nt and not direct else 0)),
+            parallel.scratch("bcols", (slots, 0 if direct else rows * T)),
             parallel.scratch("bdz", (slots, n * T)),
             parallel.scratch("bdcols", (slots, rows * T if dx is not None else 0)),
-            target, dx if dx is not None else x)
+            target, dx if dx is not None else x, flat, row_off, src_pitch, src_stride, dwp,
+            parallel.scratch("dwa", (slots, nP * chunk)),
+            parallel.scratch("dwb", (slots, Kp * chunk)),
+            parallel.scratch("dwo", (slots, chunk if direct else 0), np.int64))
         total = partial[0]
         for t in range(1, slots):
             total += partial[t]

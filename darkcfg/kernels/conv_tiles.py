@@ -99,23 +99,32 @@ PLAIN, WIDE, COMPACT = 0, 1, 2
 
 @pjit
 def backward(x, xp, layout, k, sy, sx, pad, d, oh, ow, pitch, dy, wg, width, per_task,
-             nt, partial, lanes_all, cols_all, dz_all, dcols_all, target, dx):
+             nt, partial, lanes_all, cols_all, dz_all, dcols_all, target, dx, src, row_off,
+             src_pitch, src_stride, dwp_all, ap_all, bp_all, origins_all):
     # The weight gradient, and dx unless target is empty, of a conv with groups wg
     # (groups, m, K): tasks are runs of `per_task` whole images, cut into tiles of `width`
-    # batch columns (`pitch` per output row); per tile the patches (from xp), dZ gathered
-    # from dy, partial[s, g] += dZ_g cols_g^T (kernels.gemm.gemm_nt's loop when `nt`,
-    # else the packed GEMM), and for dx cols = W_g^T dZ_g added back (col2im) into target
-    # (dx itself, or a padded copy cropped into dx per task). Slot s of partial runs
-    # tasks s, s + S, s + 2S, ... in order (S = partial.shape[0]): the caller adds the
-    # slots in order, so the numbers do not depend on the threads.
+    # batch columns (`pitch` per output row). Slot s of partial runs tasks s, s + S, s + 2S,
+    # ... in order (S = partial.shape[0]): the caller adds the slots in order, so the
+    # numbers do not depend on the threads.
+    # dW: with one group and `src` given (the input laid out as for the forward's
+    # pack_patches, row_off its patch offsets), the patches are gathered straight into
+    # packed columns (gemm.pack_patches_t) and dY into packed rows, DW_CHUNK pixels at a
+    # time, and the micro-kernel adds up dwp_all[s] (padded n x K); otherwise im2col into
+    # cols and partial[s, g] += dZ_g cols_g^T (gemm_nt's loop when `nt`, else the packed
+    # GEMM). dx: cols = W_g^T dZ_g added back (col2im) into target (dx itself, or a padded
+    # copy cropped into dx per task).
     N = x.shape[0]
     groups, m, K = wg.shape
     n = groups * m
     rows = groups * K
     per = oh * pitch
+    P = oh * ow
     tasks = -(-N // per_task)
     S = partial.shape[0]
     padded = target.size > 0 and target.shape[2] != x.shape[2]
+    direct = src.size > 0
+    Kp = -(-K // gemm.NR) * gemm.NR
+    panels = -(-n // gemm.MR)
     for s in prange(S):
         cols = cols_all[s]
         dzb = dz_all[s]
@@ -126,25 +135,36 @@ def backward(x, xp, layout, k, sy, sx, pad, d, oh, ow, pitch, dy, wg, width, per
             b1 = min(N, b0 + per_task)
             if target.size:
                 target[b0:b1] = 0.0
+            if direct:
+                for c0 in range(b0 * P, b1 * P, DW_CHUNK):
+                    L = min(DW_CHUNK, b1 * P - c0)
+                    gemm.pack_patches_t(src, row_off, c0, L, oh, ow, src_pitch, src_stride,
+                                        origins_all[s], bp_all[s])
+                    _pack_dy(dy, c0, L, ap_all[s])
+                    gemm.gemm_packed(ap_all[s], 0, 0, panels, bp_all[s], 0, L, dwp_all[s], 0,
+                                     Kp, Kp, True)
             for j0 in range(b0 * per, b1 * per, width):
+                if direct and target.size == 0:
+                    break
                 T = min(width, b1 * per - j0)
-                c2 = cols[:rows * T].reshape(rows, T)
-                if layout == WIDE:
-                    im2col_wide(xp, k, d, oh, j0, c2)
-                elif layout == COMPACT:
-                    im2col_direct(xp, k, sy, sx, pad, d, oh, ow, j0, c2)
-                else:
-                    _plain_columns(xp, j0, per, c2)
                 dz = dzb[:n * T].reshape(n, T)
                 epilogue.gather(dy, j0, 0, pitch, dz)
-                for g in range(groups):
-                    a = dz[g * m:(g + 1) * m]
-                    b = c2[g * K:(g + 1) * K]
-                    if nt:
-                        lanes[:m * K * gemm.VW] = 0.0
-                        gemm.gemm_nt_into(a, b, partial[s, g], lanes)
+                if not direct:
+                    c2 = cols[:rows * T].reshape(rows, T)
+                    if layout == WIDE:
+                        im2col_wide(xp, k, d, oh, j0, c2)
+                    elif layout == COMPACT:
+                        im2col_direct(xp, k, sy, sx, pad, d, oh, ow, j0, c2)
                     else:
-                        gemm.gemm_into(a, b.T, partial[s, g], True)
+                        _plain_columns(xp, j0, per, c2)
+                    for g in range(groups):
+                        a = dz[g * m:(g + 1) * m]
+                        b = c2[g * K:(g + 1) * K]
+                        if nt:
+                            lanes[:m * K * gemm.VW] = 0.0
+                            gemm.gemm_nt_into(a, b, partial[s, g], lanes)
+                        else:
+                            gemm.gemm_into(a, b.T, partial[s, g], True)
                 if target.size == 0:
                     continue
                 dc = dcb[:rows * T].reshape(rows, T)
@@ -157,6 +177,45 @@ def backward(x, xp, layout, k, sy, sx, pad, d, oh, ow, pitch, dy, wg, width, per
                     col2im_direct(dc, k, sy, sx, pad, d, oh, ow, j0, target)
             if padded:
                 crop_input(target, pad, b0, b1, dx)
+        if direct:
+            dwp = dwp_all[s]
+            for f in range(m):
+                for r in range(K):
+                    partial[s, 0, f, r] += dwp[f * Kp + r]
+
+
+# Pixels per packing of the direct weight gradient: its packed patches (K x DW_CHUNK) and
+# dY (n x DW_CHUNK) stay in L2 while the micro-kernel runs over them.
+DW_CHUNK = 512
+
+
+@jit
+def _pack_dy(dy, c0, L, ap):
+    # dY of batch pixels c0..c0+L (compact: image, then row-major pixel) as the packed
+    # rows of kernels.gemm (MR filters per panel, zero rows past n), depth L
+    N, n = dy.shape[0], dy.shape[1]
+    P = dy.shape[2] * dy.shape[3]
+    flat = dy.reshape(N, n, P)
+    MR = gemm.MR
+    for p in range(0, n, MR):
+        rows = min(MR, n - p)
+        base = p * L
+        t = 0
+        while t < L:
+            j = c0 + t
+            b = j // P
+            q = j - b * P
+            run = min(L - t, P - q)
+            for i in range(rows):
+                plane = flat[b, p + i, q:q + run]
+                o = base + t * MR + i
+                for u in range(run):
+                    ap[o + u * MR] = plane[u]
+            for i in range(rows, MR):
+                o = base + t * MR + i
+                for u in range(run):
+                    ap[o + u * MR] = 0.0
+            t += run
 
 
 @jit

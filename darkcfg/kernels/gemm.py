@@ -59,6 +59,7 @@ KC = 256        # depth of a packed block: a B micro-panel KC x NR is 32 KB (L1)
 MC = 240        # rows of a packed A block: MC x KC is 240 KB (L2)
 NC = 1024       # columns of a packed B block: KC x NC is 1 MB (L2)
 FEW = 2
+FEW_DEPTH = 1 << 18     # ... when the columns' K x W values fit in L2 (1 MB)
 PREFETCH = 128
 
 
@@ -350,25 +351,59 @@ def pack_patches(src, row_off, j0, T, oh, ow, pitch, image_stride, bp):
 
 
 @jit
-def gemm_packed(ap, aoff, p0, panels, bp, boff, K, c, coff, ldc, W):
-    # c[coff + i*ldc + j] for i < panels*MR, j < W (a multiple of NR) = rows p0*MR.. of
-    # the packed weights at ap[aoff..] @ the packed columns at bp[boff..]; all overwritten
-    if W <= FEW * NR:
+def pack_patches_t(src, row_off, j0, T, oh, ow, pitch, image_stride, origins, bp):
+    # The transpose of pack_patches, for the weight gradient dZ @ patches^T: the K patch
+    # rows become packed columns, NR per panel, over the depth of the tile's T pixels.
+    # bp (packed_cols(K) * T,): panel q at q*T, pixel t's NR values at q*T + t*NR (zeros
+    # past K); origins (>= T,) int64 scratch. Each value is gathered, src[origin(t) +
+    # row_off[r]], with the same layout conventions as pack_patches.
+    K = row_off.shape[0]
+    P = oh * ow
+    t = 0
+    while t < T:                # the origins, run by run along output rows
+        j = j0 + t
+        b = j // P
+        q = j - b * P
+        oy = q // ow
+        ox = q - oy * ow
+        L = min(T - t, ow - ox)
+        o = b * image_stride + oy * pitch + ox
+        for u in range(L):
+            origins[t + u] = o + u
+        t += L
+    for q in range(0, K, NR):
+        rows = min(NR, K - q)
+        base = U64(q * T)
+        for t in range(T):
+            o = origins[t]
+            d0 = base + U64(t * NR)
+            for u in range(rows):
+                bp[d0 + U64(u)] = src[U64(o + row_off[q + u])]
+            for u in range(rows, NR):
+                bp[d0 + U64(u)] = 0.0
+
+
+@jit
+def gemm_packed(ap, aoff, p0, panels, bp, boff, K, c, coff, ldc, W, add=False):
+    # c[coff + i*ldc + j] for i < panels*MR, j < W (a multiple of NR) (+)= rows p0*MR.. of
+    # the packed weights at ap[aoff..] @ the packed columns at bp[boff..]; overwritten
+    # unless `add`
+    if W <= FEW * NR and K * W <= FEW_DEPTH:
         # few columns (small maps at batch 1): the weights are the traffic, so each panel
         # of them is read once, front to back (prefetch-friendly), over the whole depth,
         # while the columns stay in L2
         for i in range(panels):
             for q in range(0, W, NR):
                 _microkernel(ap, aoff + (p0 + i) * K * MR, bp, boff + q * K, c,
-                             coff + i * MR * ldc + q, K, ldc, False)
+                             coff + i * MR * ldc + q, K, ldc, add)
         return
     for k0 in range(0, K, KC):
         kc = min(KC, K - k0)
         for q in range(0, W, NR):
             for i in range(panels):
                 _microkernel(ap, aoff + (p0 + i) * K * MR + k0 * MR, bp, boff + q * K + k0 * NR,
-                             c, coff + i * MR * ldc + q, kc, ldc, k0 > 0)
-    if K == 0:
+                             c, coff + i * MR * ldc + q, kc, ldc, add or k0 > 0)
+    if K == 0 and not add:
         for i in range(panels * MR):
             for j in range(W):
                 c[coff + i * ldc + j] = 0.0
