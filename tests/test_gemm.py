@@ -131,7 +131,8 @@ def test_winograd_with_filters_split_over_tasks():
 
 # (N, C, H, W, filters, k, sy, sx, pad, d, groups): dx as a forward conv of the turned
 # filters (stride 1, as many input channels as filters; 1x1), and the col2im route
-# (fewer input channels, strided, grouped), with tasks of several images
+# (fewer input channels, strided, grouped), with tasks of several images; dW from
+# gathered patches (one group) or im2col (grouped)
 BACKWARD_CASES = [
     (3, 20, 9, 8, 12, 3, 1, 1, 1, 1, 1),
     (2, 9, 6, 7, 9, 3, 1, 1, 2, 2, 1),
@@ -139,6 +140,8 @@ BACKWARD_CASES = [
     (4, 5, 8, 9, 16, 3, 1, 1, 1, 1, 1),
     (2, 6, 11, 10, 8, 3, 2, 2, 1, 1, 1),
     (3, 8, 7, 7, 12, 3, 1, 1, 1, 1, 4),
+    (6, 6, 24, 23, 10, 3, 1, 1, 1, 1, 1),      # dW gathered in chunks across images
+    (2, 3, 30, 31, 14, 7, 2, 2, 3, 1, 1),      # a strided first layer (no dx needed)
 ]
 
 
