@@ -157,6 +157,10 @@ def test_backward_matches_naive(case):
     want_dw, want_dx = naive.conv2d_backward(x, w, dy, sy, sx, pad, d, g)
     assert rel(dx, want_dx) < 1e-5
     assert rel(dw - 0.5, want_dw) < 1e-5
+    dw[...] = 0                                     # a first layer: no dx wanted
+    dx, _ = conv.conv2d_backward(x, w, dy, dw, sy=sy, sx=sx, pad=pad, d=d, groups=g,
+                                 need_dx=False)
+    assert dx is None and rel(dw, want_dw) < 1e-5
 
 
 AVX2 = ("+64bit,+sse,+sse2,+sse3,+ssse3,+sse4.1,+sse4.2,+popcnt,+cx16,+avx,+avx2,+fma,"
