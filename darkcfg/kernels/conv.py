@@ -555,6 +555,11 @@ def product(a: np.ndarray, b: np.ndarray, c: np.ndarray, accumulate: bool = Fals
 # and of the patches dotted directly; its per-value partial sums then stay in L2): timed
 # 1.2-2.6x the packed GEMM's speed for 27-144 patch rows, slower from 288 x 128 on.
 NT_MAX = 16384
+# Ungrouped convs with at least this many patch rows (C*k*k) gather their patches straight
+# into packed columns for dW (conv_tiles.backward); fewer (first layers: 9 or 27 rows)
+# waste most of a 32-wide panel there, and gemm_nt's row dots are faster (timed: the
+# 1->16 3x3 conv of fashion_plain 2.7 -> 1.9 ms, the 3->32 of cifar_small 5.7 -> 5.1 ms).
+DW_DIRECT_MIN = 32
 
 
 def product_nt(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> None:
@@ -598,7 +603,7 @@ def _conv_backward_tiles(x, weights, dy, dw, sy, sx, pad, d, groups, oh, ow, dx)
         rows, T = src.rows, min(width, per_task * per)
         target = dxp if dxp is not None else dx if dx is not None else \
             np.empty((0, 0, 0, 0), np.float32)
-        direct = groups == 1        # dW from patches gathered into packed columns
+        direct = groups == 1 and K >= DW_DIRECT_MIN     # dW from gathered patches
         chunk = conv_tiles.DW_CHUNK
         if direct:
             flat, row_off, src_pitch, src_stride = _packed_source(x, k, sy, sx, pad, d)
