@@ -115,6 +115,11 @@ def shortcut_mix_backward(g: np.ndarray, add_shape: tuple[int, ...], alpha: floa
     every cell by alpha; the two agree whenever alpha = 1 or the shapes match)."""
     check_f32("g", g, 4)
     n = g.shape[0]
+    if tuple(add_shape[-3:]) == g.shape[1:]:
+        # same shapes: alpha*g and beta*g, g itself (both of them) when they are 1; the
+        # caller's Network.add_grad copies whatever two gradients share
+        a, b = np.float32(alpha), np.float32(beta)
+        return (g if a == 1 else a * g), (g if b == 1 else b * g)
     dx = g.copy()
     dadd = np.zeros((n, *add_shape[-3:]), np.float32)
     _shortcut_mix_backward(dx, dadd, np.float32(alpha), np.float32(beta))
