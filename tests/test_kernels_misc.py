@@ -142,6 +142,21 @@ def test_shortcut_mix_with_activation(xs, adds, activation):
     close(out, want)
 
 
+@pytest.mark.parametrize("xs,adds", SHORTCUTS)
+@pytest.mark.parametrize("alpha,beta", [(1.0, 1.0), (0.5, 2.0), (-1.0, 0.25)])
+def test_shortcut_mix_backward_is_the_transpose(xs, adds, alpha, beta):
+    # the mix is linear in (x, add): <g, mix(x, add)> = <dx, x> + <dadd, add>
+    rng = np.random.default_rng(sum(xs) * 3 + sum(adds))
+    x, add, g = rand(rng, 2, *xs), rand(rng, 2, *adds), rand(rng, 2, *xs)
+    out, _ = shortcut.shortcut_mix(x, add, alpha, beta)
+    dx, dadd = shortcut.shortcut_mix_backward(g.copy(), add.shape, alpha, beta)
+    assert dx.shape == x.shape and dadd.shape == add.shape
+    f64 = np.float64
+    lhs = np.sum(g.astype(f64) * out)
+    rhs = np.sum(dx.astype(f64) * x) + np.sum(dadd.astype(f64) * add)
+    assert abs(lhs - rhs) <= 1e-5 * max(1.0, abs(lhs))
+
+
 def test_shortcut_mix_rejects_non_integer_factor():
     with pytest.raises(ValueError, match="integer factor"):
         shortcut.shortcut_mix(np.zeros((1, 2, 6, 6), np.float32),
