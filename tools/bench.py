@@ -174,6 +174,8 @@ def worker_main(fw: str, job: dict, threads: int) -> None:
             break
 
 
+SETTLE_S = 0.2
+
 # The environment as the user gave it: importing darkcfg in this process sets OpenMP
 # defaults (kernels.config) that must not leak into the PyTorch worker.
 USER_ENV = dict(os.environ)
@@ -215,6 +217,9 @@ def measure(job: dict, frameworks: list[str], args) -> list[dict]:
         times = {fw: [] for fw in frameworks}
         for _ in range(args.rounds):
             for fw, p in procs.items():       # alternate: same load for both
+                # a pause first, so that the other worker's OpenMP threads, which spin
+                # for a while after their last kernel, are asleep when this one starts
+                time.sleep(SETTLE_S)
                 times[fw] += ask(p, f"run {job['reps']}")
         max_rel = None
         if job["kind"] == "forward" and len(frameworks) == 2:
