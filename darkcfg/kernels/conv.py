@@ -491,9 +491,29 @@ def dense(x: np.ndarray, weights: np.ndarray, out: np.ndarray | None = None
         raise ValueError(f"x {x.shape} does not flatten to (N, {inputs}) for weights "
                          f"{weights.shape}")
     out = reuse(out, (N, n, 1, 1))
-    with parallel.single_threaded_blas():       # kernels.parallel: OpenBLAS's threads
-        np.matmul(x.reshape(N, inputs), weights.T, out=out.reshape(N, n))
+    matmul(x.reshape(N, inputs), weights.T, out.reshape(N, n))
     return out
+
+
+# Products with at least this many rows run on kernels.gemm over the threads (column
+# blocks); fewer (a connected layer at batch 1: a matrix-vector product) on NumPy's BLAS.
+MATMUL_MIN_ROWS = 8
+
+
+def matmul(a: np.ndarray, b: np.ndarray, c: np.ndarray, accumulate: bool = False) -> None:
+    """c = a @ b (c += a @ b with `accumulate`) for the dense layers: a (M, K), b (K, N)
+    float32 of any strides, c (M, N) C-contiguous; split by columns over the threads."""
+    M, N = c.shape
+    if not gemm.ENABLED or M < MATMUL_MIN_ROWS:
+        with parallel.single_threaded_blas():   # kernels.parallel: OpenBLAS's threads
+            if accumulate:
+                c += a @ b
+            else:
+                np.matmul(a, b, out=c)
+        return
+    threads = numba.get_num_threads()
+    width = gemm.packed_cols(max(gemm.NR, -(-N // (2 * threads))))
+    conv_tiles.matmul_columns(a, b, c, accumulate, width)
 
 
 def conv2d_backward(x: np.ndarray, weights: np.ndarray, dy: np.ndarray, dw: np.ndarray, *,
@@ -703,10 +723,9 @@ def dense_backward(x: np.ndarray, weights: np.ndarray, dy: np.ndarray, dw: np.nd
         raise ValueError(f"dense_backward: x {x.shape}, weights {weights.shape}, dy "
                          f"{dy.shape}, dw {dw.shape} do not fit")
     d2 = dy.reshape(N, n)
-    with parallel.single_threaded_blas():
-        dw += d2.T @ x.reshape(N, inputs)
-        if not need_dx:
-            return None
-        dx = reuse(dx, x.shape)
-        np.matmul(d2, weights, out=dx.reshape(N, inputs))
+    matmul(d2.T, x.reshape(N, inputs), dw, accumulate=True)
+    if not need_dx:
+        return None
+    dx = reuse(dx, x.shape)
+    matmul(d2, weights, dx.reshape(N, inputs))
     return dx
