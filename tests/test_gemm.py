@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from darkcfg.kernels import conv, gemm
+from darkcfg.kernels import conv, dense, gemm
 
 from . import naive
 
@@ -167,7 +167,7 @@ AVX2 = ("+64bit,+sse,+sse2,+sse3,+ssse3,+sse4.1,+sse4.2,+popcnt,+cx16,+avx,+avx2
         "+f16c,+bmi,+bmi2,+lzcnt,+movbe")
 OTHER_ISA = """
 import numpy as np
-from darkcfg.kernels import conv, gemm
+from darkcfg.kernels import conv, dense, gemm
 from tests import naive
 print(gemm.ENABLED, gemm.VW, gemm.MR, gemm.NR)
 rng = np.random.default_rng(0)
@@ -219,12 +219,12 @@ def test_dense_on_the_threads_matches_naive():
     # a [connected] layer at batch 20: kernels.gemm over column blocks, forward and back
     rng = np.random.default_rng(4)
     x, w = rand(rng, 20, 6, 5, 7), rand(rng, 77, 210)
-    assert conv.MATMUL_MIN_ROWS <= 20
-    out = conv.dense(x, w)
+    assert dense.MATMUL_MIN_ROWS <= 20
+    out = dense.dense(x, w)
     assert rel(out.reshape(20, 77), naive.dense(x, w).reshape(20, 77)) < 1e-5
     dy = rand(rng, 20, 77, 1, 1)
     dw = np.full(w.shape, 1.5, np.float32)
-    dx = conv.dense_backward(x, w, dy, dw)
+    dx = dense.dense_backward(x, w, dy, dw)
     want_dw, want_dx = naive.dense_backward(x, w, dy)
     assert rel(dw - 1.5, want_dw) < 1e-5
     assert rel(dx.reshape(20, 210), want_dx) < 1e-5

@@ -11,7 +11,7 @@ import pytest
 from darkcfg.activations import ACTIVATIONS
 from darkcfg.graph import load_graph
 from darkcfg.kernels import activations as act
-from darkcfg.kernels import bn, bn_train, conv
+from darkcfg.kernels import bn, bn_train, conv, dense
 from darkcfg.network import Network
 
 from . import naive
@@ -135,17 +135,17 @@ def test_dense_backward_matches_naive():
     x, w, dy = rand(rng, 3, 4, 2, 5), rand(rng, 7, 40), rand(rng, 3, 7, 1, 1)
     ref_dw, ref_dx = naive.dense_backward(x, w, dy)
     dw = np.zeros_like(w)
-    dx = conv.dense_backward(x, w, dy, dw)
+    dx = dense.dense_backward(x, w, dy, dw)
     assert dx.shape == x.shape
     assert rel(dw, ref_dw) <= REL and rel(dx.reshape(3, 40), ref_dx) <= REL
-    assert conv.dense_backward(x, w, dy, dw, need_dx=False) is None
+    assert dense.dense_backward(x, w, dy, dw, need_dx=False) is None
     assert rel(dw, 2 * ref_dw) <= REL
 
 
 def test_dense_matches_naive():
     rng = np.random.default_rng(3)
     x, w = rand(rng, 3, 4, 2, 5), rand(rng, 7, 40)
-    out = conv.dense(x, w)
+    out = dense.dense(x, w)
     assert out.shape == (3, 7, 1, 1)
     assert rel(out.reshape(3, 7), naive.dense(x, w)) <= REL
 

@@ -1,5 +1,5 @@
-"""Convolution, transposed convolution and dense products, and their backward passes
-(weight gradients accumulated, input gradients returned).
+"""Convolution and transposed convolution, and their backward passes (weight gradients
+accumulated, input gradients returned). The dense products are in kernels.dense.
 
 conv2d cuts the batch's output pixels into column tiles, spread over threads
 (kernels.parallel): per tile the patches (Numba im2col, kernels.im2col), one
@@ -479,43 +479,6 @@ def deconv2d(x: np.ndarray, weights: np.ndarray, *, s: int = 1, pad: int = 0,
     return out, work
 
 
-def dense(x: np.ndarray, weights: np.ndarray, out: np.ndarray | None = None
-          ) -> np.ndarray:
-    """x (N, ...) flattened to (N, inputs), weights (n, inputs) -> out (N, n, 1, 1) = x W^T,
-    no bias (Darknet [connected], weights [output][input])."""
-    check_f32("x", x)
-    check_f32("weights", weights, 2)
-    N = x.shape[0]
-    n, inputs = weights.shape
-    if x.size != N * inputs:
-        raise ValueError(f"x {x.shape} does not flatten to (N, {inputs}) for weights "
-                         f"{weights.shape}")
-    out = reuse(out, (N, n, 1, 1))
-    matmul(x.reshape(N, inputs), weights.T, out.reshape(N, n))
-    return out
-
-
-# Products with at least this many rows run on kernels.gemm over the threads (column
-# blocks); fewer (a connected layer at batch 1: a matrix-vector product) on NumPy's BLAS.
-MATMUL_MIN_ROWS = 8
-
-
-def matmul(a: np.ndarray, b: np.ndarray, c: np.ndarray, accumulate: bool = False) -> None:
-    """c = a @ b (c += a @ b with `accumulate`) for the dense layers: a (M, K), b (K, N)
-    float32 of any strides, c (M, N) C-contiguous; split by columns over the threads."""
-    M, N = c.shape
-    if not gemm.ENABLED or M < MATMUL_MIN_ROWS:
-        with parallel.single_threaded_blas():   # kernels.parallel: OpenBLAS's threads
-            if accumulate:
-                c += a @ b
-            else:
-                np.matmul(a, b, out=c)
-        return
-    threads = numba.get_num_threads()
-    width = gemm.packed_cols(max(gemm.NR, -(-N // (2 * threads))))
-    conv_tiles.matmul_columns(a, b, c, accumulate, width)
-
-
 def conv2d_backward(x: np.ndarray, weights: np.ndarray, dy: np.ndarray, dw: np.ndarray, *,
                     sy: int = 1, sx: int = 1, pad: int = 0, d: int = 1, groups: int = 1,
                     need_dx: bool = True, dx: np.ndarray | None = None,
@@ -560,34 +523,16 @@ def conv2d_backward(x: np.ndarray, weights: np.ndarray, dy: np.ndarray, dw: np.n
     return dx, work
 
 
-def product(a: np.ndarray, b: np.ndarray, c: np.ndarray, accumulate: bool = False) -> None:
-    """c = a @ b (c += a @ b with `accumulate`) on the calling thread: kernels.gemm, or
-    NumPy's single-threaded BLAS where the micro-kernel is not available."""
-    if gemm.ENABLED:
-        gemm.gemm(a, b, c, accumulate)
-    elif accumulate:
-        c += a @ b
-    else:
-        np.matmul(a, b, out=c)
-
-
-# dW products with at most this many values go through kernels.gemm.gemm_nt (rows of dZ
-# and of the patches dotted directly; its per-value partial sums then stay in L2): timed
-# 1.2-2.6x the packed GEMM's speed for 27-144 patch rows, slower from 288 x 128 on.
+# When dW is taken from im2col columns (grouped convs, and fewer than DW_DIRECT_MIN patch
+# rows), products with at most this many values go through kernels.gemm.gemm_nt (rows of
+# dZ and of the patches dotted directly; its per-value partial sums then stay in L2):
+# timed 1.2-2.6x the packed GEMM's speed for 27-144 patch rows, slower from 288 x 128 on.
 NT_MAX = 16384
 # Ungrouped convs with at least this many patch rows (C*k*k) gather their patches straight
 # into packed columns for dW (conv_tiles.backward); fewer (first layers: 9 or 27 rows)
 # waste most of a 32-wide panel there, and gemm_nt's row dots are faster (timed: the
 # 1->16 3x3 conv of fashion_plain 2.7 -> 1.9 ms, the 3->32 of cifar_small 5.7 -> 5.1 ms).
 DW_DIRECT_MIN = 32
-
-
-def product_nt(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> None:
-    """c += a @ b.T for C-contiguous a (M, K), b (N, K) on the calling thread."""
-    if gemm.ENABLED and c.size <= NT_MAX and a.flags.c_contiguous and b.flags.c_contiguous:
-        gemm.gemm_nt(a, b, c, True)
-    else:
-        product(a, b.T, c, True)
 
 
 def _conv_backward_tiles(x, weights, dy, dw, sy, sx, pad, d, groups, oh, ow, dx) -> None:
@@ -662,12 +607,12 @@ def _conv_backward_tiles(x, weights, dy, dw, sy, sx, pad, d, groups, oh, ow, dx)
             dz = parallel.scratch("dz", (n, T))
             epilogue.gather(dy, j0, 0, src.pitch, dz)
             for g in range(groups):
-                product_nt(dz[g * m:(g + 1) * m], cols[g * K:(g + 1) * K], mine[g])
+                mine[g] += dz[g * m:(g + 1) * m] @ cols[g * K:(g + 1) * K].T
             if target is None:
                 continue
             dcols = parallel.scratch("cols", (src.rows, T))
             for g in range(groups):
-                product(wg[g].T, dz[g * m:(g + 1) * m], dcols[g * K:(g + 1) * K])
+                np.matmul(wg[g].T, dz[g * m:(g + 1) * m], out=dcols[g * K:(g + 1) * K])
             src.add_columns(dcols, j0, target)
         if dxp is not None:
             crop_input(dxp, pad, b0, b1, dx)
@@ -709,23 +654,3 @@ def deconv2d_backward(x: np.ndarray, weights: np.ndarray, dy: np.ndarray, dw: np
             if dx is not None:
                 np.matmul(w2, work, out=dx[b].reshape(C, h * w))
     return dx, work
-
-
-def dense_backward(x: np.ndarray, weights: np.ndarray, dy: np.ndarray, dw: np.ndarray, *,
-                   need_dx: bool = True, dx: np.ndarray | None = None) -> np.ndarray | None:
-    """Backward of `dense(x, weights)`: dy (N, n, 1, 1). Accumulates dw (n, inputs) +=
-    dY^T X; returns dx = dY W with x's shape (None unless need_dx)."""
-    for name, a in (("x", x), ("weights", weights), ("dy", dy), ("dw", dw)):
-        check_f32(name, a)
-    N = x.shape[0]
-    n, inputs = weights.shape
-    if dy.size != N * n or dw.shape != weights.shape or x.size != N * inputs:
-        raise ValueError(f"dense_backward: x {x.shape}, weights {weights.shape}, dy "
-                         f"{dy.shape}, dw {dw.shape} do not fit")
-    d2 = dy.reshape(N, n)
-    matmul(d2.T, x.reshape(N, inputs), dw, accumulate=True)
-    if not need_dx:
-        return None
-    dx = reuse(dx, x.shape)
-    matmul(d2, weights, dx.reshape(N, inputs))
-    return dx

@@ -235,13 +235,3 @@ def _plain_columns(x, j0, per, cols):
                 dst[t] = src[t]
         col += L
 
-
-@pjit
-def matmul_columns(a, b, c, accumulate, width):
-    # c (+)= a @ b with the columns of c cut into blocks of `width` (a multiple of
-    # kernels.gemm.NR), one task each; a (M, K), b (K, N) of any strides, c rows contiguous
-    N = c.shape[1]
-    for t in prange(-(-N // width)):
-        j0 = t * width
-        j1 = min(N, j0 + width)
-        gemm.gemm_into(a, b[:, j0:j1], c[:, j0:j1], accumulate)

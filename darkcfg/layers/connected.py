@@ -55,8 +55,8 @@ class Connected(BNActivation, Layer):
     def forward(self, x: np.ndarray, net: Network) -> np.ndarray:
         # x (N, C, H, W) flattened in C,H,W order -> (N, n, 1, 1) = x W^T, then BN over
         # the n outputs (reference case `connected`) or bias, then activation.
-        from ..kernels import conv
-        self._out = out = conv.dense(x, self.params["weights"],
+        from ..kernels import dense
+        self._out = out = dense.dense(x, self.params["weights"],
                                      out=getattr(self, "_out", None))
         self._x = x if net.train else None
         return self.finish_forward(out, net)
@@ -65,9 +65,9 @@ class Connected(BNActivation, Layer):
         # dy (N, n, 1, 1) -> dx (N, C, H, W): dW += dZ^T X, dx = dZ W
         if dy is None:
             return None
-        from ..kernels import conv
+        from ..kernels import dense
         dz = self.product_grad(dy)
-        dx = conv.dense_backward(self._x, self.params["weights"], dz, self.grads["weights"],
+        dx = dense.dense_backward(self._x, self.params["weights"], dz, self.grads["weights"],
                                  need_dx=self.wants_dx(), dx=getattr(self, "_dx", None))
         if dx is not None:
             self._dx = dx
