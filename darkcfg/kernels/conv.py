@@ -1,14 +1,22 @@
 """Convolution and transposed convolution, and their backward passes (weight gradients
 accumulated, input gradients returned). The dense products are in kernels.dense.
 
-conv2d cuts the batch's output pixels into column tiles, spread over threads
-(kernels.parallel): per tile the patches (Numba im2col, kernels.im2col), one
-single-threaded SGEMM per group (a NumPy matmul: OpenBLAS), and the store
-(kernels.epilogue), which at inference also applies BN or the bias and the activation
-(`Tail`) while the tile is in cache. 3x3 stride-1 convs with enough channels use
-Winograd F(2x2, 3x3) at inference (kernels.winograd); depthwise convs, direct loops
-(kernels.direct). The backward pass works on groups of whole images, one per task.
-Without a tail the product is raw and the layers finish it with kernels.bn_train.
+conv2d, on CPUs with AVX2+FMA (kernels.gemm.ENABLED), cuts the batch's output pixels
+into column tiles (or, for small maps, the filters into blocks), one task each, run in
+one Numba parallel loop (kernels.conv_tiles): per task the patches packed straight from
+the zero-padded or stride-phase-split input (gemm.pack_patches), the micro-kernel GEMM
+against the weights packed once per layer (kept in the caller's `cache` until they
+change), and the store (kernels.epilogue), which at inference also applies BN or the
+bias and the activation (`Tail`) while the tile is in cache. 3x3 stride-1 convs with
+enough channels use Winograd F(2x2, 3x3) at inference (kernels.winograd) on the same
+micro-kernel; depthwise convs run as direct loops (kernels.direct); grouped convs, and
+every conv on CPUs without the micro-kernel, take im2col columns and NumPy's
+single-threaded BLAS on Python threads (kernels.parallel). Without a tail the product is
+raw and the layers finish it with kernels.bn_train.
+
+The backward pass works on runs of whole images, one per task (conv_tiles.backward): dW
+from the patches gathered into packed columns (or from im2col columns), dx as a forward
+conv of the turned filters (stride 1, n <= C) or as W^T dZ added back by col2im.
 """
 from __future__ import annotations
 

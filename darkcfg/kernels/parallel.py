@@ -1,5 +1,8 @@
-"""Work split over the cores: Python threads that run nogil Numba kernels and
-single-threaded BLAS calls side by side, and per-thread scratch buffers.
+"""Work split over the cores for the paths that call BLAS (grouped convs, transposed
+convs, and every conv where kernels.gemm is not available): Python threads that run nogil
+Numba kernels and single-threaded BLAS calls side by side; and per-thread scratch
+buffers, which the Numba parallel loops (kernels.conv_tiles) take as (slots, size)
+arrays from the calling thread.
 
 Why not OpenBLAS's own threads: a conv is many GEMMs of a few hundred columns (a tile of
 pixels, a few images), and a multi-threaded sgemm that small spends more time waking and
