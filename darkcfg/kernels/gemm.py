@@ -1,7 +1,8 @@
 """Single-threaded SGEMM in Numba with an explicit-vector micro-kernel: C (+)= A @ B.
 
 Why not OpenBLAS (NumPy's): the convs call thousands of GEMMs of a few hundred columns
-from their own threads (kernels.parallel), and OpenBLAS's float32 kernel is chosen by
+from inside their parallel loops (kernels.conv_tiles), and OpenBLAS's float32 kernel is
+chosen by
 what the environment allows: with `OPENBLAS_CORETYPE=Haswell` (how this project's
 machine is pinned) it runs AVX2 at ~115 GFLOP/s per core, ~100 on conv-sized products.
 LLVM's loop vectorizer would not do better from plain Python loops (it prefers 256-bit
@@ -19,8 +20,12 @@ sum over k runs in a fixed order (k blocks in turn, k in turn inside), so result
 the same run to run; they differ from OpenBLAS's by float32 rounding only.
 
 `gemm(a, b, c, accumulate)` takes 2-D float32 arrays of any strides for a and b
-(transposed views included) and a row-contiguous c. `ENABLED` is False on CPUs without
-AVX2+FMA, where the callers keep NumPy's matmul.
+(transposed views included) and a row-contiguous c. The convs use the pieces directly:
+weights packed once (`pack_weights`), patches packed from the input (`pack_patches`, and
+transposed for the weight gradient, `pack_patches_t`), `gemm_packed` / `gemm_planes` on
+them; `gemm_nt` dots rows of two matrices (C += A B^T) without packing. `ENABLED` is
+False on CPUs without AVX2+FMA (as Numba targets them), where the callers keep NumPy's
+matmul; the kernels' shapes follow the features Numba compiles for.
 """
 from __future__ import annotations
 
