@@ -2,9 +2,9 @@
 
 Why not OpenBLAS (NumPy's): the convs call thousands of GEMMs of a few hundred columns
 from inside their parallel loops (kernels.conv_tiles), and OpenBLAS's float32 kernel is
-chosen by
-what the environment allows: with `OPENBLAS_CORETYPE=Haswell` (how this project's
-machine is pinned) it runs AVX2 at ~115 GFLOP/s per core, ~100 on conv-sized products.
+chosen by what the environment allows: with `OPENBLAS_CORETYPE=Haswell` (how this
+project's machine is pinned) it runs AVX2 at ~115 GFLOP/s per core, ~100 on conv-sized
+products.
 LLVM's loop vectorizer would not do better from plain Python loops (it prefers 256-bit
 vectors on these CPUs and cannot keep a tile of C in registers). So the inner kernel is
 written directly in LLVM IR (`numba.extending.intrinsic`): an MR x NR tile of C held in
