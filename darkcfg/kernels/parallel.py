@@ -134,16 +134,3 @@ def scratch(name: str, shape: tuple[int, ...], dtype=np.float32) -> np.ndarray:
     if buf is None or buf.size < size:
         buf = bufs[key] = np.empty(max(size, 1), dtype)
     return buf[:size].reshape(shape)
-
-
-def scratch_streams(name: str, shape: tuple[int, int, int]) -> np.ndarray:
-    """A per-thread (S, R, T) float32 buffer whose S planes are read or written together
-    as S streams: the planes are spaced so that they do not all map to one cache set (a
-    plane size that is a multiple of 4 KiB made a 16-stream Winograd transform ~20x
-    slower)."""
-    s, r, t = (int(v) for v in shape)
-    lines = -(-(r * t * 4) // 64)
-    lines += (5 - lines) % 64           # consecutive planes 5 cache sets apart
-    step = lines * 16
-    flat = scratch(name, (s * step,))
-    return np.lib.stride_tricks.as_strided(flat, (s, r, t), (step * 4, t * 4, 4))
