@@ -9,9 +9,9 @@ against the weights packed once per layer (kept in the caller's `cache` until th
 change), and the store (kernels.epilogue), which at inference also applies BN or the
 bias and the activation (`Tail`) while the tile is in cache. 3x3 stride-1 convs with
 enough channels use Winograd F(2x2, 3x3) at inference (kernels.winograd) on the same
-micro-kernel; depthwise convs run as direct loops (kernels.direct); grouped convs, and
-every conv on CPUs without the micro-kernel, take im2col columns and NumPy's
-single-threaded BLAS on Python threads (kernels.parallel). Without a tail the product is
+micro-kernel (grouped convs one group after another); depthwise convs run as direct
+loops (kernels.direct); every conv on CPUs without the micro-kernel takes im2col
+columns and NumPy's single-threaded BLAS on Python threads (kernels.parallel). Without a tail the product is
 raw and the layers finish it with kernels.bn_train.
 
 The backward pass works on runs of whole images, one per task (conv_tiles.backward): dW
@@ -292,17 +292,21 @@ class _Patches:
                           j0, dxp)
 
 
-def _packed_weights(weights: np.ndarray, cache: dict | None) -> np.ndarray:
-    """The conv's weights packed for kernels.gemm, kept in `cache` (inference) and
-    repacked whenever their bits change; packed anew each call without a cache."""
+def _packed_weights(weights: np.ndarray, cache: dict | None, groups: int = 1
+                    ) -> np.ndarray:
+    """The conv's weights packed for kernels.gemm, one row per group, kept in `cache`
+    (inference) and repacked whenever their bits change; packed anew each call without
+    a cache."""
     n = weights.shape[0]
-    w2 = weights.reshape(n, -1)
+    m = n // groups
+    w3 = weights.reshape(groups, m, -1)
     if cache is not None:
-        key = (weights.ctypes.data, weights.shape, winograd.fingerprint(weights))
+        key = (weights.ctypes.data, weights.shape, groups, winograd.fingerprint(weights))
         if cache.get("packed") == key:
             return cache["A"]
-    ap = np.empty(gemm.packed_rows(n) * w2.shape[1], np.float32)
-    gemm.pack_weights(w2, ap)
+    ap = np.empty((groups, gemm.packed_rows(m) * w3.shape[2]), np.float32)
+    for g in range(groups):
+        gemm.pack_weights(w3[g], ap[g])
     if cache is not None:
         cache["A"], cache["packed"] = ap, key
     return ap
@@ -336,36 +340,40 @@ def _packed_source(x: np.ndarray, k: int, sy: int, sx: int, pad: int, d: int
 
 def _conv_packed(x: np.ndarray, weights: np.ndarray, sy: int, sx: int, pad: int, d: int,
                  oh: int, ow: int, out: np.ndarray, tail: Tail, cache: dict | None,
-                 moments: np.ndarray | None) -> None:
-    # groups == 1 through kernels.gemm: per task, the tile's patches packed straight from
-    # the (zero-padded) input, the micro-kernel GEMM into a per-thread tile and the fused
-    # store. With few columns (small maps at batch 1) the filters are split instead and
-    # the patches packed once for all tasks.
-    N, C = x.shape[:2]
-    n, _, k, _ = weights.shape
-    K = C * k * k
-    ap = _packed_weights(weights, cache)
+                 moments: np.ndarray | None, groups: int = 1) -> None:
+    # Through kernels.gemm, one group after another: per task, the tile's patches packed
+    # straight from the (zero-padded) input, the micro-kernel GEMM into a per-thread tile
+    # and the fused store. With few columns (small maps at batch 1) the filters are split
+    # instead and the patches packed once for all tasks.
+    N = x.shape[0]
+    n, cg, k, _ = weights.shape
+    K, m = cg * k * k, n // groups
+    ap = _packed_weights(weights, cache, groups)
     flat, row_off, Wp, image_stride = _packed_source(x, k, sy, sx, pad, d)
     count = N * oh * ow
     threads = numba.get_num_threads()
     width, tiles = _column_tiles(count, K, threads)
     width = gemm.packed_cols(-(-count // tiles))        # whole panels, spread evenly
     tiles = -(-count // width)
-    panels = gemm.packed_rows(n) // gemm.MR
+    panels = gemm.packed_rows(m) // gemm.MR
     fblocks, shared = 1, conv_tiles.empty()
-    if tiles < 2 * threads and n >= 64 and threads > 1:
-        width, tiles, fblocks = count, 1, min(threads, n // 32)
+    if tiles < 2 * threads and m >= 64 and threads > 1:
+        width, tiles, fblocks = count, 1, min(threads, m // 32)
         shared = parallel.scratch("bp_shared", (gemm.packed_cols(count) * K,))
-        gemm.pack_patches(flat, row_off, 0, count, oh, ow, Wp, image_stride, shared)
     per_block = -(-panels // fblocks)
     Wt = gemm.packed_cols(width)
     slots = numba.config.NUMBA_NUM_THREADS
     bp_all = parallel.scratch("bp", (slots, 0 if shared.size else Wt * K))
     acc_all = parallel.scratch("acc", (slots, per_block * gemm.MR * Wt))
     parts = conv_tiles.EMPTY_PARTS if moments is None else np.zeros((tiles, n, 2))
-    conv_tiles.packed(flat, row_off, count, width, fblocks, per_block, oh, ow, Wp,
-                      image_stride, ap, shared, bp_all, acc_all, out, tail.mode, tail.mean,
-                      tail.inv, tail.scales, tail.biases, tail.code, parts)
+    for g in range(groups):
+        rows_g = row_off[g * K:(g + 1) * K]
+        if shared.size:
+            gemm.pack_patches(flat, rows_g, 0, count, oh, ow, Wp, image_stride, shared)
+        conv_tiles.packed(flat, rows_g, count, width, fblocks, per_block, oh, ow, Wp,
+                          image_stride, ap[g], shared, bp_all, acc_all, out, tail.mode,
+                          tail.mean, tail.inv, tail.scales, tail.biases, tail.code, parts,
+                          g * m, m)
     if moments is not None:
         moments[...] = parts[0]
         for ti in range(1, tiles):
@@ -415,8 +423,8 @@ def conv2d(x: np.ndarray, weights: np.ndarray, *, sy: int = 1, sx: int = 1, pad:
             moments[...] = bn_train.moments(out)
         _apply_tail(out, tail)
         return out, work
-    if groups == 1 and gemm.ENABLED and N * oh * ow >= gemm.NR // 2:
-        _conv_packed(x, weights, sy, sx, pad, d, oh, ow, out, tail, cache, moments)
+    if gemm.ENABLED and N * oh * ow >= gemm.NR // 2:
+        _conv_packed(x, weights, sy, sx, pad, d, oh, ow, out, tail, cache, moments, groups)
         return out, work
     K, m = cg * k * k, n // groups
     w2 = weights.reshape(n, K)

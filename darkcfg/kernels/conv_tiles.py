@@ -37,14 +37,15 @@ def _task(i, fblocks, width, count, per_block, n):
 
 @pjit
 def packed(src, row_off, count, width, fblocks, per_block, oh, ow, pitch, image_stride,
-           ap, shared, bp_all, acc_all, out, mode, mean, inv, scales, biases, code, parts):
+           ap, shared, bp_all, acc_all, out, mode, mean, inv, scales, biases, code, parts,
+           first, n):
+    # Filters first .. first+n of out (one group), from the patch rows in row_off:
     # src flat (the zero-padded / phase-split input), row_off (K,) int64; columns of
     # `width` (a multiple of NR) per tile, filters in blocks of `per_block` panels;
     # shared: the patches of all columns packed once (fblocks > 1), else empty;
     # bp_all (threads, >= packed_cols(width)*K), acc_all (threads, >= rows*W) scratch;
-    # parts (tiles, n, 2) float64 per-tile moments, or an empty array
+    # parts (tiles, all filters, 2) float64 per-tile moments, or an empty array
     K = row_off.shape[0]
-    n = out.shape[1]
     tiles = -(-count // width)
     for i in prange(tiles * fblocks):
         ti, j0, T, p0, np_, f0, f1, Wt = _task(i, fblocks, width, count, per_block, n)
@@ -60,8 +61,10 @@ def packed(src, row_off, count, width, fblocks, per_block, oh, ow, pitch, image_
         gemm.gemm_packed(ap, 0, p0, np_, bp, 0, K, acc, 0, Wt, Wt)
         rows = acc[:(f1 - f0) * Wt].reshape(f1 - f0, Wt)
         if parts.size:
-            epilogue.store_moments(rows, T, j0, ow, oh, ow, parts[ti, f0:f1])
-        epilogue.store(rows, T, out, j0, f0, ow, mode, mean, inv, scales, biases, code)
+            epilogue.store_moments(rows, T, j0, ow, oh, ow,
+                                   parts[ti, first + f0:first + f1])
+        epilogue.store(rows, T, out, j0, first + f0, ow, mode, mean, inv, scales, biases,
+                       code)
 
 
 @pjit

@@ -1,5 +1,5 @@
-"""Work split over the cores for the paths that call BLAS (grouped convs, transposed
-convs, and every conv where kernels.gemm is not available): Python threads that run nogil
+"""Work split over the cores for the paths that call BLAS (transposed convs, and every
+conv where kernels.gemm is not available): Python threads that run nogil
 Numba kernels and single-threaded BLAS calls side by side; and per-thread scratch
 buffers, which the Numba parallel loops (kernels.conv_tiles) take as (slots, size)
 arrays from the calling thread.
