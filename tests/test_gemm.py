@@ -119,6 +119,18 @@ def test_packed_conv_matches_naive(case):
         assert rel(out, np.where(z > 0, z, np.float32(0.1) * z)) < 1e-5
 
 
+@pytest.mark.parametrize("groups", [2, 8])
+def test_grouped_packed_conv_matches_naive(groups):
+    # one group after another into the same output, the training moments included
+    rng = np.random.default_rng(groups)
+    x, w = rand(rng, 2, 16, 9, 10), rand(rng, 24, 16 // groups, 3, 3)
+    want = naive.conv2d(x, w, 1, 1, 1, 1, groups)
+    moments = np.empty((24, 2))
+    out, _ = conv.conv2d(x, w, pad=1, groups=groups, moments=moments)
+    assert rel(out, want) < 1e-5
+    assert rel(moments[:, 0], np.asarray(want, np.float64).sum(axis=(0, 2, 3))) < 1e-5
+
+
 def test_winograd_with_filters_split_over_tasks():
     # a 7 x 7 map at batch 1 with many filters: each task transforms all 16 tiles and
     # multiplies its block of filters
