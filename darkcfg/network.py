@@ -93,8 +93,10 @@ class Network:
         have = self.grads[index]
         borrowed = self.__dict__.setdefault("_borrowed", set())
         if have is None:
-            if getattr(self, "_keep", False) or any(
-                    o is not None and np.may_share_memory(o, g) for o in self.grads):
+            # layers take C-contiguous gradients: a view (a [route]'s channel slice of its
+            # own gradient) is copied like an overlapping one
+            if (getattr(self, "_keep", False) or not g.flags.c_contiguous or any(
+                    o is not None and np.may_share_memory(o, g) for o in self.grads)):
                 g = g.copy()
             self.grads[index] = g
             borrowed.add(index)

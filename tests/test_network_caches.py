@@ -126,3 +126,79 @@ def test_add_grad_never_lets_two_slots_share_memory(tmp_path):
     assert (net.grads[0] == 6).all() and (g == 3).all()
     net.add_grad(0, g)                              # the sum is ours: added in place
     assert (net.grads[0] == 9).all() and (g == 3).all()
+
+
+ROUTED = """[net]
+batch=3
+width=8
+height=8
+channels=4
+learning_rate=0.1
+
+[convolutional]
+batch_normalize=1
+filters=6
+size=3
+stride=1
+pad=1
+activation=leaky
+
+[maxpool]
+size=2
+stride=2
+
+[convolutional]
+filters=5
+size=1
+stride=1
+pad=0
+activation=leaky
+
+[upsample]
+stride=2
+
+[route]
+layers=-1,-4
+
+[convolutional]
+filters=7
+size=3
+stride=1
+pad=1
+activation=linear
+
+[route]
+layers=-1,-3
+
+[convolutional]
+filters=3
+size=1
+stride=1
+pad=0
+activation=linear
+
+[avgpool]
+
+[softmax]
+"""
+
+
+def test_gradients_handed_on_uncopied_equal_copied_ones(tmp_path):
+    # routes hand channel slices of their gradient (views, not contiguous at batch 3) to
+    # the layers they read; keep=True copies every gradient, as darkcfg always did
+    cfg = tmp_path / "routed.cfg"
+    cfg.write_text(ROUTED)
+    rng = np.random.default_rng(5)
+    x = rng.random((3, 4, 8, 8), np.float32)
+    truth = np.eye(3, dtype=np.float32)[[0, 2, 1]]
+    grads = []
+    for keep in (False, True):
+        net = Network(load_graph(cfg))
+        net.init_weights(2)
+        net.forward_train(x, truth)
+        net.backward(keep=keep)
+        grads.append([{k: v.copy() for k, v in layer.grads.items()}
+                      for layer in net.layers if hasattr(layer, "grads")])
+    for mine, copied in zip(*grads):
+        for k in mine:
+            np.testing.assert_array_equal(mine[k], copied[k])
