@@ -11,8 +11,8 @@ bias and the activation (`Tail`) while the tile is in cache. 3x3 stride-1 convs 
 enough channels use Winograd F(2x2, 3x3) at inference (kernels.winograd) on the same
 micro-kernel (grouped convs one group after another); depthwise convs run as direct
 loops (kernels.direct); every conv on CPUs without the micro-kernel takes im2col
-columns and NumPy's single-threaded BLAS on Python threads (kernels.parallel). Without a tail the product is
-raw and the layers finish it with kernels.bn_train.
+columns and NumPy's single-threaded BLAS on Python threads (kernels.parallel). Without
+a tail the product is raw and the layers finish it with kernels.bn_train.
 
 The backward pass works on runs of whole images, one per task (conv_tiles.backward): dW
 from the patches gathered into packed columns (or from im2col columns), dx as a forward
