@@ -248,7 +248,9 @@ class _Patches:
     j // (oh*pitch), and `count` = N*oh*pitch."""
 
     def __init__(self, x: np.ndarray, k: int, sy: int, sx: int, pad: int, d: int,
-                 oh: int, ow: int, n: int):
+                 oh: int, ow: int, n: int, fill: bool = True):
+        # fill=False: the layout only (the padded copy left unwritten, for a caller that
+        # reads no patches through it)
         N, C, H, W = x.shape
         self.k, self.sy, self.sx, self.d, self.pad, self.oh, self.ow = k, sy, sx, d, pad, oh, ow
         self.rows = C * k * k
@@ -262,7 +264,8 @@ class _Patches:
         if self.wide:
             # one spare zero row: the last garbage columns read up to k-1 values past
             self.xp = parallel.scratch("xpad", (N, C, H + 2 * pad + 1, W + 2 * pad))
-            pad_input(x, pad, self.xp)
+            if fill:
+                pad_input(x, pad, self.xp)
             self.pitch = W + 2 * pad
         else:           # the compact layout reads x itself, zeros where patches leave it
             self.xp, self.pitch = x, ow
@@ -559,7 +562,10 @@ def _conv_backward_tiles(x, weights, dy, dw, sy, sx, pad, d, groups, oh, ow, dx)
     N = x.shape[0]
     n, cg, k, _ = weights.shape
     K, m = cg * k * k, n // groups
-    src = _Patches(x, k, sy, sx, pad, d, oh, ow, n)
+    # dW from gathered patches (below) reads the input through _packed_source: the
+    # layout here then only shapes the tiles and dx's col2im
+    direct = gemm.ENABLED and groups == 1 and K >= DW_DIRECT_MIN
+    src = _Patches(x, k, sy, sx, pad, d, oh, ow, n, fill=not direct)
     per = src.per_image
     width, _ = _column_tiles(src.count, src.rows, 1)
     per_task = max(1, width // per)
@@ -584,7 +590,6 @@ def _conv_backward_tiles(x, weights, dy, dw, sy, sx, pad, d, groups, oh, ow, dx)
         rows, T = src.rows, min(width, per_task * per)
         target = dxp if dxp is not None else dx if dx is not None else \
             np.empty((0, 0, 0, 0), np.float32)
-        direct = groups == 1 and K >= DW_DIRECT_MIN     # dW from gathered patches
         chunk = conv_tiles.DW_CHUNK
         if direct:
             flat, row_off, src_pitch, src_stride = _packed_source(x, k, sy, sx, pad, d)
