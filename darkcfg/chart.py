@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 from collections.abc import Sequence
 
 from PIL import Image, ImageDraw, ImageFont
+
+from .fileio import atomic_write
 
 LOSS = (160, 185, 230)         # raw loss: light, it is noisy
 AVG = (20, 60, 170)            # average loss
@@ -124,7 +125,8 @@ def draw_chart(path: str | os.PathLike, iterations: Sequence[int], losses: Seque
         draw.line([(lx, y0 + 14), (lx + 22, y0 + 14)], fill=colour, width=3)
         draw.text((lx + 27, y0 + 14), name, fill=INK, font=small, anchor="lm")
         lx += 90
-    _save_atomic(img, os.fspath(path))
+    with atomic_write(path, "loss chart") as f:
+        img.save(f, format="PNG")
 
 
 def _segment(draw: ImageDraw.ImageDraw, pts: list[tuple[float, float]], colour,
@@ -134,16 +136,3 @@ def _segment(draw: ImageDraw.ImageDraw, pts: list[tuple[float, float]], colour,
     elif pts:
         x, y = pts[0]
         draw.point((x, y), fill=colour)
-
-
-def _save_atomic(img: Image.Image, path: str) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".chart-", suffix=".png", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            img.save(f, format="PNG")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise

@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .fileio import atomic_write
+
 if TYPE_CHECKING:
     from PIL import Image
 
@@ -60,4 +62,5 @@ def draw_detections(image: np.ndarray, found: Sequence[Detection],
 
 def save_detections(path: str | os.PathLike, image: np.ndarray, found: Sequence[Detection],
                     names: Sequence[str] | None = None) -> None:
-    draw_detections(image, found, names).save(os.fspath(path))
+    with atomic_write(path, "drawing") as f:
+        draw_detections(image, found, names).save(f, format="PNG")

@@ -39,3 +39,7 @@ class DataError(DarkcfgError):
 
 class CfgWarning(UserWarning):
     """A cfg problem that lenient mode lets through."""
+
+
+class OutputError(DarkcfgError):
+    """A file or folder darkcfg cannot (or must not) write (names the user's path)."""

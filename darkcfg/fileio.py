@@ -1,0 +1,117 @@
+"""Writing the user's files safely: every file darkcfg writes goes through `atomic_write`.
+
+The rules (one place for all of them):
+- a new file appears whole or not at all (written to a temporary file beside it, flushed,
+  then renamed over the target), and no temporary file is left behind on any error;
+- a symlink is written through (its target is replaced, the link stays);
+- an existing file keeps its mode; a new one gets the user's umask (as `open` would);
+- anything that is not a regular file or a new path (a device, a FIFO, a folder, a
+  socket), a read-only file and a file with several hard links are refused: replacing
+  them would not do what the user meant;
+- errors name the user's path, never the temporary file.
+"""
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import stat
+import tempfile
+from collections.abc import Iterator
+from typing import IO
+
+from .errors import OutputError
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _why(e: OSError) -> str:
+    if e.errno == errno.ENOSPC:
+        return "the disk is full"
+    if e.errno == errno.EDQUOT:
+        return "the disk quota is exhausted"
+    return e.strerror or str(e)
+
+
+def check_target(path: str | os.PathLike, what: str = "file") -> tuple[str, int | None]:
+    """Where writing `path` would go (symlinks followed) and the mode to keep (None for a
+    new file); raises OutputError for a path that must not be replaced."""
+    shown = os.fspath(path)
+    real = os.path.realpath(shown)
+    try:
+        st = os.stat(real)
+    except FileNotFoundError:
+        st = None
+    except OSError as e:
+        raise OutputError(f"{shown}: cannot write the {what}: {_why(e)}") from None
+    if st is not None:
+        if stat.S_ISDIR(st.st_mode):
+            raise OutputError(f"{shown}: is a folder; give a file name for the {what}")
+        if not stat.S_ISREG(st.st_mode):
+            raise OutputError(f"{shown}: is not a regular file (a device, FIFO or socket); "
+                              f"darkcfg writes the {what} only to a regular file or a new path")
+        if not st.st_mode & 0o222:
+            raise OutputError(f"{shown}: is read-only; darkcfg does not replace it (make it "
+                              f"writable or choose another name for the {what})")
+        if st.st_nlink > 1:
+            raise OutputError(f"{shown}: has {st.st_nlink} hard links; replacing it would "
+                              f"leave the other names with the old content (copy it first, "
+                              f"or choose another name for the {what})")
+    folder = os.path.dirname(real) or "."
+    check_folder(folder, what, create=False, shown=os.path.dirname(shown) or ".")
+    return real, None if st is None else stat.S_IMODE(st.st_mode)
+
+
+def check_folder(folder: str | os.PathLike, what: str = "files", *, create: bool = True,
+                 shown: str | None = None) -> str:
+    """A folder that darkcfg can write into (made, with its parents, when `create`);
+    raises OutputError naming it otherwise. Checked before long work, not after it."""
+    folder = os.fspath(folder)
+    shown = folder if shown is None else shown
+    if create and not os.path.exists(folder):
+        try:
+            os.makedirs(folder, exist_ok=True)
+        except OSError as e:
+            raise OutputError(f"{shown}: cannot make the folder for the {what}: "
+                              f"{_why(e)}") from None
+    if not os.path.exists(folder):
+        raise OutputError(f"{shown}: no such folder for the {what}")
+    if not os.path.isdir(folder):
+        raise OutputError(f"{shown}: is a file, not a folder; the {what} need a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise OutputError(f"{shown}: the folder is not writable; the {what} cannot go there")
+    return folder
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike, what: str = "file") -> Iterator[IO[bytes]]:
+    """Open a binary file that replaces `path` when the block ends without an error."""
+    shown = os.fspath(path)
+    real, mode = check_target(shown, what)
+    folder = os.path.dirname(real) or "."
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".darkcfg-", suffix=".tmp", dir=folder)
+    except OSError as e:
+        raise OutputError(f"{shown}: cannot write the {what}: {_why(e)}") from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask() if mode is None else mode)
+        os.replace(tmp, real)
+    except OSError as e:
+        _remove(tmp)
+        raise OutputError(f"{shown}: cannot write the {what}: {_why(e)}") from None
+    except BaseException:
+        _remove(tmp)
+        raise
+
+
+def _remove(tmp: str) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(tmp)
