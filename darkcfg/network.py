@@ -29,9 +29,15 @@ class Network:
         self.layers = graph.layers
         self.train = False
         self.seen = 0
+        self._output_values = sum(lay.outputs for lay in self.layers)   # per image
+        self._param_values = sum(lay.nparams for lay in self.layers)
+        check_memory(self, 0)
         for layer in self.layers:
-            layer.allocate()
-            layer.allocate_grads()
+            try:
+                layer.allocate()
+                layer.allocate_grads()
+            except MemoryError:
+                raise out_of_memory(self, layer, 0) from None
         self.truth: np.ndarray | None = None
         self.rng = np.random.default_rng(0)     # dropout masks and augmentation
         self.outputs: list[np.ndarray | None] = [None] * len(self.layers)
@@ -55,9 +61,25 @@ class Network:
         return self.graph.net.input_shape
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        """Run every layer on x (N, C, H, W) and return the network output."""
+        """Run every layer on x and return the network output as a new array the caller
+        owns (a later call does not change it).
+
+        x: float32 (or float64) images scaled to [0, 1], shape (N, C, H, W), (C, H, W) for
+        one image, or (N, C*H*W). Integer images (uint8 0..255) are refused: divide by 255
+        first (`darkcfg.imageops.load_image` gives Darknet's scaling). `outputs[i]`, every
+        layer's latest output, may be a buffer that the next call overwrites: copy what
+        you keep from it.
+        """
+        return self._run(self._check_input(x)).copy()
+
+    def _check_input(self, x) -> np.ndarray:
         x = np.asarray(x)
         c, h, w = self.input_shape
+        if x.dtype.kind not in "f":
+            hint = " (uint8 images: x.astype(np.float32) / 255)" if x.dtype.kind in "ui" \
+                else ""
+            raise DarkcfgError(f"the network takes float images scaled to [0, 1]; got "
+                               f"dtype {x.dtype}{hint}")
         if x.ndim == 3:
             x = x[None]
         if x.ndim == 2 and x.shape[1] == c * h * w:
@@ -65,9 +87,19 @@ class Network:
         if x.ndim != 4 or x.shape[1:] != (c, h, w):
             raise DarkcfgError(f"the network takes input of shape (N, {c}, {h}, {w}); got "
                                f"{tuple(x.shape)}")
-        x = np.ascontiguousarray(x, dtype=np.float32)
+        if len(x) == 0:
+            raise DarkcfgError("the input holds 0 images; give at least one "
+                               f"(shape (N, {c}, {h}, {w}) with N >= 1)")
+        check_memory(self, len(x))
+        return np.ascontiguousarray(x, dtype=np.float32)
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        """The forward pass proper; returns layer output_index's own buffer."""
         for i, layer in enumerate(self.layers):
-            x = layer.forward(x, self)
+            try:
+                x = layer.forward(x, self)
+            except MemoryError:
+                raise out_of_memory(self, layer, len(x)) from None
             self.outputs[i] = x
         return self.outputs[self.output_index]
 
@@ -113,7 +145,7 @@ class Network:
         self.train = True
         self.truth = None if truth is None else np.ascontiguousarray(truth, np.float32)
         try:
-            self.forward(x)
+            self._run(self._check_input(x))
         finally:
             self.train = False
         costs = [lay.cost for lay in self.layers if getattr(lay, "cost", None) is not None]
@@ -145,6 +177,13 @@ class Network:
                 self.add_grad(i - 1, dx)
 
     @property
+    def train_batch(self) -> int:
+        """Images per `train_step`: the cfg's batch (mini-batch x subdivisions). A network
+        loaded for inference (`darkcfg.load`'s default batch=1) has 1; load with
+        batch=None to keep the cfg's."""
+        return self.graph.net.batch * self.graph.net.opts["subdivisions"]
+
+    @property
     def iteration(self) -> int:
         """Darknet's get_current_batch: images seen / images per update."""
         o = self.graph.net.opts
@@ -158,8 +197,8 @@ class Network:
         from .sgd import update_layer
         o = self.graph.net.opts
         mini, subs = self.graph.net.batch, o["subdivisions"]
-        x = np.asarray(x, np.float32)
-        truth = np.asarray(truth, np.float32).reshape(len(x), -1)
+        x = self._check_input(x)
+        truth = check_truth(truth, len(x))
         if len(x) != mini * subs:
             raise DarkcfgError(f"train_step takes batch={mini * subs} images (batch/"
                                f"subdivisions={mini} per pass, {subs} passes); got {len(x)}")
@@ -188,3 +227,80 @@ class Network:
     def save_weights(self, path: str | os.PathLike) -> None:
         from .weights import save_weights
         save_weights(self, path)
+
+
+def check_truth(truth, n: int) -> np.ndarray:
+    """`train_step`'s truth as (n, T) float32, refused when it cannot be a target."""
+    if truth is None:
+        raise DarkcfgError("train_step needs a truth for every image (for a classifier a "
+                           "one-hot row per image, for a detector its boxes); got None")
+    t = np.asarray(truth, np.float32)
+    if t.size % max(n, 1) or t.size == 0:
+        raise DarkcfgError(f"train_step: a truth of shape {tuple(np.shape(truth))} does not "
+                           f"split into one row per image ({n} images)")
+    t = t.reshape(n, -1)
+    bad = ~np.isfinite(t)
+    if bad.any():
+        row, col = (int(v) for v in np.argwhere(bad)[0])
+        raise DarkcfgError(f"train_step: the truth of image {row} (batch row {row}, value "
+                           f"{col}) is {t[row, col]}; every target must be a finite number")
+    return t
+
+
+def _available_memory() -> int:
+    """Bytes this process can still allocate, as the kernel estimates it (MemAvailable);
+    physical memory where that is not known."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 1 << 62
+
+
+def _layer_bytes(net: Network, images: int) -> list[int]:
+    """What each layer needs: with images=0 its parameters three times (values, gradients,
+    momentum), otherwise its float32 output for that many images."""
+    if images:
+        return [4 * images * lay.outputs for lay in net.layers]
+    return [4 * 3 * lay.nparams for lay in net.layers]
+
+
+def _describe(net: Network, images: int, need: int, have: int) -> str:
+    sizes = _layer_bytes(net, images)
+    big = max(range(len(sizes)), key=sizes.__getitem__)
+    lay = net.layers[big]
+    what = f"{images} image{'s' if images != 1 else ''} of " \
+        f"{' x '.join(map(str, net.input_shape))}" if images else "its parameters"
+    return (f"this network needs about {_gib(need)} for {what}, and {_gib(have)} is "
+            f"available; the largest is layer {lay.index} [{lay.type}] (cfg line "
+            f"{lay.section.line} of {lay.section.file}) with {_gib(sizes[big])}. Use a "
+            "smaller width/height/batch or fewer filters")
+
+
+def _gib(n: int) -> str:
+    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.1f} MiB"
+
+
+def check_memory(net: Network, images: int) -> None:
+    """Refuse, before allocating, a network (images=0: its parameters) or a batch whose
+    arrays cannot fit in the memory left: numpy would fail deep inside, or the kernel
+    would kill the process."""
+    need = 4 * images * net._output_values if images else 12 * net._param_values
+    if need < 1 << 30:          # below 1 GiB: nothing to ask the system
+        return
+    have = _available_memory()
+    if need > have:
+        raise DarkcfgError(_describe(net, images, need, have))
+
+
+def out_of_memory(net: Network, layer, images: int) -> DarkcfgError:
+    need = sum(_layer_bytes(net, images))
+    return DarkcfgError(f"out of memory in layer {layer.index} [{layer.type}] (cfg line "
+                        f"{layer.section.line}): " + _describe(net, images, need,
+                                                                  _available_memory()))
