@@ -6,7 +6,6 @@ problem names the layer and the byte offset where the cfg and the file part ways
 from __future__ import annotations
 
 import os
-import tempfile
 import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -14,6 +13,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .errors import WeightsError
+from .fileio import atomic_write
 
 if TYPE_CHECKING:
     from .layers import Layer
@@ -23,7 +23,11 @@ BN_TRIPLET = ("scales", "rolling_mean", "rolling_variance")
 
 
 class WeightsWarning(UserWarning):
-    """A .weights file that loads, but not completely (a prefix file)."""
+    """A .weights file that loads, but not as expected: a prefix file, an odd header,
+    values that cannot be right (NaN/inf, a negative variance)."""
+
+# layers named in the NaN/inf warning: enough to locate the damage, short enough to read
+SHOWN_BAD_LAYERS = 3
 
 
 @dataclass
@@ -44,10 +48,30 @@ class Header:
         return "alexeyab" if (self.major, self.minor) == (0, 2) and self.revision >= 5 \
             else "pjreddie"
 
+    @property
+    def seen_max(self) -> int:
+        return 2**64 - 1 if self.size == 20 else 2**32 - 1
+
     def pack(self) -> bytes:
         head = np.array([self.major, self.minor, self.revision], "<i4").tobytes()
         seen = np.array([self.seen], "<u8" if self.size == 20 else "<u4").tobytes()
         return head + seen
+
+    def problems(self) -> list[str]:
+        """What looks wrong in the version fields (the file still loads as Darknet would)."""
+        out = []
+        fields = (("major", self.major), ("minor", self.minor), ("revision", self.revision))
+        for field, value in fields:
+            if value < 0:
+                out.append(f"header field {field} = {value} is negative: no Darknet writes "
+                           "that, the header (first 12 bytes) is probably damaged")
+            elif value > 1000 and field != "revision":
+                # Darknet's `transpose` rule; no current writer sets it (weights-format §2)
+                out.append(f"header field {field} = {value} is > 1000, so [connected] "
+                           "weights are read transposed ([input][output]) as Darknet does: "
+                           "either this is an old transposed file or a damaged header (if "
+                           "the network's outputs look wrong, the file is damaged)")
+        return out
 
 
 @dataclass
@@ -116,14 +140,18 @@ def load_weights(net: Network, path: str | os.PathLike) -> LoadReport:
 
     A file that stops exactly between two layers is a prefix file (`darknet partial`,
     e.g. darknet53.conv.74): those layers load and a WeightsWarning says how many. A file
-    that stops inside a layer, or that has bytes left over, is a WeightsError.
+    that stops inside a layer, or that has bytes left over, is a WeightsError. An odd
+    header (negative or > 1000 version fields) and values that cannot be right (NaN/inf,
+    a negative rolling_variance) load as Darknet would load them, with a WeightsWarning.
     """
     path = os.fspath(path)
+    name = os.path.basename(path)
     header = read_header(path)
+    for problem in header.problems():
+        warnings.warn(f"{name}: {problem}", WeightsWarning, stacklevel=2)
     data = np.fromfile(path, dtype="<f4", offset=header.size) \
         if os.path.getsize(path) > header.size else np.empty(0, "<f4")
     extra_bytes = (os.path.getsize(path) - header.size) % 4
-    name = os.path.basename(path)
     with_params = [lay for lay in net.layers if file_arrays(lay)]
     expected = header.size + 4 * sum(lay.params[n].size for lay in with_params
                                      for n in file_arrays(lay))
@@ -157,9 +185,48 @@ def load_weights(net: Network, path: str | os.PathLike) -> LoadReport:
         warnings.warn(f"{name}: loaded {loaded} of {len(with_params)} layers with parameters "
                       f"(a prefix file ending before layer {nxt.index} [{nxt.type}]); the "
                       "rest keep their initial values", WeightsWarning, stacklevel=2)
+    _warn_bad_values(name, with_params[:loaded])
     net.seen = header.seen
     net.header = header
     return LoadReport(loaded, len(with_params), header.size + 4 * pos, header)
+
+
+def _bad_values(layer: Layer) -> list[str]:
+    """What in this layer's loaded arrays cannot be right: NaN/inf anywhere (they spread
+    to every output), a negative rolling_variance (its square root is NaN at inference)."""
+    out = []
+    for name in file_arrays(layer):
+        arr = layer.params[name]
+        bad = arr.size - int(np.count_nonzero(np.isfinite(arr)))
+        if bad:
+            out.append(f"'{name}' has {bad} NaN/inf value{'s' * (bad != 1)}")
+        if name == "rolling_variance":
+            neg = int(np.count_nonzero(arr < 0))
+            if neg:
+                out.append(f"'{name}' has {neg} negative value{'s' * (neg != 1)}")
+    return out
+
+
+def _where(layer: Layer) -> str:
+    section = getattr(layer, "section", None)
+    line = f" ({section.file}:{section.line})" if section is not None else ""
+    return f"layer {layer.index} [{layer.type}]{line}"
+
+
+def _warn_bad_values(name: str, layers: list[Layer]) -> None:
+    """One warning per file naming the first few layers whose values cannot be right."""
+    found = [(layer, bad) for layer in layers if (bad := _bad_values(layer))]
+    if not found:
+        return
+    shown = "; ".join(f"{_where(layer)}: {', '.join(bad)}"
+                      for layer, bad in found[:SHOWN_BAD_LAYERS])
+    more = len(found) - SHOWN_BAD_LAYERS
+    if more > 0:
+        shown += f"; and {more} more layer{'s' * (more != 1)}"
+    warnings.warn(f"{name}: {shown}. The network will output NaN or garbage: the file is "
+                  "damaged or was saved from a diverged training run (use an earlier "
+                  "checkpoint, or a lower learning rate when training)", WeightsWarning,
+                  stacklevel=3)
 
 
 def default_header(net: Network) -> Header:
@@ -168,29 +235,40 @@ def default_header(net: Network) -> Header:
 
 
 def save_weights(net: Network, path: str | os.PathLike) -> None:
-    """Write the network's parameters atomically (a crash never leaves a broken file).
+    """Write the network's parameters atomically (see fileio: a crash or a full disk never
+    leaves a broken file, symlinks are written through, devices and the like refused).
 
     A network loaded from a file is written with that file's header layout, so load-then-
     save is byte-identical; otherwise 0.2.0 (pjreddie) or 0.2.5 (alexeyab)."""
     path = os.fspath(path)
     header = getattr(net, "header", None) or default_header(net)
     header = Header(header.major, header.minor, header.revision, int(net.seen), header.size)
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".weights", dir=folder)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)       # mkstemp makes 0600; a saved file is ordinary
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(header.pack())
-            for layer in net.layers:
-                if layer.opts.get("dontsave"):
-                    continue
-                for name, _ in layer.param_shapes():
-                    arr = _to_file(layer, name, layer.params[name], header)
-                    f.write(np.ascontiguousarray(arr, dtype="<f4").tobytes())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    _check_seen(header, path)
+    with atomic_write(path, "weights") as f:
+        f.write(header.pack())
+        for layer in net.layers:
+            if layer.opts.get("dontsave"):
+                continue
+            for name, _ in layer.param_shapes():
+                arr = _to_file(layer, name, layer.params[name], header)
+                f.write(np.ascontiguousarray(arr, dtype="<f4").tobytes())
+
+
+def _check_seen(header: Header, path: str) -> None:
+    """`seen` must fit the header it is written into (checked before any byte is written)."""
+    if 0 <= header.seen <= header.seen_max:
+        return
+    version = f"{header.major}.{header.minor}.{header.revision}"
+    if header.seen < 0:
+        raise WeightsError(f"{path}: cannot save seen = {header.seen} (images trained on): "
+                           "it is negative; set net.seen to the number of images seen")
+    if header.size == 20:
+        raise WeightsError(f"{path}: seen = {header.seen} (images trained on) does not fit "
+                           f"the 8 bytes of the header (at most {header.seen_max}); reset "
+                           "net.seen")
+    raise WeightsError(
+        f"{path}: seen = {header.seen} (images trained on) does not fit the 16-byte header "
+        f"of version {version} this network was loaded with: that header (Darknet "
+        f"major*10+minor < 2) stores `seen` in 4 bytes, at most {header.seen_max}. Save "
+        "with the 20-byte 0.2 header instead (set net.header = None before saving), or "
+        "reset net.seen")

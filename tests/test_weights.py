@@ -61,7 +61,7 @@ def test_darknet_files_round_trip_byte_identical(case, tmp_path):
     out = tmp_path / "out.weights"
     net.save_weights(out)
     assert out.read_bytes() == src.read_bytes()
-    assert not list(tmp_path.glob(".tmp-*"))
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]   # no temp left
 
 
 def test_values_land_in_the_right_arrays(tmp_path):
@@ -133,7 +133,8 @@ def test_old_16_byte_header_and_transposed_connected(tmp_path):
     # minor > 1000: the file stores connected weights [input][output]
     write(path, [0, 1001, 0], 8, np.concatenate([[7, 8], w_file.ravel()]))
     assert read_header(path).transpose and read_header(path).size == 20
-    net.load_weights(path)
+    with pytest.warns(WeightsWarning, match="minor = 1001 is > 1000"):
+        net.load_weights(path)
     assert net.layers[0].params["weights"].tolist() == [[1, 3, 5], [2, 4, 6]]
     out = tmp_path / "again.weights"
     net.save_weights(out)
