@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import functools
 import os
+import tempfile
 import types
+import warnings
 
 import numba
 import numba.core.event
@@ -33,7 +35,46 @@ if "NUMBA_THREADING_LAYER" not in os.environ:
 
 # fastmath stays off: Darknet's numbers are matched term by term (no reassociation).
 # error_model='numpy': division by zero gives inf/nan like C instead of raising.
-_FLAGS = {"cache": True, "fastmath": False, "nogil": True, "error_model": "numpy"}
+
+
+def _probe(x):  # pragma: no cover - never compiled, only decorated
+    return x
+
+
+def _cache_usable() -> bool:
+    """Whether Numba finds somewhere to keep compiled kernels for this folder: beside the
+    source, NUMBA_CACHE_DIR, or the user's cache folder. Numba raises at decoration time
+    when none is writable (an install on a read-only file system, a user without a home),
+    which would make every import fail."""
+    try:
+        numba.njit(cache=True)(_probe)
+        return True
+    except RuntimeError:
+        return False
+
+
+def _choose_cache() -> bool:
+    if _cache_usable():
+        return True
+    try:        # gettempdir raises when no temporary folder is writable either
+        fallback = os.path.join(tempfile.gettempdir(), f"darkcfg-numba-cache-{os.getuid()}")
+        os.makedirs(fallback, mode=0o700, exist_ok=True)
+        numba.config.CACHE_DIR = fallback
+        if _cache_usable():
+            warnings.warn(f"darkcfg: Numba cannot keep compiled kernels beside darkcfg or in "
+                          f"the user's cache folder (read-only); using {fallback} (set "
+                          f"NUMBA_CACHE_DIR to choose another)", RuntimeWarning, stacklevel=2)
+            return True
+    except OSError:
+        pass
+    warnings.warn("darkcfg: no writable place for Numba's compiled kernels (set "
+                  "NUMBA_CACHE_DIR to a writable folder); compiling without a cache, so "
+                  "every run compiles again", RuntimeWarning, stacklevel=2)
+    return False
+
+
+_FLAGS = {"cache": _choose_cache(), "fastmath": False, "nogil": True,
+          "error_model": "numpy"}
 
 jit = functools.partial(numba.njit, **_FLAGS)
 pjit = functools.partial(numba.njit, parallel=True, **_FLAGS)
