@@ -31,18 +31,46 @@ def cmd_summary(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive_int(text: str) -> int:
+    """argparse type for counts such as --top: a whole number >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _check_unit(option: str, value: float, why: str = "") -> None:
+    """A threshold that must be in [0, 1] (NaN is refused too: it compares False)."""
+    if not 0 <= value <= 1:
+        raise DarkcfgError(f"{option} must be in [0, 1]{why}; received {value}")
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     import numpy as np
 
+    from .fileio import atomic_write, check_target
     from .network import Network
-    from .predict import prepare, read_labels, top_k
+    from .predict import detector_head, prepare, raw_output_reason, read_labels, top_k
+    if args.output:
+        check_target(args.output, "outputs")    # before the work, not after it
+    names = read_labels(args.labels) if args.labels else None
     net = Network.load(args.cfg, args.weights, dialect=args.dialect, strict=not args.lenient,
                        width=args.width, height=args.height, channels=args.channels)
-    names = read_labels(args.labels) if args.labels else None
+    head = detector_head(net.graph)
+    if head is not None:
+        raise DarkcfgError(f"{args.cfg}: layer {head.index} is a [{head.type}]: this network "
+                           "is a detector and its output is a grid of boxes, not class "
+                           "probabilities; use `darkcfg detect` (or `darkcfg map`)")
     out_len = net.graph.output_layer.outputs
     if names is not None and len(names) != out_len:
         raise DataError(f"{args.labels}: {len(names)} labels, but the network has {out_len} "
                         "outputs")
+    raw = raw_output_reason(net.graph)
+    if raw:
+        print(f"darkcfg: note: {raw}; listing the {args.top} largest", file=sys.stderr)
     failed, outputs = 0, []
     for path in args.images:
         try:
@@ -55,11 +83,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         outputs.append(y)
         print(f"{path}:")
         for i, p in top_k(y, min(args.top, y.size)):
-            label = names[i] if names else f"class {i}"
-            print(f"  {100 * p:6.2f}%  {label}")
+            label = names[i] if names else f"{'output' if raw else 'class'} {i}"
+            print(f"  {p:12.6g}  {label}" if raw else f"  {100 * p:6.2f}%  {label}")
     if args.output and outputs:
-        np.save(args.output, np.stack(outputs))
+        with atomic_write(args.output, "outputs") as f:
+            np.save(f, np.stack(outputs))
         print(f"saved {len(outputs)} x {outputs[0].size} outputs to {args.output}")
+    elif args.output:
+        print(f"darkcfg: nothing saved to {args.output}: no image could be read",
+              file=sys.stderr)
     return 1 if failed else 0
 
 
@@ -78,13 +110,21 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_valid(args: argparse.Namespace) -> int:
     from .data import open_dataset, read_data_config
     from .network import Network
+    from .predict import detector_head
     from .trainer import accuracy
     data_cfg = read_data_config(args.data, strict=not args.lenient)
     net = Network.load(args.cfg, args.weights, strict=not args.lenient)
+    head = detector_head(net.graph)
+    if head is not None:
+        raise DarkcfgError(f"{args.cfg}: layer {head.index} is a [{head.type}]: `valid` "
+                           "measures classifiers; use `darkcfg map` for a detector")
+    classes = net.graph.output_layer.outputs
+    if classes != data_cfg.classes:     # as `train` and `map` check it
+        raise DataError(f"{args.data}: classes={data_cfg.classes}, but {args.cfg} has "
+                        f"{classes} outputs")
     split = open_dataset(data_cfg, "valid")
     if split is None:
         raise DataError(f"{args.data}: no 'valid' key: nothing to validate on")
-    classes = net.graph.output_layer.outputs
     top = args.top or max(data_cfg.top, 5)
     top1, topk = accuracy(net, split, classes, top)
     print(f"{len(split)} images ({split.source}): top-1 {100 * top1:.2f}%, "
@@ -99,19 +139,20 @@ def cmd_detect(args: argparse.Namespace) -> int:
 
     from .detect import detect, heads
     from .draw import save_detections
+    from .fileio import check_folder
     from .imageops import load_image
     from .network import Network
     from .predict import read_labels
-    if not 0 <= args.nms <= 1:
-        raise DarkcfgError(f"--nms must be in [0, 1] (0: no NMS); received {args.nms}")
+    _check_unit("--thresh", args.thresh)
+    _check_unit("--nms", args.nms, " (0: no NMS)")
+    check_folder(args.out_dir, "drawings")     # before the work, not after it
+    names = read_labels(args.names, "names") if args.names else None
     net = Network.load(args.cfg, args.weights, dialect=args.dialect, strict=not args.lenient,
                        width=args.width, height=args.height, channels=args.channels)
     classes = heads(net.graph)[0].classes
-    names = read_labels(args.names) if args.names else None
     if names is not None and len(names) != classes:
         raise DataError(f"{args.names}: {len(names)} names, but the network has {classes} "
                         "classes")
-    os.makedirs(args.out_dir, exist_ok=True)
     failed, report, drawn = 0, [], set()
     for path in args.images:
         try:
@@ -128,7 +169,12 @@ def cmd_detect(args: argparse.Namespace) -> int:
         if png in drawn:                        # same file name from another folder
             png = os.path.join(args.out_dir, f"{stem}_{len(drawn)}_boxes.png")
         drawn.add(png)
-        save_detections(png, image, found, names)
+        try:
+            save_detections(png, image, found, names)
+        except DarkcfgError as e:            # e.g. a read-only drawing left from before
+            print(f"darkcfg: error: {e}", file=sys.stderr)
+            failed += 1
+            continue
         if args.json:
             report.append({"image": path, "width": image.shape[2], "height": image.shape[1],
                            "drawn": png, "seconds": seconds,
@@ -148,8 +194,8 @@ def cmd_map(args: argparse.Namespace) -> int:
     from .detect import heads
     from .evaluate import evaluate_network, format_report, read_image_list
     from .network import Network
-    if not 0 <= args.nms <= 1:
-        raise DarkcfgError(f"--nms must be in [0, 1] (0: no NMS); received {args.nms}")
+    _check_unit("--thresh", args.thresh)
+    _check_unit("--nms", args.nms, " (0: no NMS)")
     data = read_data_config(args.data, strict=not args.lenient)
     if data.path("valid") is None:
         raise DataError(f"{args.data}: no 'valid' key: no images to evaluate")
@@ -189,8 +235,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("weights", help="the .weights file")
     p.add_argument("images", nargs="+", help="image files (PNG, JPEG, ...)")
     p.add_argument("--labels", help="class names, one per line")
-    p.add_argument("--top", type=int, default=5, help="how many classes to print (5)")
-    p.add_argument("--output", help="save the raw network outputs as a .npy array")
+    p.add_argument("--top", type=_positive_int, default=5,
+                   help="how many classes to print (5)")
+    p.add_argument("--output", help="save the raw network outputs as a .npy array (to "
+                   "this exact path; its folder must exist)")
     _shape_args(p)
     p.set_defaults(func=cmd_run)
 
@@ -214,7 +262,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("data", help="the .data file")
     p.add_argument("cfg", help="the .cfg file")
     p.add_argument("weights", help="the .weights file")
-    p.add_argument("--top", type=int, help="k for top-k (default: the .data top, at least 5)")
+    p.add_argument("--top", type=_positive_int,
+                   help="k for top-k (default: the .data top, at least 5)")
     p.add_argument("--lenient", action="store_true", help="cfg problems become warnings")
     p.set_defaults(func=cmd_valid)
 
@@ -253,23 +302,28 @@ _EXTENSIONS: list = []
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-
     def show(message, category, filename, lineno, file=None, line=None):
         prefix = "warning: " if issubclass(category, CfgWarning) else f"{category.__name__}: "
         print(prefix + str(message), file=sys.stderr)
 
-    warnings.showwarning = show
-    if args.command != "summary":       # summary never touches Numba
-        from .kernels.config import announce_compiling
-        announce_compiling()
-    try:
+    try:                # Ctrl-C can come at any time, importing Numba included
+        args = build_parser().parse_args(argv)
+        warnings.showwarning = show
+        if args.command != "summary":       # summary never touches Numba
+            from .kernels.config import announce_compiling
+            announce_compiling()
         return args.func(args)
     except DarkcfgError as e:
         print(f"darkcfg: error: {e}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print("darkcfg: error: out of memory (try a smaller width/height/batch)",
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("darkcfg: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
+        # stdout closed early (`darkcfg ... | head`): quiet, and no second error at exit
+        sys.stdout = None
         return 0

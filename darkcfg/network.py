@@ -45,7 +45,7 @@ class Network:
 
     @classmethod
     def load(cls, cfg: str | os.PathLike, weights: str | os.PathLike | None = None, *,
-             batch: int = 1, dialect: str | None = None, strict: bool = True,
+             batch: int | None = 1, dialect: str | None = None, strict: bool = True,
              **sizes) -> Network:
         if weights is not None and dialect is None:
             from .weights import read_header
