@@ -5,6 +5,8 @@ from __future__ import annotations
 import gzip
 import os
 import struct
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,6 +37,12 @@ class ArrayDataset:
         x = to_channels(x, shape[0], self.source)
         return transform(x, shape, augment, rng)
 
+    def train_batch(self, idx: np.ndarray, shape: tuple[int, int, int],
+                    augment: Augment | None, rng: np.random.Generator
+                    ) -> tuple[np.ndarray, np.ndarray]:
+        """`batch` for training, with the indices used (arrays have no unreadable image)."""
+        return self.batch(idx, shape, augment, rng), idx
+
 
 
 # ---------------------------------------------------------------------------------------
@@ -54,7 +62,7 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
             raw = gzip.decompress(raw)
     except FileNotFoundError:
         raise DataError(f"{path}: no such IDX file") from None
-    except (OSError, EOFError) as e:
+    except (OSError, EOFError, zlib.error) as e:
         raise DataError(f"{path}: cannot read (damaged gzip?): {e}") from None
     if len(raw) < 4 or raw[0] or raw[1] or raw[2] not in _IDX_TYPES:
         raise DataError(f"{path}: not an IDX file (first bytes {raw[:4].hex(' ')}; an IDX "
@@ -107,8 +115,14 @@ def _as_labels(y: np.ndarray, n: int, source: str) -> np.ndarray:
 def load_idx(images: str | os.PathLike, labels: str | os.PathLike) -> ArrayDataset:
     images, labels = os.fspath(images), os.fspath(labels)
     x = _as_images(read_idx(images), images)
-    return ArrayDataset(x, _as_labels(read_idx(labels), len(x), f"{images} + {labels}"),
-                        images)
+    return _nonempty(ArrayDataset(x, _as_labels(read_idx(labels), len(x),
+                                                f"{images} + {labels}"), images))
+
+
+def _nonempty(ds: ArrayDataset) -> ArrayDataset:
+    if len(ds) == 0:
+        raise DataError(f"{ds.source}: holds no images (0 in the file)")
+    return ds
 
 
 def load_idx_images(path: str | os.PathLike) -> np.ndarray:
@@ -124,14 +138,30 @@ def load_npz(path: str | os.PathLike) -> ArrayDataset:
             arrays = {k: z[k] for k in z.files}
     except FileNotFoundError:
         raise DataError(f"{path}: no such .npz file") from None
-    except (OSError, ValueError) as e:
-        raise DataError(f"{path}: not a readable .npz archive: {e}") from None
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as e:
+        raise DataError(f"{path}: not a readable .npz archive ({_npz_why(path, e)}); "
+                        "write it again with numpy.savez") from None
     for xk, yk in (("x", "y"), ("images", "labels")):
         if xk in arrays and yk in arrays:
             x = _as_images(arrays[xk], path)
-            return ArrayDataset(x, _as_labels(arrays[yk], len(x), path), path)
+            return _nonempty(ArrayDataset(x, _as_labels(arrays[yk], len(x), path), path))
     raise DataError(f"{path}: expected arrays 'x' and 'y' (or 'images' and 'labels'); "
                     f"found {', '.join(sorted(arrays)) or 'none'}")
+
+
+def _npz_why(path: str, e: Exception) -> str:
+    """numpy's reasons, in words about the file (it says 'pickled data' for any non-zip)."""
+    try:
+        size = os.path.getsize(path)
+    except OSError:
+        size = None
+    if size == 0:
+        return "the file is empty"
+    if isinstance(e, ValueError) and "pickle" in str(e):
+        return "not a zip of .npy arrays"
+    if isinstance(e, (zipfile.BadZipFile, zlib.error, EOFError)):
+        return f"damaged or cut short: {e}"
+    return str(e)
 
 
 # ---------------------------------------------------------------------------------------

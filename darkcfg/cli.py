@@ -100,7 +100,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .trainer import TrainOptions, train
     opts = TrainOptions(seed=args.seed, max_batches=args.max_batches,
                         save_every=args.save_every, backup_every=args.backup_every,
-                        valid_every=args.valid_every, quiet=args.quiet)
+                        valid_every=args.valid_every, quiet=args.quiet, clear=args.clear)
     # a cfg ending in [yolo]/[region] trains as a detector (YOLO-format labels)
     run = train_detector if is_detector(args.cfg, strict=not args.lenient) else train
     run(args.data, args.cfg, args.weights, opts, strict=not args.lenient)
@@ -242,18 +242,37 @@ def build_parser() -> argparse.ArgumentParser:
     _shape_args(p)
     p.set_defaults(func=cmd_run)
 
+    def count(low: int):
+        """An argparse type: a whole number >= low (0 would divide by zero, <0 is no
+        interval)."""
+        def parse(text: str) -> int:
+            try:
+                value = int(text)
+            except ValueError:
+                value = None
+            if value is None or value < low:
+                raise argparse.ArgumentTypeError(f"must be a whole number >= {low}, got "
+                                                 f"{text!r}")
+            return value
+        parse.__name__ = f"count>={low}"
+        return parse
+
     p = sub.add_parser("train", help="train a classifier from a .data file and a cfg")
     p.add_argument("data", help="the .data file (classes, train, valid, backup, ...)")
     p.add_argument("cfg", help="the .cfg file")
-    p.add_argument("weights", nargs="?", help="start from (or resume) these weights")
+    p.add_argument("weights", nargs="?", help="start from (or resume) these weights; a "
+                   "prefix file (e.g. darknet53.conv.74) loads over a random initialisation")
+    p.add_argument("--clear", action="store_true",
+                   help="count iterations from 0 after loading the weights, momentum from "
+                   "zero (Darknet's -clear: transfer learning from trained weights)")
     p.add_argument("--seed", type=int, default=0, help="seed for initialisation and data")
-    p.add_argument("--max-batches", type=int, help="override [net] max_batches")
-    p.add_argument("--save-every", type=int, default=1000,
+    p.add_argument("--max-batches", type=count(1), help="override [net] max_batches")
+    p.add_argument("--save-every", type=count(1), default=1000,
                    help="write <cfg>_<N>.weights every N iterations (1000)")
-    p.add_argument("--backup-every", type=int, default=100,
+    p.add_argument("--backup-every", type=count(1), default=100,
                    help="write <cfg>.backup every N iterations (100)")
-    p.add_argument("--valid-every", type=int, default=0,
-                   help="validate every N iterations (default: once per epoch)")
+    p.add_argument("--valid-every", type=count(0), default=0,
+                   help="validate every N iterations (default 0: once per epoch)")
     p.add_argument("--quiet", action="store_true", help="no progress line")
     p.add_argument("--lenient", action="store_true", help="cfg problems become warnings")
     p.set_defaults(func=cmd_train)

@@ -47,7 +47,7 @@ import difflib
 import os
 import re
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -250,6 +250,29 @@ class LabelMatcher:
 # ---------------------------------------------------------------------------------------
 # datasets
 
+class ImageWarning(UserWarning):
+    """A training image that cannot be read (damaged, over Pillow's pixel limit, gone):
+    skipped, the next readable image of the list trains in its place."""
+
+
+def first_readable(load: Callable[[int], np.ndarray], i: int, n: int, bad: set[int],
+                   source: str) -> tuple[int, np.ndarray]:
+    """(j, image j) for the first readable image from i on, in list order (wrapping). The
+    choice depends only on the files, so a run stays reproducible from its seed; each
+    unreadable image is warned about once (and remembered in `bad`)."""
+    for k in range(n):
+        j = (i + k) % n
+        if j in bad:
+            continue
+        try:
+            return j, load(j)
+        except DataError as e:
+            bad.add(j)
+            warnings.warn(f"{e}; skipped: the next readable image of the list trains in its "
+                          "place", ImageWarning, stacklevel=3)
+    raise DataError(f"{source}: none of its {n} images can be read (see the warnings)")
+
+
 @dataclass
 class ImageListDataset:
     """Image files named by a list file; labels derived from the paths."""
@@ -272,6 +295,20 @@ class ImageListDataset:
               augment: Augment | None, rng: np.random.Generator) -> np.ndarray:
         return np.concatenate([transform(self.image(int(i), shape[0])[None], shape,
                                          augment, rng) for i in idx])
+
+    def train_batch(self, idx: np.ndarray, shape: tuple[int, int, int],
+                    augment: Augment | None, rng: np.random.Generator
+                    ) -> tuple[np.ndarray, np.ndarray]:
+        """`batch` for training: an unreadable image is skipped with an ImageWarning and
+        the next readable one takes its place; returns (x, the indices used)."""
+        bad = self.__dict__.setdefault("_bad", set())
+        used, xs = [], []
+        for i in idx:
+            j, im = first_readable(lambda k: self.image(k, shape[0]), int(i), len(self),
+                                   bad, self.source)
+            used.append(j)
+            xs.append(transform(im[None], shape, augment, rng))
+        return np.concatenate(xs), np.array(used, np.int64)
 
 
 Dataset = ArrayDataset | ImageListDataset
@@ -346,7 +383,8 @@ def _sniff(path: str, where: str) -> str:
         raise DataError(f"{where}: {path} does not exist") from None
     except OSError as e:
         raise DataError(f"{where}: cannot read {path}: {e.strerror}") from None
-    if head[:2] == b"\x1f\x8b" or head[:2] == b"\0\0" or head[:2] == b"PK":
+    if head[:2] == b"\x1f\x8b" or head[:2] == b"\0\0" or head[:2] == b"PK" \
+            or path.endswith(".npz"):       # an empty or damaged .npz is no list either
         return "array"
     return "list"
 

@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from .augment import bilinear, distort, rand_scale
-from .data import DataConfig
+from .data import DataConfig, first_readable
 from .errors import DataError
 from .imageops import letterbox, load_image, resize
 
@@ -87,11 +87,17 @@ def read_label_file(path: str, classes: int) -> tuple[np.ndarray, np.ndarray]:
         except ValueError:
             raise DataError(f"{where}: expected 'class x y w h' (an integer and four "
                             f"numbers), found {line.strip()!r}") from None
+        # 'nan' and 'inf' parse as floats: refused here, before any comparison with them
+        bad = next((p for p, v in zip(("class", "x", "y", "w", "h"), [c, *box])
+                    if not math.isfinite(v)), None)
+        if bad is not None:
+            raise DataError(f"{where}: {bad} is not a finite number in {line.strip()!r}; "
+                            "expected 'class x y w h' (an integer and four numbers)")
         if c != int(c) or not 0 <= c < classes:
             raise DataError(f"{where}: class {parts[0]} is not an integer in 0..{classes - 1}"
                             f" (classes={classes})")
         x, y, w, h = box
-        if not all(math.isfinite(v) for v in box) or not (0 <= x <= 1 and 0 <= y <= 1):
+        if not (0 <= x <= 1 and 0 <= y <= 1):
             raise DataError(f"{where}: the centre ({parts[1]}, {parts[2]}) is outside 0..1: "
                             "YOLO labels are normalised to the image size (pixels?)")
         if not (0 < w <= 1 and 0 < h <= 1):
@@ -193,9 +199,11 @@ class DetectionDataset:
     lines: list[int]
     names: list[str] | None = None
     cache: bool = True
+    skip_unreadable: bool = False   # training: an unreadable image gives way to the next
 
     def __post_init__(self):
         self._cache: dict[tuple[int, int], np.ndarray] = {}
+        self._bad: set[int] = set()
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -219,7 +227,11 @@ class DetectionDataset:
         """Image i as network input (C, h, w) and its boxes (M, 5) `x y w h class`
         relative to that input."""
         c, h, w = shape
-        im = self.image(i, c)
+        if self.skip_unreadable:
+            i, im = first_readable(lambda k: self.image(k, c), i, len(self), self._bad,
+                                   self.source)
+        else:
+            im = self.image(i, c)
         _, ih, iw = im.shape
         boxes = self.boxes[i]
         min_w, min_h = 1.0 / w, 1.0 / h

@@ -69,6 +69,7 @@ def train_detector(data_file: str, cfg_file: str, weights: str | None, opts: Tra
     from .graph import load_graph
     from .schedule import check_schedule
 
+    opts.check()
     data_cfg = read_data_config(data_file, strict=strict)
     graph = load_graph(cfg_file, strict=strict)
     head = graph.layers[-1]
@@ -89,10 +90,13 @@ def train_detector(data_file: str, cfg_file: str, weights: str | None, opts: Tra
     if train_set is None:
         raise DarkcfgError(f"{data_file}: no 'train' key: nothing to train on")
     valid_set = open_detection_dataset(data_cfg, "valid")
+    train_set.skip_unreadable = True     # skipped with a warning, not a crash mid-run
     most = graph.truths // 5
-    backup = prepare_run(net, data_cfg, weights, opts, log)
     batch = graph.net.batch * netopts["subdivisions"]
     max_batches = max_batches_of(cfg_file, netopts, opts)
+    base = Path(cfg_file).stem
+    start = prepare_run(net, data_cfg, weights, opts, log, base=base,
+                        max_batches=max_batches)
     augment = DetAugment.from_net(netopts, head_jitter(head))
     n = len(train_set)
     boxes = sum(len(b) for b in train_set.boxes)
@@ -109,7 +113,7 @@ def train_detector(data_file: str, cfg_file: str, weights: str | None, opts: Tra
                 status=lambda: head_summary(net))
     log(f"training {cfg_file} on {n} images with {boxes} boxes ({train_set.source}), batch "
         f"{batch}, {max_batches} iterations, jitter {augment.jitter:g}; checkpoints in "
-        f"{backup}/")
-    return run_training(net, task, opts, base=Path(cfg_file).stem, backup=backup,
-                        max_batches=max_batches,
+        f"{start.backup}/")
+    return run_training(net, task, opts, base=base, backup=start.backup,
+                        max_batches=max_batches, history=start.history,
                         resume_hint=f"darkcfg train {data_file} {cfg_file}", log=log)

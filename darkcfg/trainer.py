@@ -4,23 +4,30 @@ line and a loss chart.
 Every random draw of iteration i (which images, their augmentation, dropout masks) comes
 from a generator seeded with (seed, i), so training resumed from a checkpoint continues
 exactly as an uninterrupted run would. Darknet's .weights hold no momentum buffers; darkcfg
-writes them beside each checkpoint (`X.weights.state`) and uses them on resume.
+writes them beside each checkpoint (`X.weights.state`, with the loss chart's history) and
+uses them on resume.
+
+Stopping: Ctrl-C or SIGTERM finishes the current iteration, then saves `<cfg>.backup`; a
+second one says so; a third stops at once without saving.
 """
 from __future__ import annotations
 
 import math
-import os
 import signal
 import sys
-import tempfile
+import threading
 import time
+import warnings
+import zipfile
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from .errors import DarkcfgError
+from .errors import DarkcfgError, DataError, OutputError
+from .fileio import atomic_write, check_folder, check_target
 from .network import Network
 
 
@@ -33,14 +40,59 @@ class TrainOptions:
     valid_every: int = 0               # 0: once per epoch
     chart_every: int = 20
     quiet: bool = False
+    clear: bool = False                # Darknet's -clear: count from iteration 0 (transfer)
+
+    def __post_init__(self) -> None:
+        self.check()
+
+    def check(self) -> None:
+        """Refuse counts that would divide by zero or train nothing (checked again when
+        training starts, for options edited after construction)."""
+        for name, low, flag, note in _COUNTS:
+            value = getattr(self, name)
+            if value is None and name == "max_batches":
+                continue
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) \
+                    or value < low:
+                raise DarkcfgError(f"{flag} (TrainOptions.{name}) must be a whole number >= "
+                                   f"{low}{note}; got {value!r}")
+
+
+# (field, smallest value, command-line flag, what the smallest means)
+_COUNTS = (("max_batches", 1, "--max-batches", ""),
+           ("save_every", 1, "--save-every", ""),
+           ("backup_every", 1, "--backup-every", ""),
+           ("valid_every", 0, "--valid-every", " (0: once per epoch)"),
+           ("chart_every", 1, "chart_every", ""))
 
 
 @dataclass
 class History:
+    """What the chart shows; saved in each checkpoint's .state so a resumed run's chart
+    holds the whole run."""
     iterations: list[int] = field(default_factory=list)
     losses: list[float] = field(default_factory=list)
     avg: list[float] = field(default_factory=list)
     accuracy: list[tuple[int, float]] = field(default_factory=list)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {"history.iterations": np.array(self.iterations, np.int64),
+                "history.losses": np.array(self.losses, np.float64),
+                "history.avg": np.array(self.avg, np.float64),
+                "history.accuracy": np.array(self.accuracy, np.float64).reshape(-1, 2)}
+
+    @classmethod
+    def from_arrays(cls, state: dict[str, np.ndarray]) -> History | None:
+        """The history in a .state file; None when it has none or it is inconsistent."""
+        try:
+            its, losses, avg, acc = (state[k] for k in cls().arrays())
+        except KeyError:
+            return None
+        if not (its.ndim == losses.ndim == avg.ndim == 1 and len(its) == len(losses)
+                == len(avg) and acc.ndim == 2 and acc.shape[1] == 2):
+            return None
+        return cls([int(i) for i in its], [float(v) for v in losses],
+                   [float(v) for v in avg], [(int(i), float(a)) for i, a in acc])
 
 
 def batch_indices(n: int, iteration: int, batch: int, seed: int) -> np.ndarray:
@@ -55,30 +107,71 @@ def batch_indices(n: int, iteration: int, batch: int, seed: int) -> np.ndarray:
     return np.array(out, dtype=np.int64)
 
 
-def save_checkpoint(net: Network, path: Path) -> None:
-    """The .weights file (Darknet's format) and the momentum buffers beside it."""
-    net.save_weights(path)
+def save_checkpoint(net: Network, path: Path, history: History | None = None) -> None:
+    """The .weights file (Darknet's format), then the momentum buffers and the chart's
+    history beside it (`<path>.state`), each replaced atomically."""
+    try:
+        net.save_weights(path)
+    except OSError as e:                  # a writer that does not say it in darkcfg terms
+        raise OutputError(f"{path}: cannot write the checkpoint: {e.strerror or e}") from None
     state = {f"{lay.index}.{k}": v for lay in net.layers for k, v in lay.updates.items()}
     state["seen"] = np.array(net.seen)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
-    with os.fdopen(fd, "wb") as f:
+    if history is not None:
+        state.update(history.arrays())
+    with atomic_write(f"{path}.state", "momentum file") as f:
         np.savez(f, **state)
-    os.replace(tmp, f"{path}.state")
 
 
-def restore_momentum(net: Network, weights: Path) -> bool:
+def restore_state(net: Network, weights: Path, log=print) -> History | None:
+    """Momentum buffers and chart history from the .state file beside `weights` when it
+    belongs to them; otherwise (missing, from another iteration, damaged, another cfg)
+    momentum restarts from zero, as in Darknet, and `log` says why. None: not restored."""
     state_path = Path(f"{weights}.state")
+    restart = "momentum restarts from zero, as in Darknet"
     if not state_path.exists():
-        return False
-    with np.load(state_path) as state:
-        if int(state["seen"]) != net.seen:
-            return False
-        for lay in net.layers:
-            for k, v in lay.updates.items():
-                key = f"{lay.index}.{k}"
-                if key in state and state[key].shape == v.shape:
-                    v[...] = state[key]
-    return True
+        log(f"{restart} (no {state_path.name} beside the weights)")
+        return None
+    try:
+        with np.load(state_path, allow_pickle=False) as z:
+            state = {k: z[k] for k in z.files}
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error) as e:
+        log(f"warning: {state_path} is damaged ({e}); {restart}")
+        return None
+    problem = _state_problem(net, state)
+    if problem:
+        log(f"warning: {state_path} {problem}; {restart}")
+        return None
+    for lay in net.layers:
+        for k, v in lay.updates.items():
+            v[...] = state[f"{lay.index}.{k}"]
+    history = History.from_arrays(state)
+    if history is not None and history.iterations and \
+            history.iterations[-1] != net.iteration:
+        history = None
+    if history is None:
+        log(f"{state_path} has no loss history for this checkpoint: the chart starts at "
+            f"iteration {net.iteration}")
+    return history or History()
+
+
+def _state_problem(net: Network, state: dict[str, np.ndarray]) -> str | None:
+    """Why a .state file does not belong to the loaded weights; None when it does."""
+    seen = state.get("seen")
+    if seen is None or seen.shape != () or seen.dtype.kind not in "iu":
+        return "is damaged (no image count 'seen')"
+    if int(seen) != net.seen:
+        return (f"belongs to another checkpoint ({int(seen)} images seen, the weights "
+                f"{net.seen})")
+    for lay in net.layers:
+        for k, v in lay.updates.items():
+            got = state.get(f"{lay.index}.{k}")
+            if got is None or got.shape != v.shape or got.dtype.kind != "f":
+                shape = "missing" if got is None else f"{got.dtype} {got.shape}"
+                return (f"does not fit this cfg (layer {lay.index} [{lay.type}] '{k}': "
+                        f"{shape}, expected {v.shape})")
+            if not np.all(np.isfinite(got)):
+                return f"is damaged (layer {lay.index} [{lay.type}] '{k}' is not finite)"
+    return None
 
 
 def first_non_finite(net: Network) -> str:
@@ -145,74 +238,146 @@ class Task:
     status: Callable[[], str] = lambda: ""    # extra text for the progress line
 
 
+class _Abort(KeyboardInterrupt):
+    """The third stop request: stop at once, without saving."""
+
+
+class StopRequests:
+    """SIGINT/SIGTERM handler while training: the first asks to stop after the current
+    iteration (a long one can take minutes), the second says that this is happening, the
+    third aborts at once without saving. Installed only in the main thread (where Python
+    runs signal handlers); elsewhere the default behaviour stays."""
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self, say: Callable[[], None]):
+        self.count = 0
+        self.say = say
+        self.old: dict[int, object] = {}
+
+    def __call__(self, signum, frame) -> None:
+        self.count += 1
+        if self.count == 2:
+            self.say()
+        elif self.count >= 3:
+            raise _Abort
+
+    def __enter__(self) -> StopRequests:
+        if threading.current_thread() is threading.main_thread():
+            self.old = {s: signal.signal(s, self) for s in self.SIGNALS}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for s, handler in self.old.items():
+            signal.signal(s, handler)
+
+
+def check_run(net: Network, task: Task, opts: TrainOptions, max_batches: int) -> None:
+    """What makes a run meaningless, refused before its first iteration."""
+    opts.check()
+    if isinstance(max_batches, bool) or not isinstance(max_batches, (int, np.integer)) \
+            or max_batches < 1:
+        raise DarkcfgError(f"max_batches must be a whole number >= 1; got {max_batches!r}")
+    if task.images < 1:
+        raise DataError("the training set has no images")
+    if task.valid_every < 1:
+        raise DarkcfgError(f"the validation interval must be >= 1; got {task.valid_every}")
+    if net.iteration >= max_batches:
+        raise DarkcfgError(f"the network has already trained {net.iteration} iterations and "
+                           f"max_batches is {max_batches}: nothing to train (raise "
+                           "max_batches, or set seen to 0 to start counting again)")
+
+
 def run_training(net: Network, task: Task, opts: TrainOptions, *, base: str, backup: Path,
-                 max_batches: int, resume_hint: str, log=print) -> Path:
-    """Darknet's training loop with darkcfg's checkpoints, progress line, chart, Ctrl-C
-    save and NaN stop; returns the final weights' path."""
+                 max_batches: int, resume_hint: str, log=print,
+                 history: History | None = None) -> Path:
+    """Darknet's training loop with darkcfg's checkpoints, progress line, chart, Ctrl-C/
+    SIGTERM save and NaN stop; returns the final weights' path. `history`: the chart's
+    points before this run (restored with a checkpoint)."""
     from .chart import draw_chart
+    check_run(net, task, opts, max_batches)
+    backup = Path(check_folder(backup, "checkpoints"))
     batch = net.graph.net.batch * net.graph.net.opts["subdivisions"]
-    hist = History()
+    hist = history if history is not None else History()
     progress = Progress(max_batches, opts.quiet)
     chart = backup / f"{base}_chart.png"
-    avg = None
+    avg = hist.avg[-1] if hist.avg else None     # the average continues across a resume
     t_start, seen_start = time.monotonic(), net.seen
+    last_good: Path | None = None
+
+    def kept() -> str:
+        return f"; the last good checkpoint is {last_good}" if last_good else ""
+
+    def written(what: Callable[[], None]) -> None:
+        try:
+            what()
+        except DarkcfgError as e:
+            progress.done()
+            raise OutputError(f"{e}; training stopped at iteration {net.iteration}"
+                              f"{kept()}") from None
 
     def checkpoint(name: str) -> Path:
         path = backup / name
-        save_checkpoint(net, path)
+        written(lambda: save_checkpoint(net, path, hist))
         return path
 
     def draw() -> None:
-        draw_chart(chart, hist.iterations, hist.losses, hist.avg, accuracy=hist.accuracy,
-                   title=f"{base}  (batch {batch})", accuracy_label=task.metric)
+        written(lambda: draw_chart(chart, hist.iterations, hist.losses, hist.avg,
+                                   accuracy=hist.accuracy, title=f"{base}  (batch {batch})",
+                                   accuracy_label=task.metric))
 
-    last_good = None
-    interrupted = []
-    old = signal.signal(signal.SIGINT, lambda *a: interrupted.append(1))
+    def finishing() -> None:
+        progress.done()
+        log(f"stopping: finishing iteration {net.iteration + 1} (it can take a while), then "
+            f"saving {backup / (base + '.backup')}; press Ctrl-C once more to stop at once "
+            "without saving")
+
     try:
-        while net.iteration < max_batches:
-            i = net.iteration
-            net.rng = np.random.default_rng([opts.seed, i, 2])
-            x, truth = task.sample(i, np.random.default_rng([opts.seed, i, 1]))
-            with np.errstate(over="ignore", invalid="ignore"):   # NaN is reported below
-                loss = net.train_step(x, truth)
-            if not math.isfinite(loss):
-                progress.done()
-                where = first_non_finite(net)
-                keep = f"; the last good checkpoint is {last_good}" if last_good else ""
-                raise DarkcfgError(f"the loss became {loss} at iteration {i + 1}: {where} "
-                                   f"went non-finite first{keep}. Try a lower learning_rate"
-                                   " or a longer burn_in.")
-            avg = loss if avg is None else 0.9 * avg + 0.1 * loss
-            it = net.iteration
-            hist.iterations.append(it)
-            hist.losses.append(loss)
-            hist.avg.append(avg)
-            elapsed = time.monotonic() - t_start
-            ips = (net.seen - seen_start) / max(elapsed, 1e-9)
-            eta = (max_batches - it) * batch / max(ips, 1e-9)
-            progress.show(f"{it}/{max_batches} epoch {net.seen / task.images:.2f}  loss "
-                          f"{loss:.4f}  avg {avg:.4f}{task.status()}  rate "
-                          f"{net.last_rate:.6f}  {ips:.0f} img/s  ETA {int(eta) // 60}:"
-                          f"{int(eta) % 60:02d}", force=it == 1)
-            if task.validate and (it % task.valid_every == 0 or it == max_batches):
-                hist.accuracy.append((it, task.validate()))
-                progress.show(f"{it}/{max_batches} validation {task.metric} "
-                              f"{hist.accuracy[-1][1]:.4f}", force=True)
-            if it % opts.backup_every == 0:
-                last_good = checkpoint(f"{base}.backup")
-            if it % opts.save_every == 0:
-                last_good = checkpoint(f"{base}_{it}.weights")
-            if it % opts.chart_every == 0 or it == max_batches:
-                draw()
-            if interrupted:
-                progress.done()
-                path = checkpoint(f"{base}.backup")
-                log(f"interrupted at iteration {it}: saved {path}; resume with "
-                    f"{resume_hint} {path}")
-                raise KeyboardInterrupt
-    finally:
-        signal.signal(signal.SIGINT, old)
+        with StopRequests(finishing) as stop:
+            while net.iteration < max_batches:
+                i = net.iteration
+                net.rng = np.random.default_rng([opts.seed, i, 2])
+                x, truth = task.sample(i, np.random.default_rng([opts.seed, i, 1]))
+                with np.errstate(over="ignore", invalid="ignore"):  # NaN is reported below
+                    loss = net.train_step(x, truth)
+                if not math.isfinite(loss):
+                    progress.done()
+                    where = first_non_finite(net)
+                    raise DarkcfgError(f"the loss became {loss} at iteration {i + 1}: {where} "
+                                       f"went non-finite first{kept()}. Try a lower "
+                                       "learning_rate or a longer burn_in.")
+                avg = loss if avg is None else 0.9 * avg + 0.1 * loss
+                it = net.iteration
+                hist.iterations.append(it)
+                hist.losses.append(loss)
+                hist.avg.append(avg)
+                elapsed = time.monotonic() - t_start
+                ips = (net.seen - seen_start) / max(elapsed, 1e-9)
+                eta = (max_batches - it) * batch / max(ips, 1e-9)
+                progress.show(f"{it}/{max_batches} epoch {net.seen / task.images:.2f}  loss "
+                              f"{loss:.4f}  avg {avg:.4f}{task.status()}  rate "
+                              f"{net.last_rate:.6f}  {ips:.0f} img/s  ETA {int(eta) // 60}:"
+                              f"{int(eta) % 60:02d}", force=it == 1)
+                if task.validate and (it % task.valid_every == 0 or it == max_batches):
+                    hist.accuracy.append((it, task.validate()))
+                    progress.show(f"{it}/{max_batches} validation {task.metric} "
+                                  f"{hist.accuracy[-1][1]:.4f}", force=True)
+                if it % opts.backup_every == 0:
+                    last_good = checkpoint(f"{base}.backup")
+                if it % opts.save_every == 0:
+                    last_good = checkpoint(f"{base}_{it}.weights")
+                if it % opts.chart_every == 0 or it == max_batches:
+                    draw()
+                if stop.count:
+                    progress.done()
+                    path = checkpoint(f"{base}.backup")
+                    log(f"interrupted at iteration {it}: saved {path}; resume with "
+                        f"{resume_hint} {path}")
+                    raise KeyboardInterrupt
+    except _Abort:
+        progress.done()
+        log(f"stopped at once during iteration {net.iteration + 1}, without saving"
+            f"{kept()}")
+        raise KeyboardInterrupt from None
     progress.done()
     final = checkpoint(f"{base}_final.weights")
     elapsed = time.monotonic() - t_start
@@ -233,6 +398,7 @@ def train(data_file: str, cfg_file: str, weights: str | None, opts: TrainOptions
     from .graph import load_graph
     from .schedule import check_schedule
 
+    opts.check()
     data_cfg = read_data_config(data_file, strict=strict)
     graph = load_graph(cfg_file, strict=strict)
     net = Network(graph)
@@ -245,43 +411,129 @@ def train(data_file: str, cfg_file: str, weights: str | None, opts: TrainOptions
     train_set = open_dataset(data_cfg, "train")
     if train_set is None:
         raise DarkcfgError(f"{data_file}: no 'train' key: nothing to train on")
+    if len(train_set) == 0:
+        raise DataError(f"{data_cfg.where('train')}: {train_set.source} holds no images")
     valid_set = open_dataset(data_cfg, "valid")
-    backup = prepare_run(net, data_cfg, weights, opts, log)
     batch = graph.net.batch * netopts["subdivisions"]
     max_batches = max_batches_of(cfg_file, netopts, opts)
+    base = Path(cfg_file).stem
+    start = prepare_run(net, data_cfg, weights, opts, log, base=base,
+                        max_batches=max_batches)
     augment = Augment.from_net(netopts, net.input_shape)
     n = len(train_set)
     eye = np.eye(classes, dtype=np.float32)
 
     def sample(i: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         idx = batch_indices(n, i, batch, opts.seed)
-        return train_set.batch(idx, net.input_shape, augment, rng), eye[train_set.labels[idx]]
+        # an unreadable image is replaced by the next readable one, its label with it
+        x, used = train_set.train_batch(idx, net.input_shape, augment, rng)
+        return x, eye[train_set.labels[used]]
 
     task = Task(sample, n, opts.valid_every or max(1, n // batch),
                 (lambda: accuracy(net, valid_set, classes, 1)[0]) if valid_set else None,
                 "top-1")
     log(f"training {cfg_file} on {n} images ({train_set.source}), batch {batch}, "
-        f"{max_batches} iterations; checkpoints in {backup}/")
-    return run_training(net, task, opts, base=Path(cfg_file).stem, backup=backup,
-                        max_batches=max_batches,
+        f"{max_batches} iterations; checkpoints in {start.backup}/")
+    return run_training(net, task, opts, base=base, backup=start.backup,
+                        max_batches=max_batches, history=start.history,
                         resume_hint=f"darkcfg train {data_file} {cfg_file}", log=log)
 
 
+@dataclass
+class Start:
+    """Where a run writes and the chart history it continues."""
+    backup: Path
+    history: History
+
+
 def prepare_run(net: Network, data_cfg, weights: str | None, opts: TrainOptions,
-                log=print) -> Path:
-    """The backup folder, and the starting weights: a checkpoint (with its momentum when
-    the .state file beside it matches) or Darknet's random initialisation."""
-    backup = Path(data_cfg.backup or "backup")
-    backup.mkdir(parents=True, exist_ok=True)
+                log=print, *, base: str, max_batches: int) -> Start:
+    """Before the first iteration: the backup folder (made, and checked writable) and the
+    starting weights: Darknet's random initialisation, then the weights file over it (a
+    prefix file such as darknet53.conv.74 covers only the first layers), with the
+    momentum and chart history of a checkpoint when its .state file matches."""
+    backup = check_backup(data_cfg, base)
+    net.init_weights(opts.seed)
+    history = History()
     if weights:
-        net.load_weights(weights)
-        resumed = restore_momentum(net, Path(weights))
-        log(f"resuming from {weights} at iteration {net.iteration}" + (
-            "" if resumed else "; momentum restarts from zero (no matching .state file "
-            "beside it), as in Darknet"))
-    else:
-        net.init_weights(opts.seed)
+        history = load_start(net, weights, opts, log)
+        if net.iteration >= max_batches:
+            raise DarkcfgError(
+                f"{weights}: these weights have already trained {net.iteration} iterations "
+                f"({net.seen} images seen) and max_batches is {max_batches}: there is "
+                f"nothing left to train. To train them further, raise max_batches "
+                f"(--max-batches N with N > {net.iteration}); to start a new training from "
+                "them (transfer learning), pass --clear (Darknet's -clear: the count "
+                "starts again from 0).")
+    return Start(backup, history)
+
+
+def check_backup(data_cfg, base: str) -> Path:
+    """The checkpoint folder, made and checked writable, and the fixed-name files in it
+    checked replaceable: a problem is found before training, not after an hour of it."""
+    where = data_cfg.where("backup") if data_cfg.backup else data_cfg.file
+    try:
+        backup = Path(check_folder(data_cfg.backup or "backup", "checkpoints"))
+        for name in (f"{base}.backup", f"{base}_final.weights"):
+            check_target(backup / name, "checkpoint")
+            check_target(backup / f"{name}.state", "momentum file")
+        check_target(backup / f"{base}_chart.png", "loss chart")
+    except OutputError as e:
+        raise OutputError(f"{e} (backup= of {where})") from None
     return backup
+
+
+def load_start(net: Network, weights: str, opts: TrainOptions, log=print) -> History:
+    """Load the starting weights over the initialised network and say what they were: a
+    checkpoint to resume (momentum and history restored when they match), a prefix file
+    (the other layers keep their initialisation), or, with --clear, a new start."""
+    from .weights import WeightsWarning
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", WeightsWarning)
+        report = net.load_weights(weights)
+    for w in caught:        # the prefix warning is said below, with the layers; others stay
+        if report.complete or not issubclass(w.category, WeightsWarning):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    if not report.complete:
+        log(prefix_message(net, weights, report.layers_loaded, opts.seed))
+    if opts.clear:
+        log(f"--clear: counting starts from iteration 0 (the file had reached iteration "
+            f"{net.iteration}); momentum starts from zero")
+        net.seen = 0
+        return History()
+    if not report.complete:     # a start, not a resume: no momentum or history to match
+        if net.iteration:
+            log(f"{weights} has seen {net.seen} images: training starts at iteration "
+                f"{net.iteration} (pass --clear to start from 0)")
+        return History()
+    log(f"resuming from {weights} at iteration {net.iteration}")
+    history = restore_state(net, Path(weights), log)
+    return history if history is not None else History()
+
+
+def prefix_message(net: Network, weights: str, loaded: int, seed: int) -> str:
+    """'layers 0-7 from X.weights (...); layers 8-10 initialised randomly (seed 0)'."""
+    from .weights import file_arrays
+    order = [lay.index for lay in net.layers if lay.params]     # layers with parameters
+    from_file = [lay.index for lay in net.layers if file_arrays(lay)][:loaded]
+    rest = [i for i in order if i not in from_file]
+    first = f"layers {_span(from_file, order)} from {weights}" if from_file else \
+        f"no layer from {weights}"
+    return (f"{first} (a prefix file: {loaded} of {len(order)} layers with parameters); "
+            f"layers {_span(rest, order)} initialised randomly (seed {seed})")
+
+
+def _span(indices: list[int], order: list[int]) -> str:
+    """Layer indices as runs, consecutive in `order` (layers without parameters between
+    them do not break a run): '0-74' or '0-5, 9'."""
+    pos = {i: k for k, i in enumerate(order)}
+    runs: list[list[int]] = []
+    for i in indices:
+        if runs and pos[i] == pos[runs[-1][1]] + 1:
+            runs[-1][1] = i
+        else:
+            runs.append([i, i])
+    return ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in runs)
 
 
 def max_batches_of(cfg_file: str, netopts: dict, opts: TrainOptions) -> int:

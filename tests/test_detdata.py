@@ -71,7 +71,7 @@ def test_read_label_file(tmp_path):
     ("1 48 30 20 20", "outside 0..1"),
     ("1 0.5 0.5 0 0.2", "must be in \\(0, 1\\]"),
     ("1 0.5 0.5 0.2 1.5", "must be in \\(0, 1\\]"),
-    ("1 0.5 nan 0.2 0.2", "outside 0..1"),
+    ("1 0.5 nan 0.2 0.2", "y is not a finite number"),
 ])
 def test_bad_label_lines_name_file_and_line(tmp_path, line, message):
     path = label(tmp_path / "a.txt", "0 0.5 0.5 0.1 0.1\n" + line + "\n")
