@@ -62,7 +62,10 @@ def check_target(path: str | os.PathLike, what: str = "file") -> tuple[str, int 
                               f"leave the other names with the old content (copy it first, "
                               f"or choose another name for the {what})")
     folder = os.path.dirname(real) or "."
-    check_folder(folder, what, create=False, shown=os.path.dirname(shown) or ".")
+    shown_folder = os.path.dirname(shown) or "."
+    if os.path.realpath(shown_folder) != folder:    # a symlink points elsewhere: name that
+        shown_folder = f"{folder} (where {shown} points)"
+    check_folder(folder, what, create=False, shown=shown_folder)
     return real, None if st is None else stat.S_IMODE(st.st_mode)
 
 

@@ -256,7 +256,7 @@ def test_seen_too_big_for_a_16_byte_header(tmp_path):
 
 
 def test_negative_seen_is_refused(tmp_path):
-    net, data = loaded_net(tmp_path)
+    net, _ = loaded_net(tmp_path)
     out = tmp_path / "out.weights"
     out.write_bytes(b"old")
     net.seen = -1
@@ -359,3 +359,15 @@ def test_zero_variance_and_finite_values_do_not_warn(tmp_path):
     path = tmp_path / "ok.weights"
     path.write_bytes(weights_bytes((0, 2, 0), 0, 8, values))
     assert _load_warnings(small_net(), path) == []
+
+
+def test_dangling_symlink_into_a_missing_folder_names_that_folder(tmp_path):
+    net, _ = loaded_net(tmp_path)
+    link = tmp_path / "link.weights"
+    link.symlink_to(tmp_path / "gone" / "x.weights")
+    with pytest.raises(OutputError) as info:
+        net.save_weights(link)
+    # the link's own folder exists: the message must name the missing one it points into
+    assert str(info.value).startswith(f"{tmp_path / 'gone'} (where {link} points): no such "
+                                      "folder for the weights")
+    assert link.is_symlink() and folder_names(tmp_path) == ["link.weights", "src"]
