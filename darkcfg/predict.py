@@ -3,11 +3,16 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .errors import DataError
 from .imageops import letterbox, load_image
+
+if TYPE_CHECKING:
+    from .graph import Graph
+    from .layers.base import Layer
 
 
 @dataclass
@@ -17,15 +22,36 @@ class Prediction:
     top: list[tuple[int, float]]        # (class index, probability), best first
 
 
-def read_labels(path: str | os.PathLike) -> list[str]:
+def read_text(path: str | os.PathLike, what: str) -> str:
+    """A small text file that must be UTF-8 (a leading BOM is allowed). Anything else is
+    refused with the byte offset of the first bad byte: guessing latin-1 would turn names
+    into silently different strings."""
     path = os.fspath(path)
     try:
-        with open(path, encoding="utf-8") as f:
-            names = [line.strip() for line in f if line.strip()]
+        with open(path, "rb") as f:
+            raw = f.read()
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such {what} file") from None
     except OSError as e:
-        raise DataError(f"{path}: cannot read the labels file: {e.strerror}") from None
+        raise DataError(f"{path}: cannot read the {what} file: {e.strerror}") from None
+    if b"\0" in raw:
+        at = raw.index(b"\0")
+        raise DataError(f"{path}: a binary file, not a {what} file (a zero byte at offset "
+                        f"{at}); give a text file with one name per line")
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        raise DataError(f"{path}:{line}: the {what} file is not UTF-8 (byte 0x{raw[e.start]:02x}"
+                        f" at offset {e.start}); save it as UTF-8") from None
+
+
+def read_labels(path: str | os.PathLike, what: str = "labels") -> list[str]:
+    """Class names, one per non-blank line (a `--labels`/`--names` file)."""
+    path = os.fspath(path)
+    names = [line.strip() for line in read_text(path, what).splitlines() if line.strip()]
     if not names:
-        raise DataError(f"{path}: the labels file is empty (one name per line)")
+        raise DataError(f"{path}: the {what} file is empty (one name per line)")
     return names
 
 
@@ -40,3 +66,24 @@ def top_k(output: np.ndarray, k: int) -> list[tuple[int, float]]:
     flat = output.ravel()
     order = np.argsort(-flat, kind="stable")[:k]
     return [(int(i), float(flat[i])) for i in order]
+
+
+# Layers whose output is a box grid, not class scores (`darkcfg detect` reads them).
+DETECTOR_HEADS = ("yolo", "region", "detection", "Gaussian_yolo")
+
+
+def detector_head(graph: Graph) -> Layer | None:
+    """The first detection head of the network, if it has one."""
+    return next((lay for lay in graph.layers if lay.type in DETECTOR_HEADS), None)
+
+
+def raw_output_reason(graph: Graph) -> str | None:
+    """None when the network output is one probability per class ([softmax], or logistic
+    activations); otherwise why its values are not probabilities (the CLI says so)."""
+    out = graph.output_layer
+    activation = out.opts.get("activation")
+    if out.type in ("softmax", "logistic") or activation == "logistic":
+        return None
+    how = f", activation={activation}" if activation else ""
+    return (f"the output layer {out.index} is a [{out.type}]{how}, not a [softmax]: the "
+            "values are raw outputs, not probabilities")
