@@ -172,7 +172,7 @@ def test_run_and_detect_report_a_too_big_image_and_go_on(tmp_path, monkeypatch, 
     assert os.listdir(tmp_path / "out") == ["small_boxes.png"]
 
 
-def test_an_image_too_big_for_memory_is_refused_before_decoding(tmp_path, monkeypatch):
+def test_an_image_too_big_for_memory_is_refused_saying_what_it_needs(tmp_path, monkeypatch):
     path = tmp_path / "wide.png"
     Image.new("RGB", (3000, 2000)).save(path)
     # 3000 x 2000 RGB: 6e6 * (3 bytes decoded + two float32 copies of 3 channels)
