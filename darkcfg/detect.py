@@ -360,7 +360,9 @@ class Detection:
         """(left, top, right, bottom) in pixels as darknet's draw_detections computes them
         (truncated toward zero), each clipped into the image as its draw_box does."""
         def clip(v: float, size: int) -> int:
-            return min(max(int(v * size), 0), size - 1)
+            # clipped before the int(): an untrained head's exp(tw) can be inf (NaN -> 0)
+            p = v * size
+            return int(min(max(p, 0.0), size - 1.0)) if p == p else 0
         left = clip(self.x - self.w / 2.0, self.image_w)
         right = clip(self.x + self.w / 2.0, self.image_w)
         top = clip(self.y - self.h / 2.0, self.image_h)
