@@ -267,8 +267,8 @@ class StopRequests:
         return self
 
     def __exit__(self, *exc) -> None:
-        for s, handler in self.old.items():
-            signal.signal(s, handler)
+        for s, handler in self.old.items():    # None: a handler not set from Python
+            signal.signal(s, signal.SIG_DFL if handler is None else handler)
 
 
 def check_run(net: Network, task: Task, opts: TrainOptions, max_batches: int) -> None:
@@ -454,17 +454,7 @@ def prepare_run(net: Network, data_cfg, weights: str | None, opts: TrainOptions,
     momentum and chart history of a checkpoint when its .state file matches."""
     backup = check_backup(data_cfg, base)
     net.init_weights(opts.seed)
-    history = History()
-    if weights:
-        history = load_start(net, weights, opts, log)
-        if net.iteration >= max_batches:
-            raise DarkcfgError(
-                f"{weights}: these weights have already trained {net.iteration} iterations "
-                f"({net.seen} images seen) and max_batches is {max_batches}: there is "
-                f"nothing left to train. To train them further, raise max_batches "
-                f"(--max-batches N with N > {net.iteration}); to start a new training from "
-                "them (transfer learning), pass --clear (Darknet's -clear: the count "
-                "starts again from 0).")
+    history = load_start(net, weights, opts, max_batches, log) if weights else History()
     return Start(backup, history)
 
 
@@ -483,10 +473,12 @@ def check_backup(data_cfg, base: str) -> Path:
     return backup
 
 
-def load_start(net: Network, weights: str, opts: TrainOptions, log=print) -> History:
+def load_start(net: Network, weights: str, opts: TrainOptions, max_batches: int,
+               log=print) -> History:
     """Load the starting weights over the initialised network and say what they were: a
     checkpoint to resume (momentum and history restored when they match), a prefix file
-    (the other layers keep their initialisation), or, with --clear, a new start."""
+    (the other layers keep their initialisation), or, with --clear, a new start. Weights
+    that have reached max_batches are refused: training them would do nothing."""
     from .weights import WeightsWarning
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", WeightsWarning)
@@ -494,19 +486,27 @@ def load_start(net: Network, weights: str, opts: TrainOptions, log=print) -> His
     for w in caught:        # the prefix warning is said below, with the layers; others stay
         if report.complete or not issubclass(w.category, WeightsWarning):
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    reached = net.iteration
+    if reached >= max_batches and not opts.clear:
+        raise DarkcfgError(
+            f"{weights}: these weights have already trained {reached} iterations "
+            f"({net.seen} images seen) and max_batches is {max_batches}: there is nothing "
+            f"left to train. To train them further, raise max_batches (--max-batches N with "
+            f"N > {reached}); to start a new training from them (transfer learning), pass "
+            "--clear (Darknet's -clear: the count starts again from 0).")
     if not report.complete:
         log(prefix_message(net, weights, report.layers_loaded, opts.seed))
     if opts.clear:
-        log(f"--clear: counting starts from iteration 0 (the file had reached iteration "
-            f"{net.iteration}); momentum starts from zero")
         net.seen = 0
+        log(f"--clear: counting starts from iteration 0 (the file had reached iteration "
+            f"{reached}); momentum starts from zero")
         return History()
     if not report.complete:     # a start, not a resume: no momentum or history to match
-        if net.iteration:
+        if reached:
             log(f"{weights} has seen {net.seen} images: training starts at iteration "
-                f"{net.iteration} (pass --clear to start from 0)")
+                f"{reached} (pass --clear to start from 0)")
         return History()
-    log(f"resuming from {weights} at iteration {net.iteration}")
+    log(f"resuming from {weights} at iteration {reached}")
     history = restore_state(net, Path(weights), log)
     return history if history is not None else History()
 
@@ -517,15 +517,15 @@ def prefix_message(net: Network, weights: str, loaded: int, seed: int) -> str:
     order = [lay.index for lay in net.layers if lay.params]     # layers with parameters
     from_file = [lay.index for lay in net.layers if file_arrays(lay)][:loaded]
     rest = [i for i in order if i not in from_file]
-    first = f"layers {_span(from_file, order)} from {weights}" if from_file else \
+    first = f"{_span(from_file, order)} from {weights}" if from_file else \
         f"no layer from {weights}"
     return (f"{first} (a prefix file: {loaded} of {len(order)} layers with parameters); "
-            f"layers {_span(rest, order)} initialised randomly (seed {seed})")
+            f"{_span(rest, order)} initialised randomly (seed {seed})")
 
 
 def _span(indices: list[int], order: list[int]) -> str:
     """Layer indices as runs, consecutive in `order` (layers without parameters between
-    them do not break a run): '0-74' or '0-5, 9'."""
+    them do not break a run): 'layers 0-74', 'layers 0-5, 9', 'layer 3'."""
     pos = {i: k for k, i in enumerate(order)}
     runs: list[list[int]] = []
     for i in indices:
@@ -533,7 +533,8 @@ def _span(indices: list[int], order: list[int]) -> str:
             runs[-1][1] = i
         else:
             runs.append([i, i])
-    return ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in runs)
+    word = "layer" if len(indices) == 1 else "layers"
+    return f"{word} " + ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in runs)
 
 
 def max_batches_of(cfg_file: str, netopts: dict, opts: TrainOptions) -> int:

@@ -59,21 +59,27 @@ def set_seen(src: Path, dst: Path, seen: int) -> Path:
 
 # --- 1. a prefix file -----------------------------------------------------------------
 
+def write_prefix(path: Path, seen: int) -> tuple[Path, dict[str, np.ndarray]]:
+    """A 0.2.0 file holding toy.cfg's layer 0 only (conv + BN, 4 filters 3x3 over one
+    channel), in Darknet's order: biases, scales, rolling mean, rolling variance, weights."""
+    rng = np.random.default_rng(5)
+    conv = {"biases": rng.normal(size=4), "scales": rng.uniform(0.5, 1.5, 4),
+            "rolling_mean": rng.normal(size=4), "rolling_variance": rng.uniform(0.5, 2, 4),
+            "weights": rng.normal(size=(4, 1, 3, 3))}
+    with open(path, "wb") as f:
+        f.write(np.array([0, 2, 0], "<i4").tobytes() + np.array([seen], "<u8").tobytes())
+        for k in ("biases", "scales", "rolling_mean", "rolling_variance", "weights"):
+            f.write(conv[k].astype("<f4").tobytes())
+    return path, conv
+
+
 def test_prefix_file_the_other_layers_get_the_random_initialisation(tmp_path, monkeypatch):
     """toy.cfg: layer 0 conv (BN, 4 filters 3x3 over 1 channel), 3 connected (64 -> 3).
     A prefix file holding layer 0 only, written here in Darknet's order (biases, scales,
     rolling mean, rolling variance, weights) leaves layer 3 as Network.init_weights(seed)
     draws it; today it stayed 0."""
     data, cfg = make_data(tmp_path), write_cfg(tmp_path, 4)
-    rng = np.random.default_rng(5)
-    conv = {"biases": rng.normal(size=4), "scales": rng.uniform(0.5, 1.5, 4),
-            "rolling_mean": rng.normal(size=4), "rolling_variance": rng.uniform(0.5, 2, 4),
-            "weights": rng.normal(size=(4, 1, 3, 3))}
-    prefix = tmp_path / "toy.conv.1"
-    with open(prefix, "wb") as f:
-        f.write(np.array([0, 2, 0], "<i4").tobytes() + np.array([0], "<u8").tobytes())
-        for k in ("biases", "scales", "rolling_mean", "rolling_variance", "weights"):
-            f.write(conv[k].astype("<f4").tobytes())
+    prefix, conv = write_prefix(tmp_path / "toy.conv.1", seen=0)
     start = {}
 
     def capture(net, task, opts, **kw):        # the network as training would start
@@ -96,10 +102,29 @@ def test_prefix_file_the_other_layers_get_the_random_initialisation(tmp_path, mo
     np.testing.assert_array_equal(start[(3, "biases")], np.zeros(3, np.float32))
     assert start["seen"] == 0
     text = "\n".join(lines)
-    assert f"layers 0 from {prefix}" in text and "layers 3 initialised randomly" in text
+    assert f"layer 0 from {prefix} (a prefix file: 1 of 2 layers with parameters); layer " \
+        "3 initialised randomly (seed 7)" in text
     assert "resuming" not in text          # a prefix file is a start, not a resume
     # said once: the log line replaces the loader's WeightsWarning about the same thing
     assert not [w for w in caught if "prefix" in str(w.message)]
+
+
+def test_prefix_file_keeps_its_count_and_is_refused_when_it_reached_max_batches(tmp_path):
+    """toy.cfg trains 8 images per iteration: seen=32 is iteration 4."""
+    data = make_data(tmp_path)
+    prefix, _ = write_prefix(tmp_path / "toy.conv.1", seen=32)
+    with pytest.raises(DarkcfgError, match="already trained 4 iterations.*--clear"):
+        train(str(data), str(write_cfg(tmp_path, 4)), str(prefix), quiet(),
+              log=lambda *a: None)
+    lines: list[str] = []
+    train(str(data), str(write_cfg(tmp_path, 6)), str(prefix), quiet(), log=lines.append)
+    assert any("training starts at iteration 4 (pass --clear to start from 0)" in line
+               for line in lines)
+    assert any(line.startswith("done: 6 iterations, 16 images") for line in lines)
+    lines.clear()
+    train(str(data), str(write_cfg(tmp_path, 4)), str(prefix), quiet(clear=True),
+          log=lines.append)
+    assert any(line.startswith("done: 4 iterations, 32 images") for line in lines)
 
 
 # --- 2. weights that have already reached max_batches; --clear ------------------------
