@@ -96,8 +96,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from .dettrain import is_detector, train_detector
-    from .trainer import TrainOptions, train
+    from .train.detector import is_detector, train_detector
+    from .train.loop import TrainOptions, train
     opts = TrainOptions(seed=args.seed, max_batches=args.max_batches,
                         save_every=args.save_every, backup_every=args.backup_every,
                         valid_every=args.valid_every, quiet=args.quiet, clear=args.clear)
@@ -108,10 +108,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_valid(args: argparse.Namespace) -> int:
-    from .data import open_dataset, read_data_config
+    from .data.classifier import open_dataset, read_data_config
     from .network import Network
     from .predict import detector_head
-    from .trainer import accuracy
+    from .train.loop import accuracy
     data_cfg = read_data_config(args.data, strict=not args.lenient)
     net = Network.load(args.cfg, args.weights, strict=not args.lenient)
     head = detector_head(net.graph)
@@ -137,10 +137,10 @@ def cmd_detect(args: argparse.Namespace) -> int:
     import os
     import time
 
-    from .detect import detect, heads
-    from .draw import save_detections
+    from .data.images import load_image
+    from .detection.detect import detect, heads
+    from .detection.draw import save_detections
     from .fileio import check_folder
-    from .imageops import load_image
     from .network import Network
     from .predict import read_labels
     _check_unit("--thresh", args.thresh)
@@ -190,9 +190,9 @@ def cmd_detect(args: argparse.Namespace) -> int:
 
 
 def cmd_map(args: argparse.Namespace) -> int:
-    from .data import read_data_config
-    from .detect import heads
-    from .evaluate import evaluate_network, format_report, read_image_list
+    from .data.classifier import read_data_config
+    from .detection.detect import heads
+    from .detection.evaluate import evaluate_network, format_report, read_image_list
     from .network import Network
     _check_unit("--thresh", args.thresh)
     _check_unit("--nms", args.nms, " (0: no NMS)")

@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .data.images import letterbox, load_image
 from .errors import DataError
-from .imageops import letterbox, load_image
 
 if TYPE_CHECKING:
     from .graph import Graph

@@ -1,7 +1,7 @@
 """Slow, obvious references for detection: one entry, one class, one pair at a time.
 
 Written from the semantics in ../shared/reference/detection/README.md and cfg-format.md
-§5.15 (AH's DIoU-NMS from its description), not from darkcfg/detect.py. Float32 where
+§5.15 (AH's DIoU-NMS from its description), not from darkcfg/detection/detect.py. Float32 where
 Darknet computes in float, Python floats (double) where it computes in double.
 """
 from __future__ import annotations

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from darkcfg.chart import ACC, AVG, LOSS, draw_chart, nice_ticks
+from darkcfg.train.chart import ACC, AVG, LOSS, draw_chart, nice_ticks
 
 
 def made_up(n=300):

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from darkcfg import arrays as A
-from darkcfg import augment as G
-from darkcfg import data as D
+from darkcfg.data import arrays as A
+from darkcfg.data import augment as G
+from darkcfg.data import classifier as D
 from darkcfg.errors import DataError
 
 ROOT = Path(__file__).resolve().parent.parent

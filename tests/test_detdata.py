@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from darkcfg import detdata as D
-from darkcfg.data import read_data_config
+from darkcfg.data import detection as D
+from darkcfg.data.classifier import read_data_config
 from darkcfg.errors import DataError
 
 from .conftest import ROOT
@@ -247,7 +247,7 @@ def digest(folder) -> str:
 
 
 def test_make_detection_dataset_is_deterministic_and_readable(tmp_path, capsys):
-    from darkcfg.arrays import fashion_mnist_dir
+    from darkcfg.data.arrays import fashion_mnist_dir
     try:
         fashion_mnist_dir()
     except DataError as e:

@@ -11,7 +11,7 @@ from darkcfg.cli import main
 from darkcfg.errors import CfgError, DarkcfgError
 from darkcfg.graph import load_graph
 from darkcfg.network import Network
-from darkcfg.trainer import TrainOptions
+from darkcfg.train.loop import TrainOptions
 
 CFG = """[net]
 batch=8
@@ -124,7 +124,7 @@ def test_train_dispatches_to_the_detector_loop_with_darknets_names(tmp_path, cap
 
 
 def test_resume_equals_an_uninterrupted_run(tmp_path):
-    from darkcfg.dettrain import train_detector
+    from darkcfg.train.detector import train_detector
     data = make_data(tmp_path)
     opts = TrainOptions(seed=3, quiet=True, backup_every=100, save_every=4)
     whole = train_detector(str(data), str(write_cfg(tmp_path, 8, name="a.cfg")), None, opts,
@@ -147,7 +147,7 @@ def test_resume_equals_an_uninterrupted_run(tmp_path):
 
 
 def test_refusals_before_training(tmp_path):
-    from darkcfg.dettrain import train_detector
+    from darkcfg.train.detector import train_detector
     data = make_data(tmp_path, n=2, classes=3)
     with pytest.raises(DarkcfgError, match="classes=3 but layer 7 \\[yolo\\].*classes=2"):
         train_detector(str(data), str(write_cfg(tmp_path)), None, TrainOptions(quiet=True))
@@ -158,15 +158,15 @@ def test_refusals_before_training(tmp_path):
 
 
 def test_a_tiny_yolo_learns_to_find_squares(tmp_path):
-    from darkcfg.dettrain import train_detector
+    from darkcfg.train.detector import train_detector
     data, cfg = make_data(tmp_path, n=48), write_cfg(tmp_path, max_batches=80)
     losses = []
     train_detector(str(data), str(cfg), None, TrainOptions(quiet=True, chart_every=1000),
                    log=lambda *a: losses.append(a))
     net = Network(load_graph(cfg))
     net.load_weights(tmp_path / "backup" / "tiny_yolo_final.weights")
-    from darkcfg.data import read_data_config
-    from darkcfg.detdata import open_detection_dataset
+    from darkcfg.data.classifier import read_data_config
+    from darkcfg.data.detection import open_detection_dataset
     ds = open_detection_dataset(read_data_config(data), "train")
     x, truth = ds.batch(np.arange(16), net.input_shape, None, None, 90)
     start = Network(load_graph(cfg))
@@ -179,9 +179,9 @@ def test_a_tiny_yolo_learns_to_find_squares(tmp_path):
 
 
 def test_yolo_fashion_cfg_and_data_file():
-    from darkcfg.detdata import DetAugment
-    from darkcfg.dettrain import head_jitter
+    from darkcfg.data.detection import DetAugment
     from darkcfg.schedule import check_schedule
+    from darkcfg.train.detector import head_jitter
 
     from .conftest import ROOT
     path = ROOT / "cfg" / "yolo_fashion.cfg"

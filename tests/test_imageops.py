@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from darkcfg import DataError
-from darkcfg.imageops import letterbox, load_image, resize
+from darkcfg.data.images import letterbox, load_image, resize
 
 
 def naive_resize(im, w, h):

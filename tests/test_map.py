@@ -7,8 +7,8 @@ import pytest
 from PIL import Image
 
 from darkcfg import DataError
-from darkcfg.detdata import label_candidates, read_label_file
-from darkcfg.evaluate import (
+from darkcfg.data.detection import label_candidates, read_label_file
+from darkcfg.detection.evaluate import (
     IOU_THRESHOLDS,
     RECALL_POINTS,
     evaluate,

@@ -15,10 +15,10 @@ import PIL.Image
 import pytest
 from PIL import Image
 
-from darkcfg import imageops
 from darkcfg.cli import main
+from darkcfg.data import images as imageops
+from darkcfg.data.images import load_image
 from darkcfg.errors import DataError
-from darkcfg.imageops import load_image
 from darkcfg.predict import read_labels
 
 from .test_cli import TINY

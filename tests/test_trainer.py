@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 
 from darkcfg import DarkcfgError
-from darkcfg.arrays import fashion_mnist_dir
+from darkcfg.data.arrays import fashion_mnist_dir
 from darkcfg.graph import load_graph
 from darkcfg.network import Network
-from darkcfg.trainer import TrainOptions, accuracy, batch_indices, train
+from darkcfg.train.loop import TrainOptions, accuracy, batch_indices, train
 
 from .conftest import ROOT
 
@@ -145,7 +145,7 @@ def test_learns_a_toy_problem(tmp_path):
     final = train(str(data), str(cfg), None, TrainOptions(quiet=True), log=lambda *a: None)
     net = Network(load_graph(cfg))
     net.load_weights(final)
-    from darkcfg.data import open_dataset, read_data_config
+    from darkcfg.data.classifier import open_dataset, read_data_config
     top1, _ = accuracy(net, open_dataset(read_data_config(data), "valid"), 3, 1)
     assert top1 >= 0.9
 
@@ -162,7 +162,7 @@ def fashion_available() -> bool:
                     "(apt-get install dataset-fashion-mnist)")
 def test_fashion_mnist_subset_in_under_a_minute(tmp_path):
     """A small cfg on 6,000 training images reaches 80% on 1,000 test images."""
-    from darkcfg.arrays import fashion_mnist
+    from darkcfg.data.arrays import fashion_mnist
     train_set, test_set = fashion_mnist("train"), fashion_mnist("test")
     np.savez(tmp_path / "train.npz", x=train_set.images[:6000], y=train_set.labels[:6000])
     np.savez(tmp_path / "test.npz", x=test_set.images[:1000], y=test_set.labels[:1000])
@@ -211,7 +211,7 @@ activation=linear
                   log=lambda *a: None)
     net = Network(load_graph(cfg))
     net.load_weights(final)
-    from darkcfg.arrays import ArrayDataset
+    from darkcfg.data.arrays import ArrayDataset
     top1, _ = accuracy(net, ArrayDataset(test_set.images[:1000], test_set.labels[:1000],
                                          "test"), 10, 1)
     assert top1 >= 0.80, top1

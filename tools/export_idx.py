@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from darkcfg.arrays import FASHION_MNIST_NAMES, fashion_mnist_dir, find_idx_file, read_idx
+from darkcfg.data.arrays import FASHION_MNIST_NAMES, fashion_mnist_dir, find_idx_file, read_idx
 from darkcfg.errors import DarkcfgError, DataError
 
 # Fashion-MNIST labels chosen so none is a substring of another ('shirt' vs 't-shirt').

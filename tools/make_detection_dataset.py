@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from darkcfg.arrays import FASHION_MNIST_NAMES, fashion_mnist
+from darkcfg.data.arrays import FASHION_MNIST_NAMES, fashion_mnist
 from darkcfg.errors import DarkcfgError
 
 TINTS = np.array([[1.0, 0.35, 0.3], [0.3, 0.85, 0.35], [0.35, 0.5, 1.0], [1.0, 0.85, 0.3],

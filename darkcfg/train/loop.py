@@ -26,9 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import DarkcfgError, DataError, OutputError
-from .fileio import atomic_write, check_folder, check_target
-from .network import Network
+from ..errors import DarkcfgError, DataError, OutputError
+from ..fileio import atomic_write, check_folder, check_target
+from ..network import Network
 
 
 @dataclass
@@ -214,7 +214,7 @@ class Progress:
 
 def accuracy(net: Network, data, classes: int, top: int, batch: int = 100) -> tuple[float, float]:
     """(top-1, top-k) accuracy of the network on a dataset, at inference."""
-    from .data import batches
+    from ..data.classifier import batches
     hit1 = hitk = count = 0
     for x, truth in batches(data, batch, classes=classes, shape=net.input_shape,
                             shuffle=False, epochs=1):
@@ -393,10 +393,10 @@ def run_training(net: Network, task: Task, opts: TrainOptions, *, base: str, bac
 def train(data_file: str, cfg_file: str, weights: str | None, opts: TrainOptions,
           *, strict: bool = True, log=print) -> Path:
     """Train a classifier; returns the path of the final weights."""
-    from .augment import Augment
-    from .data import open_dataset, read_data_config
-    from .graph import load_graph
-    from .schedule import check_schedule
+    from ..data.augment import Augment
+    from ..data.classifier import open_dataset, read_data_config
+    from ..graph import load_graph
+    from ..schedule import check_schedule
 
     opts.check()
     data_cfg = read_data_config(data_file, strict=strict)
@@ -479,7 +479,7 @@ def load_start(net: Network, weights: str, opts: TrainOptions, max_batches: int,
     checkpoint to resume (momentum and history restored when they match), a prefix file
     (the other layers keep their initialisation), or, with --clear, a new start. Weights
     that have reached max_batches are refused: training them would do nothing."""
-    from .weights import WeightsWarning
+    from ..weights import WeightsWarning
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", WeightsWarning)
         report = net.load_weights(weights)
@@ -513,7 +513,7 @@ def load_start(net: Network, weights: str, opts: TrainOptions, max_batches: int,
 
 def prefix_message(net: Network, weights: str, loaded: int, seed: int) -> str:
     """'layers 0-7 from X.weights (...); layers 8-10 initialised randomly (seed 0)'."""
-    from .weights import file_arrays
+    from ..weights import file_arrays
     order = [lay.index for lay in net.layers if lay.params]     # layers with parameters
     from_file = [lay.index for lay in net.layers if file_arrays(lay)][:loaded]
     rest = [i for i in order if i not in from_file]

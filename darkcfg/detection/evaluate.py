@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 if TYPE_CHECKING:
-    from .network import Network
+    from ..network import Network
 
 # pycocotools' own expressions, so the floating-point thresholds are the same numbers
 IOU_THRESHOLDS = np.linspace(.5, 0.95, int(np.round((0.95 - .5) / .05)) + 1, endpoint=True)
@@ -182,11 +182,11 @@ def format_report(result: MapResult, names: Sequence[str] | None = None) -> str:
 
 
 # ---------------------------------------------------------------------------------------
-# running a network over a labelled image list (label files: darkcfg.detdata)
+# running a network over a labelled image list (label files: darkcfg.data.detection)
 
 def read_image_list(path: str) -> list[str]:
     """The `valid` list of a .data file: resolved image paths."""
-    from .detdata import read_image_list as read_list
+    from ..data.detection import read_image_list as read_list
     return read_list(path)[0]
 
 
@@ -197,9 +197,9 @@ def evaluate_network(net: Network, images: Sequence[str], classes: int, *,
     prob > thresh after NMS (Darknet's mAP defaults: 0.005 and 0.45) and score them
     against the YOLO label files. Images without a label file count as having no objects
     (one warning names how many)."""
-    from .detdata import find_label_file, label_candidates, read_label_file
+    from ..data.detection import find_label_file, label_candidates, read_label_file
+    from ..data.images import load_image
     from .detect import detect
-    from .imageops import load_image
     dets, truths, unlabelled = [], [], []
     for n, path in enumerate(images):
         image = load_image(path, channels=net.input_shape[0])

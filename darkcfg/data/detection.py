@@ -1,7 +1,7 @@
 """Detection datasets: YOLO-format labels, box truths in Darknet's layout, and box-aware
 augmentation.
 
-A detection `.data` file (the syntax of data.py) names image lists:
+A detection `.data` file (the syntax of data/classifier.py) names image lists:
 
     classes = 10
     train   = train.txt          # one image path per line
@@ -38,10 +38,10 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import DataError
 from .augment import bilinear, distort, rand_scale
-from .data import DataConfig, first_readable
-from .errors import DataError
-from .imageops import letterbox, load_image, resize
+from .classifier import DataConfig, first_readable
+from .images import letterbox, load_image, resize
 
 # ---------------------------------------------------------------------------------------
 # label files
@@ -110,7 +110,7 @@ def read_label_file(path: str, classes: int) -> tuple[np.ndarray, np.ndarray]:
 
 def read_image_list(path: str, where: str = "") -> tuple[list[str], list[int]]:
     """(resolved image paths, list-file line of each): relative paths from the list's
-    folder, else from the current folder (data.py's rule)."""
+    folder, else from the current folder (data/classifier.py's rule)."""
     src = f"{where}: " if where else ""
     try:
         with open(path, encoding="utf-8-sig") as f:
@@ -266,7 +266,7 @@ class DetectionDataset:
 
 
 def _letterbox_window(iw: int, ih: int, w: int, h: int) -> tuple[float, float, float, float]:
-    """The image-pixel window that imageops.letterbox maps onto the w x h canvas."""
+    """The image-pixel window that images.letterbox maps onto the w x h canvas."""
     if w / iw < h / ih:
         nw, nh = w, (ih * w) // iw
     else:

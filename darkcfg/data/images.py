@@ -8,7 +8,7 @@ import warnings
 
 import numpy as np
 
-from .errors import DataError
+from ..errors import DataError
 
 # Modes Pillow decodes more than 8 bits per sample into (always one grey channel):
 # "I;16*" unsigned 16-bit, "I" 32-bit signed integers, "F" 32-bit floats.

@@ -8,8 +8,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import DataError
-from .imageops import resize
+from ..errors import DataError
+from .images import resize
 
 # ---------------------------------------------------------------------------------------
 # images: channels, sizing, Darknet's training augmentation

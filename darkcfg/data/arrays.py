@@ -12,8 +12,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import DataError
 from .augment import Augment, to_channels, transform
-from .errors import DataError
 
 # ---------------------------------------------------------------------------------------
 # in-memory images

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .fileio import atomic_write
+from ..fileio import atomic_write
 
 if TYPE_CHECKING:
     from PIL import Image

@@ -1,13 +1,13 @@
 """`darkcfg train` for detectors: a cfg ending in [yolo] or [region] trained on a
-detection `.data` file (YOLO-format labels, detdata.py).
+detection `.data` file (YOLO-format labels, data/detection.py).
 
-The loop is the classifier's (trainer.py): the same per-iteration seeding (resume equals an
+The loop is the classifier's (train/loop.py): the same per-iteration seeding (resume equals an
 uninterrupted run), checkpoints with Darknet's names and a momentum sidecar, progress line,
 chart, Ctrl-C save and NaN stop. What differs: each image comes with its box truth
 (Darknet's layout, up to the head's `max` boxes), the augmentation is box-aware (the head's
 `jitter`, flip, exposure/saturation/hue), and the progress line adds each head's mean IoU
 and recall at the truths it trained on. Validation, when the `.data` file has `valid`, is
-mAP@0.5 on it (darkcfg.evaluate).
+mAP@0.5 on it (darkcfg.detection.evaluate).
 """
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import DarkcfgError
-from .network import Network
-from .trainer import (
+from ..errors import DarkcfgError
+from ..network import Network
+from .loop import (
     Task,
     TrainOptions,
     batch_indices,
@@ -31,13 +31,13 @@ DETECTION_HEADS = ("yolo", "region")
 
 def is_detector(cfg_file: str, *, strict: bool = True) -> bool:
     """Whether the cfg's last layer is a detection head (cheap: no Numba, no weights)."""
-    from .graph import load_graph
+    from ..graph import load_graph
     return load_graph(cfg_file, strict=strict).layers[-1].type in DETECTION_HEADS
 
 
 def head_jitter(layer) -> float:
     """The head's `jitter` (Darknet's default .2): read here, the layer does not model it."""
-    from .options import Opt, parse_value
+    from ..options import Opt, parse_value
     if "jitter" not in layer.section.entries:
         return 0.2
     return float(parse_value(layer.section, "jitter", Opt("float", 0.2, min=0)))
@@ -57,17 +57,17 @@ def head_summary(net: Network) -> str:
 
 def valid_map(net: Network, paths: list[str], classes: int) -> float:
     """mAP@0.5 of the network on the validation images."""
-    from .evaluate import evaluate_network
+    from ..detection.evaluate import evaluate_network
     return float(evaluate_network(net, paths, classes).map50)
 
 
 def train_detector(data_file: str, cfg_file: str, weights: str | None, opts: TrainOptions,
                    *, strict: bool = True, log=print) -> Path:
     """Train a detector; returns the path of the final weights."""
-    from .data import read_data_config
-    from .detdata import DetAugment, open_detection_dataset
-    from .graph import load_graph
-    from .schedule import check_schedule
+    from ..data.classifier import read_data_config
+    from ..data.detection import DetAugment, open_detection_dataset
+    from ..graph import load_graph
+    from ..schedule import check_schedule
 
     opts.check()
     data_cfg = read_data_config(data_file, strict=strict)

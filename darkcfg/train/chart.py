@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 from PIL import Image, ImageDraw, ImageFont
 
-from .fileio import atomic_write
+from ..fileio import atomic_write
 
 LOSS = (160, 185, 230)         # raw loss: light, it is noisy
 AVG = (20, 60, 170)            # average loss

@@ -27,12 +27,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .errors import DarkcfgError
+from ..errors import DarkcfgError
 
 if TYPE_CHECKING:
-    from .graph import Graph
-    from .layers.base import Layer
-    from .network import Network
+    from ..graph import Graph
+    from ..layers.base import Layer
+    from ..network import Network
 
 F32, F64 = np.float32, np.float64
 HEAD_TYPES = ("yolo", "region")
@@ -398,7 +398,7 @@ def detect_boxes(net: Network, image: np.ndarray, thresh: float = 0.5,
                  nms: float = 0.45) -> Boxes:
     """Letterbox `image` (C, H, W) float32 in [0, 1] to the network size, run the network,
     decode and apply NMS: Darknet's dets array for this image."""
-    from .imageops import letterbox
+    from ..data.images import letterbox
     c, net_h, net_w = net.input_shape
     image = np.asarray(image, dtype=F32)
     if image.ndim != 3 or image.shape[0] != c:
@@ -418,7 +418,7 @@ def detect(net: Network, image: np.ndarray | str | os.PathLike, thresh: float = 
     """Objects in one image (a file or a (C, H, W) float32 array in [0, 1]), as `darknet
     detect` finds them: letterbox, forward, decode, NMS, every class above thresh."""
     if not isinstance(image, np.ndarray):
-        from .imageops import load_image
+        from ..data.images import load_image
         image = load_image(image, channels=net.input_shape[0])
     boxes = detect_boxes(net, image, thresh, nms)
     return detections(boxes, image.shape[2], image.shape[1])

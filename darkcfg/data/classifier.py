@@ -52,11 +52,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..cfg import _strip_comment
+from ..errors import DataError
 from .arrays import ArrayDataset, fashion_mnist, load_idx, load_npz
 from .augment import Augment, transform
-from .cfg import _strip_comment
-from .errors import DataError
-from .imageops import load_image
+from .images import load_image
 
 # ---------------------------------------------------------------------------------------
 # .data files

@@ -1,0 +1,2 @@
+"""Training jobs: Darknet's loop with checkpoints, progress and the loss chart
+(`loop`), the classifier and detector set-ups (`loop.train`, `detector`), the chart."""
