@@ -6,34 +6,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any
 
 from .cfg import Section, read_cfg
 from .errors import CfgError
 from .layers import REGISTRY, Layer
-from .netcfg import NET_OPTIONS, NET_QUIET
+from .netcfg import DIALECTS, NET_OPTIONS, NET_QUIET, NetInfo
 from .options import read_options
-
-DIALECTS = ("pjreddie", "alexeyab")
-
-
-@dataclass
-class NetInfo:
-    """The [net] section, typed, plus what darkcfg derives from it."""
-    opts: dict[str, Any]
-    input_shape: tuple[int, int, int]
-    dialect: str = "pjreddie"
-    section: Section | None = None
-
-    @property
-    def inputs(self) -> int:
-        c, h, w = self.input_shape
-        return c * h * w
-
-    @property
-    def batch(self) -> int:
-        """The mini-batch: batch / subdivisions, at least 1."""
-        return max(1, self.opts["batch"] // self.opts["subdivisions"])
 
 
 @dataclass

@@ -1,7 +1,16 @@
-"""The [net] / [network] section: input shape and training options (cfg-format.md §4)."""
+"""The [net] / [network] section: input shape and training options, and `NetInfo`, the
+typed section every layer is built with (Darknet's src/parser.c: parse_net_options)."""
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
+from .cfg import Section
 from .options import Opt
+
+# Darknet's two lineages: pjreddie/darknet and AlexeyAB/darknet (their BN epsilon and a
+# few defaults differ)
+DIALECTS = ("pjreddie", "alexeyab")
 
 POLICIES = ("constant", "step", "steps", "exp", "poly", "sigmoid", "random", "sgdr")
 
@@ -59,3 +68,22 @@ NET_QUIET = frozenset({
     "adversarial_lr", "max_chart_loss", "show_receptive_field", "unsupervised",
     "seq_scales", "seen", "max_epochs", "beta1",
 })
+
+
+@dataclass
+class NetInfo:
+    """The [net] section, typed, plus what darkcfg derives from it."""
+    opts: dict[str, Any]
+    input_shape: tuple[int, int, int]
+    dialect: str = "pjreddie"
+    section: Section | None = None
+
+    @property
+    def inputs(self) -> int:
+        c, h, w = self.input_shape
+        return c * h * w
+
+    @property
+    def batch(self) -> int:
+        """The mini-batch: batch / subdivisions, at least 1."""
+        return max(1, self.opts["batch"] // self.opts["subdivisions"])

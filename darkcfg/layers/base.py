@@ -5,11 +5,14 @@ A section kind is one module in this package holding one `Layer` subclass decora
 output shape in `setup`, lists its parameter arrays in weights-file order, and counts its
 FLOPs. Kernels live in `darkcfg.kernels` and are imported only when a network runs, so
 reading a cfg and printing its summary never touches Numba.
+
+Layers see the running network only through `RunState` (below), never `darkcfg.network`:
+the layer floor sits under the model floor (tests/test_architecture.py).
 """
 from __future__ import annotations
 
 import warnings
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 import numpy as np
 
@@ -18,8 +21,7 @@ from ..errors import CfgError, CfgWarning
 from ..options import Opt, read_options
 
 if TYPE_CHECKING:
-    from ..graph import NetInfo
-    from ..network import Network
+    from ..netcfg import NetInfo
 
 Shape = tuple[int, int, int]          # (c, h, w), Darknet's planar order
 
@@ -39,6 +41,27 @@ COMMON_QUIET = frozenset({"clip", "stream", "wait_stream", "dont_update", "burni
                           "train_only_bn"})
 
 
+class RunState(Protocol):
+    """What a layer's forward and backward use of the running network (darkcfg.network's
+    Network is one)."""
+    train: bool                         # a training pass: batch statistics, losses, dropout
+    truth: np.ndarray | None            # (N, truths) float32 during a training pass
+    seen: int                           # images trained on so far
+    rng: np.random.Generator            # dropout masks, random crops
+    outputs: list[np.ndarray | None]    # every layer's latest output, (N, *out_shape)
+
+    def add_grad(self, index: int, g: np.ndarray) -> None:
+        """Accumulate dLoss/d(output of layer `index`) (a layer in `sources`)."""
+
+
+class FileHeader(Protocol):
+    """What a layer's .weights layout may depend on in the file's header (weights.Header)."""
+    @property
+    def transpose(self) -> bool:
+        """Darknet's rule: major or minor > 1000 stores [connected] weights transposed."""
+        ...
+
+
 def register(cls: type[Layer]) -> type[Layer]:
     REGISTRY[cls.type] = cls
     return cls
@@ -46,6 +69,8 @@ def register(cls: type[Layer]) -> type[Layer]:
 
 class Layer:
     type: ClassVar[str]
+    # Other names Darknet's parser accepts for the section (src/parser.c: string_to_layer_type)
+    aliases: ClassVar[tuple[str, ...]] = ()
     options: ClassVar[dict[str, Opt]] = {}
     quiet: ClassVar[frozenset[str]] = frozenset()
     doc: ClassVar[str] = ""
@@ -80,6 +105,16 @@ class Layer:
         """Parameter arrays in .weights file order: (Darknet name, shape)."""
         return []
 
+    def weights_from_file(self, name: str, flat: np.ndarray, header: FileHeader) -> np.ndarray:
+        """Array `name` as darkcfg holds it, from its values as a .weights file stores them
+        (`header`: the file's weights.Header). Default: the same order, reshaped."""
+        return flat.reshape(self.params[name].shape)
+
+    def weights_to_file(self, name: str, array: np.ndarray, header: FileHeader) -> np.ndarray:
+        """The inverse of `weights_from_file`: the array in the file's order (any shape;
+        it is written flat, C order)."""
+        return array
+
     def flops(self) -> float:
         """Floating-point operations of one forward pass at batch 1 (multiply-add = 2)."""
         return 0.0
@@ -110,14 +145,14 @@ class Layer:
             fill = 1.0 if name in ("scales", "rolling_variance") else 0.0
             self.params[name] = np.full(shape, fill, dtype=np.float32)
 
-    def forward(self, x: np.ndarray, net: Network) -> np.ndarray:
+    def forward(self, x: np.ndarray, net: RunState) -> np.ndarray:
         """x: the previous layer's output (N, C, H, W) float32 C-contiguous (the network
         input for layer 0). Returns (N, *out_shape) float32; other layers' outputs are in
         `net.outputs`, `net.train` says whether this is a training pass. The array may be
         a buffer reused by the next call."""
         raise NotImplementedError(f"[{self.type}] has no forward pass yet")
 
-    def backward(self, dy: np.ndarray | None, net: Network) -> np.ndarray | None:
+    def backward(self, dy: np.ndarray | None, net: RunState) -> np.ndarray | None:
         """Training only, after `forward(x, net)` with net.train True.
 
         dy: dLoss/d(this layer's output), (N, *out_shape) float32, or None when no gradient

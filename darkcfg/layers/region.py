@@ -9,7 +9,7 @@ from ..options import Opt
 from .base import Layer, register
 
 if TYPE_CHECKING:
-    from ..network import Network
+    from .base import RunState
 
 
 @register
@@ -52,7 +52,7 @@ class Region(Layer):
                 f"filters={want} in the [convolutional] before it", "classes")
         self.truths = 30 * 5
 
-    def forward(self, x: np.ndarray, net: Network) -> np.ndarray:
+    def forward(self, x: np.ndarray, net: RunState) -> np.ndarray:
         # x (N, num*(coords+1+classes), H, W) -> same shape; per anchor the entries are
         # x, y, the other coords, objectness (entry `coords`), then the classes. Logistic
         # on x, y and objectness; the classes get a softmax across them at every cell
@@ -77,7 +77,7 @@ class Region(Layer):
         return out.reshape(x.shape)
 
     # --- training -----------------------------------------------------------------------
-    def _loss(self, out: np.ndarray, net: Network) -> None:
+    def _loss(self, out: np.ndarray, net: RunState) -> None:
         # out (N, num, coords+1+classes, H, W). Darknet's delta from the box truth
         # (reference/README.md "Detection", pinned by case train_region), as a gradient
         # w.r.t. this layer's OUTPUT: x, y, objectness are squared errors on the logistic
@@ -85,7 +85,7 @@ class Region(Layer):
         # (minus) the logit gradient of the softmax cross-entropy (of the logistic
         # cross-entropy with softmax=0). See kernels/yolo_loss.py.
         from ..kernels.yolo_loss import region_targets
-        from .yolo import detection_stats, detection_truth
+        from ._detection_head import detection_stats, detection_truth
         o = self.opts
         if self.coords != 4:
             raise self.error(f"training with coords={self.coords} (mask coefficients) is "
@@ -103,11 +103,11 @@ class Region(Layer):
         self._grad = np.negative(delta).reshape(n, a * k, h, w)
         self.stats = detection_stats(stats, out.shape, self.num)
 
-    def backward(self, dy: np.ndarray | None, net: Network) -> np.ndarray | None:
+    def backward(self, dy: np.ndarray | None, net: RunState) -> np.ndarray | None:
         # Darknet's GPU path (its CPU backward_region_layer is empty; DECISIONS §3): the
         # delta times y(1 - y) for x, y and objectness, where the forward applied a
         # logistic; w, h and the classes pass unchanged.
-        from .cost import loss_gradient
+        from ._loss import loss_gradient
         g = loss_gradient(self, dy)
         if g is None:
             return None

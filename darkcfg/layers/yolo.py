@@ -6,10 +6,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..options import Opt
+from ._detection_head import detection_stats, detection_truth
 from .base import Layer, register
 
 if TYPE_CHECKING:
-    from ..network import Network
+    from .base import RunState
 
 # Detector-training and tracking knobs darkcfg accepts without modelling (DECISIONS §1).
 YOLO_QUIET = frozenset({
@@ -81,7 +82,7 @@ class Yolo(Layer):
                 f"{want}: set filters={want} in the [convolutional] before it", "classes")
         self.truths = o["max"] * 5
 
-    def forward(self, x: np.ndarray, net: Network) -> np.ndarray:
+    def forward(self, x: np.ndarray, net: RunState) -> np.ndarray:
         # x (N, A*(5+classes), H, W) -> same shape; per anchor a, channel
         # a*(5+classes) + {0: x, 1: y, 2: w, 3: h, 4: objectness, 5..: classes}. Logistic
         # on x, y, objectness and classes; w, h stay raw (case `real_yolov3_tiny`). AH:
@@ -105,7 +106,7 @@ class Yolo(Layer):
         return out.reshape(x.shape)
 
     # --- training -----------------------------------------------------------------------
-    def _loss(self, out: np.ndarray, net: Network) -> None:
+    def _loss(self, out: np.ndarray, net: RunState) -> None:
         # out (N, A, 5 + classes, H, W): this head's output, per anchor of `mask`.
         # Darknet's delta from the box truth (reference/README.md "Detection", pinned by
         # case train_yolo): see kernels/yolo_loss.py. Our gradient is minus the delta, and
@@ -126,10 +127,10 @@ class Yolo(Layer):
         self._grad = np.negative(delta).reshape(n, a * k, h, w)
         self.stats = detection_stats(stats, out.shape, len(self.mask))
 
-    def backward(self, dy: np.ndarray | None, net: Network) -> np.ndarray | None:
+    def backward(self, dy: np.ndarray | None, net: RunState) -> np.ndarray | None:
         # Darknet passes the delta down unchanged: no logistic derivative (it is already
         # the gradient w.r.t. the logits), plus anything that reached this layer.
-        from .cost import loss_gradient
+        from ._loss import loss_gradient
         return loss_gradient(self, dy)
 
     def anchor_array(self) -> np.ndarray:
@@ -174,36 +175,3 @@ class Yolo(Layer):
     def row(self):
         return "yolo"
 
-
-def detection_truth(layer: Layer, net: Network, n: int, most: int) -> np.ndarray:
-    """`net.truth` (n, T) checked as Darknet's box list: every box read (up to `most`,
-    until the first x == 0) needs 0 < x <= 1, 0 <= y <= 1, 0 < w, h and an integer class
-    in 0..classes-1 (Darknet would index out of its buffers)."""
-    from ..errors import DataError
-    from ..kernels.yolo_loss import read_boxes
-    t = np.ascontiguousarray(net.truth, np.float32)
-    if t.ndim != 2 or t.shape[0] != n or t.shape[1] % 5:
-        raise DataError(f"layer {layer.index} [{layer.type}]: the truth must be {n} rows of "
-                        f"5 values per box (x y w h class); got shape {t.shape}")
-    for b, boxes in enumerate(read_boxes(t, most)):
-        x, y, w, h, c = boxes.T if len(boxes) else (np.zeros(0),) * 5
-        bad = ~((x > 0) & (x <= 1) & (y >= 0) & (y <= 1) & (w > 0) & (h > 0) &
-                (c >= 0) & (c < layer.classes) & (c == np.floor(c)))
-        if bad.any():
-            k = int(np.flatnonzero(bad)[0])
-            raise DataError(f"layer {layer.index} [{layer.type}]: image {b} of the batch, "
-                            f"truth box {k}: x y w h class = "
-                            f"{' '.join(f'{v:g}' for v in boxes[k])}; need 0 < x <= 1, "
-                            f"0 <= y <= 1, w, h > 0 and a class in 0..{layer.classes - 1}")
-    return t
-
-
-def detection_stats(s: np.ndarray, shape: tuple[int, ...], anchors: int) -> dict[str, float]:
-    """The statistics line Darknet prints for a detection head (means over the truths it
-    trained on; NaN when there were none, where Darknet prints -nan)."""
-    count, classes = s[6], s[7]
-    cells = shape[0] * anchors * shape[-1] * shape[-2]
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return {"iou": s[0] / count, "class": s[1] / classes, "obj": s[2] / count,
-                "no_obj": s[3] / cells, "recall50": s[4] / count, "recall75": s[5] / count,
-                "count": int(count)}
