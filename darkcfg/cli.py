@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 import warnings
 
 from . import __version__
@@ -95,6 +96,51 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+class _StatusLine:
+    """Training progress on stderr: one line redrawn in place on a terminal; otherwise a
+    line every 10 s (and at iteration 1 and after each validation) so that a log file
+    stays short. The library's messages go to stdout, on a line of their own."""
+    WIDTH = 150
+
+    def __init__(self) -> None:
+        self.tty = sys.stderr.isatty()
+        self.last = 0.0
+        self.drawn = False          # a status line is on the terminal, unfinished
+
+    def show(self, event) -> None:
+        text, force = _progress_text(event)
+        now = time.monotonic()
+        if self.tty:
+            sys.stderr.write("\r" + text[:self.WIDTH].ljust(self.WIDTH))
+            sys.stderr.flush()
+            self.drawn = True
+        elif force or now - self.last >= 10:
+            print(text, file=sys.stderr, flush=True)
+            self.last = now
+
+    def end_line(self) -> None:
+        if self.drawn:
+            sys.stderr.write("\n")
+            sys.stderr.flush()
+            self.drawn = False
+
+    def say(self, message: str) -> None:
+        self.end_line()
+        print(message, flush=True)
+
+
+def _progress_text(event) -> tuple[str, bool]:
+    """The status line of a training event, and whether it must be shown at once."""
+    from .train.loop import Validated
+    head = f"{event.iteration}/{event.max_batches}"
+    if isinstance(event, Validated):
+        return f"{head} validation {event.metric} {event.value:.4f}", True
+    eta = int(event.eta)
+    return (f"{head} epoch {event.epoch:.2f}  loss {event.loss:.4f}  avg {event.avg:.4f}"
+            f"{event.status}  rate {event.rate:.6f}  {event.images_per_second:.0f} img/s  "
+            f"ETA {eta // 60}:{eta % 60:02d}"), event.iteration == 1
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from .train.detector import is_detector, train_detector
     from .train.loop import TrainOptions, train
@@ -103,7 +149,12 @@ def cmd_train(args: argparse.Namespace) -> int:
                         valid_every=args.valid_every, quiet=args.quiet, clear=args.clear)
     # a cfg ending in [yolo]/[region] trains as a detector (YOLO-format labels)
     run = train_detector if is_detector(args.cfg, strict=not args.lenient) else train
-    run(args.data, args.cfg, args.weights, opts, strict=not args.lenient)
+    status = _StatusLine()
+    try:
+        run(args.data, args.cfg, args.weights, opts, strict=not args.lenient, log=status.say,
+            progress=status.show)
+    finally:                # an error or Ctrl-C message starts on a line of its own
+        status.end_line()
     return 0
 
 
@@ -217,6 +268,33 @@ def cmd_map(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_calc_anchors(args: argparse.Namespace) -> int:
+    from .detection.anchors import anchors_for, masks, write_cfg
+    width, height = args.width, args.height
+    if args.write and (width is None or height is None):
+        from .detection.anchors import cfg_size
+        cfg_w, cfg_h = cfg_size(args.write)
+        width, height = width or cfg_w, height or cfg_h
+    if width is None or height is None:
+        raise DarkcfgError("give --width and --height (the network's input size), or --write "
+                           "CFG to take them from the cfg")
+    found = anchors_for(args.data, args.num, width, height, seed=args.seed,
+                        restarts=args.restarts)
+    print(f"anchors = {found.line()}")
+    print(f"average IoU {100 * found.avg_iou:.2f}% over {found.boxes} boxes at {width}x"
+          f"{height} (best of {args.restarts} k-means++ runs, seed {args.seed})")
+    for heads in (2, 3):
+        if args.num % heads == 0:
+            groups = masks(list(range(heads)), args.num)
+            print(f"{heads} heads, finest grid first: " +
+                  "  ".join(f"mask={','.join(map(str, g))}" for g in groups))
+    if args.write:
+        from .data.classifier import read_data_config
+        for line in write_cfg(args.write, found, read_data_config(args.data).classes):
+            print(f"{args.write}: {line}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="darkcfg", description="Run, summarise and train Darknet .cfg networks on a CPU.")
@@ -311,6 +389,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress line")
     p.add_argument("--lenient", action="store_true", help="cfg problems become warnings")
     p.set_defaults(func=cmd_map)
+    p = sub.add_parser("calc_anchors", help="anchors for a YOLO cfg by k-means over the "
+                       "training boxes of a .data file")
+    p.add_argument("data", help="the detection .data file (its train list and labels)")
+    p.add_argument("--num", type=_positive_int, default=9, help="how many anchors (9)")
+    p.add_argument("--width", type=_positive_int, help="network width (default: the cfg's)")
+    p.add_argument("--height", type=_positive_int, help="network height (default: the cfg's)")
+    p.add_argument("--seed", type=int, default=0, help="seed for the k-means++ starts (0)")
+    p.add_argument("--restarts", type=_positive_int, default=10,
+                   help="k-means runs; the best average IoU is kept (10)")
+    p.add_argument("--write", metavar="CFG",
+                   help="set anchors, num, mask, classes and the heads' filters in CFG")
+    p.set_defaults(func=cmd_calc_anchors)
     for extend in _EXTENSIONS:
         extend(sub)
     return parser
@@ -318,6 +408,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 # Other modules add their sub-commands here (run, train, valid, ...).
 _EXTENSIONS: list = []
+
+
+def _to_stderr(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -330,7 +424,7 @@ def main(argv: list[str] | None = None) -> int:
         warnings.showwarning = show
         if args.command != "summary":       # summary never touches Numba
             from .kernels.config import announce_compiling
-            announce_compiling()
+            announce_compiling(_to_stderr)
         return args.func(args)
     except DarkcfgError as e:
         print(f"darkcfg: error: {e}", file=sys.stderr)
