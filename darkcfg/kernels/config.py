@@ -11,6 +11,7 @@ import os
 import tempfile
 import types
 import warnings
+from collections.abc import Callable
 
 import numba
 import numba.core.event
@@ -150,12 +151,7 @@ class _CompileNotice(numba.core.event.Listener):
         pass
 
 
-def announce_compiling(say=None) -> None:
-    """Have `say` (default: a line on stderr) told when darkcfg starts compiling kernels,
-    so that a first run does not look hung. For the CLI; the library itself is silent."""
-    import sys
-
-    if say is None:
-        def say(message: str) -> None:
-            print(message, file=sys.stderr, flush=True)
+def announce_compiling(say: Callable[[str], None]) -> None:
+    """Have `say` told when darkcfg starts compiling kernels, so that a first run does not
+    look hung. For the CLI (which prints it); the library itself is silent."""
     numba.core.event.register("numba:compile", _CompileNotice(say))

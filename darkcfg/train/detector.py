@@ -18,12 +18,15 @@ import numpy as np
 from ..errors import DarkcfgError
 from ..network import Network
 from .loop import (
+    Log,
+    Progress,
     Task,
     TrainOptions,
     batch_indices,
     max_batches_of,
     prepare_run,
     run_training,
+    silent,
 )
 
 DETECTION_HEADS = ("yolo", "region")
@@ -62,8 +65,10 @@ def valid_map(net: Network, paths: list[str], classes: int) -> float:
 
 
 def train_detector(data_file: str, cfg_file: str, weights: str | None, opts: TrainOptions,
-                   *, strict: bool = True, log=print) -> Path:
-    """Train a detector; returns the path of the final weights."""
+                   *, strict: bool = True, log: Log = silent,
+                   progress: Progress | None = None) -> Path:
+    """Train a detector; returns the path of the final weights. `log` and `progress`: see
+    loop.run_training."""
     from ..data.classifier import read_data_config
     from ..data.detection import DetAugment, open_detection_dataset
     from ..graph import load_graph
@@ -116,4 +121,5 @@ def train_detector(data_file: str, cfg_file: str, weights: str | None, opts: Tra
         f"{start.backup}/")
     return run_training(net, task, opts, base=base, backup=start.backup,
                         max_batches=max_batches, history=start.history,
-                        resume_hint=f"darkcfg train {data_file} {cfg_file}", log=log)
+                        resume_hint=f"darkcfg train {data_file} {cfg_file}", log=log,
+                        progress=progress)

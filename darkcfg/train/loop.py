@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import math
 import signal
-import sys
 import threading
 import time
 import warnings
@@ -31,6 +30,37 @@ from ..fileio import atomic_write, check_folder, check_target
 from ..network import Network
 
 
+def silent(message: str) -> None:
+    """The default `log`: the library says nothing itself; the CLI passes a printer."""
+
+
+@dataclass(frozen=True)
+class Step:
+    """One finished training iteration, for a progress display (the CLI's status line)."""
+    iteration: int              # iterations done, Darknet's count
+    max_batches: int
+    epoch: float                # images seen / images in the training set
+    loss: float
+    avg: float                  # Darknet's running average: 0.9 avg + 0.1 loss
+    rate: float                 # the learning rate of this iteration
+    images_per_second: float    # since this run started
+    eta: float                  # seconds left at that speed
+    status: str = ""            # the task's extra text ("  IoU 0.512  R@.5 0.734")
+
+
+@dataclass(frozen=True)
+class Validated:
+    """The validation metric after iteration `iteration`."""
+    iteration: int
+    max_batches: int
+    metric: str                 # "top-1", "mAP@0.5"
+    value: float                # 0..1
+
+
+Log = Callable[[str], None]                     # a line for the user to read
+Progress = Callable[[Step | Validated], None]   # a progress event
+
+
 @dataclass
 class TrainOptions:
     seed: int = 0
@@ -39,7 +69,7 @@ class TrainOptions:
     backup_every: int = 100            # <base>.backup
     valid_every: int = 0               # 0: once per epoch
     chart_every: int = 20
-    quiet: bool = False
+    quiet: bool = False                # no progress events (the CLI's --quiet)
     clear: bool = False                # Darknet's -clear: count from iteration 0 (transfer)
 
     def __post_init__(self) -> None:
@@ -122,7 +152,7 @@ def save_checkpoint(net: Network, path: Path, history: History | None = None) ->
         np.savez(f, **state)
 
 
-def restore_state(net: Network, weights: Path, log=print) -> History | None:
+def restore_state(net: Network, weights: Path, log: Log = silent) -> History | None:
     """Momentum buffers and chart history from the .state file beside `weights` when it
     belongs to them; otherwise (missing, from another iteration, damaged, another cfg)
     momentum restarts from zero, as in Darknet, and `log` says why. None: not restored."""
@@ -187,31 +217,6 @@ def first_non_finite(net: Network) -> str:
     return "the loss itself (every layer's output is finite)"
 
 
-class Progress:
-    """One status line, redrawn in place on a terminal, printed every few seconds
-    otherwise."""
-
-    def __init__(self, total: int, quiet: bool):
-        self.total, self.quiet = total, quiet
-        self.tty = sys.stderr.isatty()
-        self.last = 0.0
-
-    def show(self, text: str, force: bool = False) -> None:
-        if self.quiet:
-            return
-        now = time.monotonic()
-        if self.tty:
-            sys.stderr.write("\r" + text[:150].ljust(150))
-            sys.stderr.flush()
-        elif force or now - self.last >= 10:
-            print(text, file=sys.stderr, flush=True)
-            self.last = now
-
-    def done(self) -> None:
-        if self.tty and not self.quiet:
-            sys.stderr.write("\n")
-
-
 def accuracy(net: Network, data, classes: int, top: int, batch: int = 100) -> tuple[float, float]:
     """(top-1, top-k) accuracy of the network on a dataset, at inference."""
     from ..data.classifier import batches
@@ -235,7 +240,7 @@ class Task:
     valid_every: int
     validate: Callable[[], float] | None      # the validation metric, 0..1
     metric: str                               # its name: "top-1", "mAP@0.5"
-    status: Callable[[], str] = lambda: ""    # extra text for the progress line
+    status: Callable[[], str] = lambda: ""    # extra text for the progress line (Step.status)
 
 
 class _Abort(KeyboardInterrupt):
@@ -288,17 +293,19 @@ def check_run(net: Network, task: Task, opts: TrainOptions, max_batches: int) ->
 
 
 def run_training(net: Network, task: Task, opts: TrainOptions, *, base: str, backup: Path,
-                 max_batches: int, resume_hint: str, log=print,
-                 history: History | None = None) -> Path:
-    """Darknet's training loop with darkcfg's checkpoints, progress line, chart, Ctrl-C/
-    SIGTERM save and NaN stop; returns the final weights' path. `history`: the chart's
-    points before this run (restored with a checkpoint)."""
+                 max_batches: int, resume_hint: str, log: Log = silent,
+                 progress: Progress | None = None, history: History | None = None) -> Path:
+    """Darknet's training loop with darkcfg's checkpoints, chart, Ctrl-C/SIGTERM save and
+    NaN stop; returns the final weights' path. `log` receives what a user should read
+    (resumed, interrupted, done), `progress` a Step after each iteration and a Validated
+    after each validation (none with opts.quiet). `history`: the chart's points before
+    this run (restored with a checkpoint)."""
     from .chart import draw_chart
     check_run(net, task, opts, max_batches)
     backup = Path(check_folder(backup, "checkpoints"))
     batch = net.graph.net.batch * net.graph.net.opts["subdivisions"]
     hist = history if history is not None else History()
-    progress = Progress(max_batches, opts.quiet)
+    report = (lambda event: None) if opts.quiet or progress is None else progress
     chart = backup / f"{base}_chart.png"
     avg = hist.avg[-1] if hist.avg else None     # the average continues across a resume
     t_start, seen_start = time.monotonic(), net.seen
@@ -311,7 +318,6 @@ def run_training(net: Network, task: Task, opts: TrainOptions, *, base: str, bac
         try:
             what()
         except DarkcfgError as e:
-            progress.done()
             raise OutputError(f"{e}; training stopped at iteration {net.iteration}"
                               f"{kept()}") from None
 
@@ -326,7 +332,6 @@ def run_training(net: Network, task: Task, opts: TrainOptions, *, base: str, bac
                                    accuracy_label=task.metric))
 
     def finishing() -> None:
-        progress.done()
         log(f"stopping: finishing iteration {net.iteration + 1} (it can take a while), then "
             f"saving {backup / (base + '.backup')}; press Ctrl-C once more to stop at once "
             "without saving")
@@ -340,7 +345,6 @@ def run_training(net: Network, task: Task, opts: TrainOptions, *, base: str, bac
                 with np.errstate(over="ignore", invalid="ignore"):  # NaN is reported below
                     loss = net.train_step(x, truth)
                 if not math.isfinite(loss):
-                    progress.done()
                     where = first_non_finite(net)
                     raise DarkcfgError(f"the loss became {loss} at iteration {i + 1}: {where} "
                                        f"went non-finite first{kept()}. Try a lower "
@@ -353,14 +357,11 @@ def run_training(net: Network, task: Task, opts: TrainOptions, *, base: str, bac
                 elapsed = time.monotonic() - t_start
                 ips = (net.seen - seen_start) / max(elapsed, 1e-9)
                 eta = (max_batches - it) * batch / max(ips, 1e-9)
-                progress.show(f"{it}/{max_batches} epoch {net.seen / task.images:.2f}  loss "
-                              f"{loss:.4f}  avg {avg:.4f}{task.status()}  rate "
-                              f"{net.last_rate:.6f}  {ips:.0f} img/s  ETA {int(eta) // 60}:"
-                              f"{int(eta) % 60:02d}", force=it == 1)
+                report(Step(it, max_batches, net.seen / task.images, loss, avg,
+                            net.last_rate, ips, eta, task.status()))
                 if task.validate and (it % task.valid_every == 0 or it == max_batches):
                     hist.accuracy.append((it, task.validate()))
-                    progress.show(f"{it}/{max_batches} validation {task.metric} "
-                                  f"{hist.accuracy[-1][1]:.4f}", force=True)
+                    report(Validated(it, max_batches, task.metric, hist.accuracy[-1][1]))
                 if it % opts.backup_every == 0:
                     last_good = checkpoint(f"{base}.backup")
                 if it % opts.save_every == 0:
@@ -368,17 +369,14 @@ def run_training(net: Network, task: Task, opts: TrainOptions, *, base: str, bac
                 if it % opts.chart_every == 0 or it == max_batches:
                     draw()
                 if stop.count:
-                    progress.done()
                     path = checkpoint(f"{base}.backup")
                     log(f"interrupted at iteration {it}: saved {path}; resume with "
                         f"{resume_hint} {path}")
                     raise KeyboardInterrupt
     except _Abort:
-        progress.done()
         log(f"stopped at once during iteration {net.iteration + 1}, without saving"
             f"{kept()}")
         raise KeyboardInterrupt from None
-    progress.done()
     final = checkpoint(f"{base}_final.weights")
     elapsed = time.monotonic() - t_start
     images = net.seen - seen_start
@@ -391,8 +389,10 @@ def run_training(net: Network, task: Task, opts: TrainOptions, *, base: str, bac
 
 
 def train(data_file: str, cfg_file: str, weights: str | None, opts: TrainOptions,
-          *, strict: bool = True, log=print) -> Path:
-    """Train a classifier; returns the path of the final weights."""
+          *, strict: bool = True, log: Log = silent,
+          progress: Progress | None = None) -> Path:
+    """Train a classifier; returns the path of the final weights. `log` and `progress`:
+    see run_training."""
     from ..data.augment import Augment
     from ..data.classifier import open_dataset, read_data_config
     from ..graph import load_graph
@@ -436,7 +436,8 @@ def train(data_file: str, cfg_file: str, weights: str | None, opts: TrainOptions
         f"{max_batches} iterations; checkpoints in {start.backup}/")
     return run_training(net, task, opts, base=base, backup=start.backup,
                         max_batches=max_batches, history=start.history,
-                        resume_hint=f"darkcfg train {data_file} {cfg_file}", log=log)
+                        resume_hint=f"darkcfg train {data_file} {cfg_file}", log=log,
+                        progress=progress)
 
 
 @dataclass
@@ -447,7 +448,7 @@ class Start:
 
 
 def prepare_run(net: Network, data_cfg, weights: str | None, opts: TrainOptions,
-                log=print, *, base: str, max_batches: int) -> Start:
+                log: Log = silent, *, base: str, max_batches: int) -> Start:
     """Before the first iteration: the backup folder (made, and checked writable) and the
     starting weights: Darknet's random initialisation, then the weights file over it (a
     prefix file such as darknet53.conv.74 covers only the first layers), with the
@@ -474,7 +475,7 @@ def check_backup(data_cfg, base: str) -> Path:
 
 
 def load_start(net: Network, weights: str, opts: TrainOptions, max_batches: int,
-               log=print) -> History:
+               log: Log = silent) -> History:
     """Load the starting weights over the initialised network and say what they were: a
     checkpoint to resume (momentum and history restored when they match), a prefix file
     (the other layers keep their initialisation), or, with --clear, a new start. Weights
