@@ -224,8 +224,9 @@ def _huge(src: Path, w: int, h: int) -> bytes:
 
 @st.composite
 def command_line(draw):
-    cmd = draw(st.sampled_from(["summary", "run", "detect", "valid", "map", "train"]))
-    kind = "det" if cmd in ("detect", "map") else draw(st.sampled_from(["cls", "det"]))
+    cmd = draw(st.sampled_from(["summary", "run", "detect", "valid", "map", "train",
+                                "calc_anchors"]))
+    kind = "det" if cmd in ("detect", "map", "calc_anchors") else draw(st.sampled_from(["cls", "det"]))
     names = [f"{kind}.cfg", f"{kind}.weights", f"{kind}.data", "imgs/cat_0.png",
              "imgs/dog_1.png", "names.txt", "det.names", "list.txt"]
     # one or two files spoiled, the rest valid, so that the run gets past the first check
@@ -251,6 +252,8 @@ def _argv(cmd, kind, paths, values, out: Path) -> list[str]:
         "valid": ["valid", data, cfg, weights],
         "map": ["map", data, cfg, weights, "--quiet"],
         "train": ["train", data, cfg, weights, "--max-batches", "1", "--quiet"],
+        "calc_anchors": ["calc_anchors", data, "--num", "2", "--width", "16", "--height",
+                         "16"],
     }[cmd]
     for opt, value in values.items():
         argv += [opt] if opt in ("--json", "--lenient", "--clear") else [opt, value]
