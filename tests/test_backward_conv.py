@@ -25,6 +25,7 @@ from darkcfg.kernels import activations as act
 from darkcfg.network import Network
 
 from . import naive
+from .helpers import assert_close, check_gradient, numeric_gradient
 
 EPS = 1e-2
 EPS_BN = 3e-3       # batch statistics curve more: a smaller step (less truncation)
@@ -73,26 +74,16 @@ def analytic(net: Network, x: np.ndarray, R: np.ndarray):
     return dx.copy(), {k: v.copy() for k, v in layer.grads.items()}
 
 
-def numeric(net: Network, x: np.ndarray, R: np.ndarray, arr: np.ndarray, idx,
-            eps: float = EPS) -> np.ndarray:
-    """Central differences of the loss w.r.t. arr[idx] (arr: x or a parameter)."""
-    fd = np.empty(len(idx))
-    for j, i in enumerate(idx):
-        keep = arr[i]
-        arr[i] = keep + eps
-        up = run(net, x, R)
-        arr[i] = keep - eps
-        down = run(net, x, R)
-        arr[i] = keep
-        fd[j] = (up - down) / (2 * eps)
-    return fd
+def loss_of(net: Network, x: np.ndarray, R: np.ndarray):
+    """The loss as a function of nothing: x and the parameters are perturbed in place."""
+    return lambda: run(net, x, R)
 
 
-def indices(arr: np.ndarray, rng, most: int = 300) -> list[tuple[int, ...]]:
-    every = list(np.ndindex(arr.shape))
-    if len(every) <= most:
-        return every
-    return [every[i] for i in rng.choice(len(every), most, replace=False)]
+def indices(arr: np.ndarray, rng, most: int = 300):
+    """Every flat index of arr, or `most` of them drawn at random."""
+    if arr.size <= most:
+        return range(arr.size)
+    return rng.choice(arr.size, most, replace=False)
 
 
 def check(net: Network, x: np.ndarray, seed: int = 1, skip=(), eps: float = EPS) -> None:
@@ -105,12 +96,8 @@ def check(net: Network, x: np.ndarray, seed: int = 1, skip=(), eps: float = EPS)
     targets = [("x", x, dx)] + [(k, layer.params[k], g) for k, g in grads.items()
                                 if k not in skip]
     for name, arr, g in targets:
-        idx = indices(arr, rng)
-        fd = numeric(net, x, R, arr, idx, eps)
-        ours = np.array([g[i] for i in idx], np.float64)
-        scale = max(np.abs(fd).max(), 1e-3)
-        err = np.abs(ours - fd).max() / scale
-        assert err <= BAR, (name, err)
+        check_gradient(loss_of(net, x, R), arr, g, indices(arr, rng), eps=eps, rtol=BAR,
+                       floor=1e-3, what=name)
 
 
 def conv_body(n, k, sy, sx, padding, d, g, bn, activation):
@@ -276,8 +263,8 @@ def test_conv_activation_gradient(tmp_path, name):
         eps = min(EPS, gap / 3)
         if eps < 1e-3:
             continue
-        fd = numeric(net, x, R, layer.params["biases"], [(f,)], eps)[0]
-        assert abs(grads["biases"][f] - fd) <= BAR * max(abs(fd), 1.0), (f, fd)
+        _, fd = numeric_gradient(loss_of(net, x, R), layer.params["biases"], [f], eps)
+        assert_close(grads["biases"][f:f + 1], fd, BAR, floor=1.0, what=f)
         checked += 1
     assert checked >= 2
 

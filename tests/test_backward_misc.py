@@ -16,19 +16,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from darkcfg.cfg import parse_cfg
 from darkcfg.errors import CfgError
-from darkcfg.graph import build_graph, load_graph
+from darkcfg.graph import load_graph
 from darkcfg.network import Network
 
 from . import naive_misc as naive
 from .conftest import CASES, need
+from .helpers import assert_close, check_gradient, tiny_net
 from .reference import REL_BAR, rel_error
-
-
-def network(body: str, c: int = 4, h: int = 6, w: int = 6) -> Network:
-    text = f"[net]\nwidth={w}\nheight={h}\nchannels={c}\n\n" + body
-    return Network(build_graph(parse_cfg(text, "t.cfg")))
 
 
 def spaced(rng: np.random.Generator, *shape: int) -> np.ndarray:
@@ -57,43 +52,24 @@ def backward_from(net: Network, dy: np.ndarray | None) -> np.ndarray | None:
     return net.grads[0]
 
 
-def numeric_grad(loss, x: np.ndarray, eps: float) -> np.ndarray:
-    g = np.empty(x.shape)
-    for i in range(x.size):
-        xp, xm = x.copy(), x.copy()
-        xp.flat[i] += np.float32(eps)
-        xm.flat[i] -= np.float32(eps)
-        g.flat[i] = (loss(xp) - loss(xm)) / (np.float64(xp.flat[i]) - np.float64(xm.flat[i]))
-    return g
-
-
-def check_close(ours: np.ndarray, ref: np.ndarray, tol: float) -> None:
-    """max|ours - ref| <= tol * max|ref| (and ref not trivially zero)."""
-    ref = np.asarray(ref, np.float64)
-    scale = np.abs(ref).max()
-    assert scale > 0
-    err = np.abs(np.asarray(ours, np.float64) - ref).max() / scale
-    assert err <= tol, err
-
-
 def fd_check(body: str, c: int = 4, h: int = 6, w: int = 6, seed: int = 0,
              eps: float = 1e-3, tol: float = 1e-3) -> Network:
     """Input gradient of sum(out * R) through the cfg `body` (after an [empty] layer 0)
     against central differences."""
-    net = network("[empty]\n\n" + body, c, h, w)
+    net = tiny_net("[empty]\n\n" + body, c, h, w)
     rng = np.random.default_rng(seed)
     x = spaced(rng, 2, c, h, w)
     forward(net, x)
     r = rng.standard_normal(net.outputs[-1].shape).astype(np.float32)
 
-    def loss(xx):
-        forward(net, xx)
+    def loss():
+        forward(net, x)
         return float(np.sum(net.outputs[-1].astype(np.float64) * r))
 
     forward(net, x)
     ours = backward_from(net, r)
     assert ours is not None and ours.shape == x.shape and ours.dtype == np.float32
-    check_close(ours, numeric_grad(loss, x, eps), tol)
+    check_gradient(loss, x, ours, eps=eps, rtol=tol)
     return net
 
 
@@ -111,7 +87,7 @@ def test_maxpool(opts):
 
 
 def test_maxpool_window_wholly_in_padding_gets_no_gradient():
-    net = network("[maxpool]\nsize=2\nstride=1\npadding=6\n", c=1, h=3, w=3)
+    net = tiny_net("[maxpool]\nsize=2\nstride=1\npadding=6\n", c=1, h=3, w=3)
     x = spaced(np.random.default_rng(0), 2, 1, 3, 3)
     forward(net, x)
     r = np.ones(net.outputs[0].shape, np.float32)
@@ -175,7 +151,7 @@ def test_crop_training_window(opts, seed):
 
 
 def test_crop_gradient_is_zero_outside_the_window():
-    net = network("[crop]\ncrop_height=3\ncrop_width=4\n", c=2, h=5, w=6)
+    net = tiny_net("[crop]\ncrop_height=3\ncrop_width=4\n", c=2, h=5, w=6)
     forward(net, spaced(np.random.default_rng(0), 2, 2, 5, 6))
     dx = net.layers[0].backward(np.ones((2, 2, 3, 4), np.float32), net)
     assert dx.sum() == 2 * 2 * 3 * 4 * 2          # the x2 of 2x - 1
@@ -195,7 +171,7 @@ def test_route(body):
 
 
 def test_route_sends_nothing_to_a_previous_layer_it_does_not_read():
-    net = network("[empty]\n\n[upsample]\nstride=1\n\n[route]\nlayers=0\n")
+    net = tiny_net("[empty]\n\n[upsample]\nstride=1\n\n[route]\nlayers=0\n")
     forward(net, spaced(np.random.default_rng(0), 2, 4, 6, 6))
     net.grads = [None] * 3
     assert net.layers[2].backward(np.ones((2, 4, 6, 6), np.float32), net) is None
@@ -228,7 +204,7 @@ def test_shortcut_several_from(act):
 
 def test_shortcut_dy_becomes_darknets_delta():
     # Darknet multiplies the layer's delta by the activation derivative in place
-    net = network("[empty]\n\n[shortcut]\nfrom=0\nactivation=logistic\n")
+    net = tiny_net("[empty]\n\n[shortcut]\nfrom=0\nactivation=logistic\n")
     forward(net, spaced(np.random.default_rng(0), 2, 4, 6, 6))
     y = net.outputs[1].astype(np.float64)
     dy = np.ones(y.shape, np.float32)
@@ -267,12 +243,12 @@ def test_l2norm():
                                                    (4, 0.2, 0.5, 1.0)])
 def test_lrn_backward_is_darknets_approximation(size, alpha, beta, kappa):
     # dy * norm^-beta, the norms treated as constants (Darknet's rule)
-    net = network(f"[lrn]\nsize={size}\nalpha={alpha}\nbeta={beta}\nkappa={kappa}\n", c=6)
+    net = tiny_net(f"[lrn]\nsize={size}\nalpha={alpha}\nbeta={beta}\nkappa={kappa}\n", c=6)
     x = spaced(np.random.default_rng(size), 2, 6, 6, 6)
     forward(net, x)
     dy = np.random.default_rng(1).standard_normal(x.shape).astype(np.float32)
     dx = net.layers[0].backward(dy, net)
-    check_close(dx, dy * naive.lrn_norms(x, size, alpha, kappa) ** -beta, 1e-5)
+    assert_close(dx, dy * naive.lrn_norms(x, size, alpha, kappa) ** -beta, 1e-5)
 
 
 def test_lrn_approximation_is_close_at_the_usual_alpha():
@@ -297,7 +273,7 @@ def one_hot(rng: np.random.Generator, n: int, groups: int, k: int) -> np.ndarray
 
 @pytest.mark.parametrize("groups,temperature", [(1, 1.0), (3, 1.0), (2, 2.5), (1, 0.5)])
 def test_softmax_cross_entropy(groups, temperature):
-    net = network(f"[empty]\n\n[softmax]\ngroups={groups}\ntemperature={temperature}\n",
+    net = tiny_net(f"[empty]\n\n[softmax]\ngroups={groups}\ntemperature={temperature}\n",
                   c=12, h=1, w=1)
     rng = np.random.default_rng(groups)
     x = (rng.standard_normal((2, 12, 1, 1)) * 2).astype(np.float32)
@@ -309,17 +285,15 @@ def test_softmax_cross_entropy(groups, temperature):
     net.backward(keep=True)
     # p - t whatever the temperature (Darknet's delta t - p; the true gradient would be
     # (p - t)/T)
-    check_close(net.grads[0].reshape(2, -1), ref_grad, 1e-6)
+    assert_close(net.grads[0].reshape(2, -1), ref_grad, 1e-6)
     if temperature == 1.0:
         # then it is the derivative of the cross-entropy
-        def loss(xx):
-            return forward(net, xx, t)
-        check_close(net.grads[0], numeric_grad(loss, x, 1e-2), 1e-3)
+        check_gradient(lambda: forward(net, x, t), x, net.grads[0], eps=1e-2, rtol=1e-3)
 
 
 def test_softmax_cost_counts_every_nonzero_truth_fully():
     # Darknet's error is -ln(p) wherever t != 0, not -t ln(p)
-    net = network("[softmax]\n", c=4, h=1, w=1)
+    net = tiny_net("[softmax]\n", c=4, h=1, w=1)
     x = np.array([[1, 2, 3, 4]], np.float32).reshape(1, 4, 1, 1)
     t = np.array([[0.5, 0, 0.25, 0]], np.float32)
     cost = forward(net, x, t)
@@ -330,7 +304,7 @@ def test_softmax_cost_counts_every_nonzero_truth_fully():
 def test_softmax_noloss_and_no_truth_pass_the_gradient_through():
     for body, truth in (("[softmax]\nnoloss=1\n", np.eye(1, 8, dtype=np.float32)),
                         ("[softmax]\n", None)):
-        net = network("[empty]\n\n" + body, c=8, h=1, w=1)
+        net = tiny_net("[empty]\n\n" + body, c=8, h=1, w=1)
         cost = forward(net, spaced(np.random.default_rng(0), 1, 8, 1, 1), truth)
         assert cost == 0.0 and net.layers[1].cost is None
         dy = np.arange(8, dtype=np.float32).reshape(1, 8, 1, 1)
@@ -342,7 +316,7 @@ def test_softmax_noloss_and_no_truth_pass_the_gradient_through():
 def test_cost_after_softmax_doubles_the_gradient():
     # reference case train_resid: delta = 2(t - p) below the softmax, and the reported
     # cost is the mean of the cross-entropy and the sse
-    net = network("[empty]\n\n[softmax]\n\n[cost]\n", c=6, h=1, w=1)
+    net = tiny_net("[empty]\n\n[softmax]\n\n[cost]\n", c=6, h=1, w=1)
     rng = np.random.default_rng(3)
     x = rng.standard_normal((2, 6, 1, 1)).astype(np.float32)
     t = one_hot(rng, 2, 1, 6)
@@ -352,14 +326,14 @@ def test_cost_after_softmax_doubles_the_gradient():
     sse = naive.cost_loss(p, t, "sse")[0]
     assert cost == pytest.approx((xent + sse) / 2, rel=1e-6)
     net.backward(keep=True)
-    check_close(net.grads[0].reshape(2, -1), 2 * g, 1e-6)
-    check_close(net.grads[1].reshape(2, -1), 2 * g, 1e-6)     # Darknet's softmax delta
+    assert_close(net.grads[0].reshape(2, -1), 2 * g, 1e-6)
+    assert_close(net.grads[1].reshape(2, -1), 2 * g, 1e-6)     # Darknet's softmax delta
 
 
 @pytest.mark.parametrize("kind", ["sse", "masked", "smooth", "L1", "seg", "wgan"])
 @pytest.mark.parametrize("scale", [1.0, 0.5])
 def test_cost_types(kind, scale):
-    net = network(f"[empty]\n\n[cost]\ntype={kind}\nscale={scale}\n", c=5, h=2, w=3)
+    net = tiny_net(f"[empty]\n\n[cost]\ntype={kind}\nscale={scale}\n", c=5, h=2, w=3)
     rng = np.random.default_rng(4)
     x = (rng.standard_normal((2, 5, 2, 3)) * 2).astype(np.float32)
     t = (rng.standard_normal((2, 30)) * 2).astype(np.float32)
@@ -368,33 +342,32 @@ def test_cost_types(kind, scale):
     cost = forward(net, x, t)
     ref_cost, error, grad = naive.cost_loss(x.reshape(2, -1), t, kind, scale)
     assert cost == pytest.approx(ref_cost, rel=1e-6)
-    check_close(net.outputs[1].reshape(2, -1), error, 1e-6)   # Darknet's l.output
+    assert_close(net.outputs[1].reshape(2, -1), error, 1e-6)   # Darknet's l.output
     net.backward(keep=True)
-    check_close(net.grads[0].reshape(2, -1), grad, 1e-6)
+    assert_close(net.grads[0].reshape(2, -1), grad, 1e-6)
     assert (kind == "L1") == (net.grads[0].reshape(2, -1)[1, 3] == scale)
 
 
 def test_cost_sse_gradient_is_half_the_derivative():
     # Darknet's sse delta is diff, not 2*diff; smooth in its quadratic part likewise
-    net = network("[empty]\n\n[cost]\n", c=3, h=2, w=2)
+    net = tiny_net("[empty]\n\n[cost]\n", c=3, h=2, w=2)
     rng = np.random.default_rng(5)
     x = spaced(rng, 2, 3, 2, 2)
     t = rng.uniform(-1, 1, (2, 12)).astype(np.float32)
     forward(net, x, t)
     net.backward(keep=True)
-    check_close(2 * net.grads[0], numeric_grad(lambda xx: forward(net, xx, t), x, 1e-2),
-                1e-3)
+    check_gradient(lambda: forward(net, x, t), x, 2 * net.grads[0], eps=1e-2, rtol=1e-3)
 
 
 def test_cost_at_inference_and_without_truth_is_silent():
-    net = network("[cost]\n", c=2, h=1, w=1)
+    net = tiny_net("[cost]\n", c=2, h=1, w=1)
     x = np.ones((1, 2, 1, 1), np.float32)
     assert not net.forward(x).any() and net.layers[0].cost is None
     assert forward(net, x) == 0.0 and net.layers[0].cost is None
 
 
 def test_logistic_cross_entropy():
-    net = network("[empty]\n\n[logistic]\n", c=3, h=2, w=2)
+    net = tiny_net("[empty]\n\n[logistic]\n", c=3, h=2, w=2)
     rng = np.random.default_rng(6)
     x = (rng.standard_normal((2, 3, 2, 2)) * 2).astype(np.float32)
     t = rng.uniform(0, 1, (2, 12)).astype(np.float32)
@@ -402,13 +375,13 @@ def test_logistic_cross_entropy():
     ref_cost, ref_grad = naive.logistic_xent(net.outputs[1].reshape(2, -1), t)
     assert cost == pytest.approx(ref_cost, rel=1e-6)
     net.backward(keep=True)
-    check_close(net.grads[0].reshape(2, -1), ref_grad, 1e-6)
+    assert_close(net.grads[0].reshape(2, -1), ref_grad, 1e-6)
     # p - t is the derivative of the logistic cross-entropy w.r.t. the logits
-    check_close(net.grads[0], numeric_grad(lambda xx: forward(net, xx, t), x, 1e-2), 1e-3)
+    check_gradient(lambda: forward(net, x, t), x, net.grads[0], eps=1e-2, rtol=1e-3)
 
 
 def test_loss_truth_of_the_wrong_size_is_an_error():
-    net = network("[softmax]\n", c=4, h=1, w=1)
+    net = tiny_net("[softmax]\n", c=4, h=1, w=1)
     with pytest.raises(CfgError, match="truth has 3 values per image"):
         forward(net, np.zeros((1, 4, 1, 1), np.float32), np.zeros((1, 3), np.float32))
 
