@@ -1,10 +1,12 @@
-"""Activation names Darknet accepts (cfg-format.md §8). The kernels are in kernels/act.py."""
+"""The activation names a cfg may use, defined here once: Darknet's `get_activation`
+(src/activations.c) of both lineages, pjreddie's enum (include/darknet.h: ACTIVATION)
+first, then AlexeyAB's additions. The kernels are in kernels/activations.py."""
 
-# name -> lineage note; the order is darkcfg's activation code used by the kernels
+# the position of a name is darkcfg's activation code, used by the kernels
 ACTIVATIONS = (
     "logistic", "relu", "relie", "linear", "ramp", "tanh", "plse", "leaky", "elu", "loggy",
-    "stair", "hardtan", "lhtan", "selu",            # Darknet P's enum order (codes 0..13)
-    "relu6", "revleaky", "gelu", "swish", "mish", "hard_mish",
+    "stair", "hardtan", "lhtan", "selu",            # pjreddie's enum order (codes 0..13)
+    "relu6", "revleaky", "gelu", "swish", "mish", "hard_mish",      # AlexeyAB's
     "normalize_channels", "normalize_channels_softmax", "normalize_channels_softmax_maxval",
 )
-CODE = {name: i for i, name in enumerate(ACTIVATIONS)}
+CODES = {name: i for i, name in enumerate(ACTIVATIONS)}

@@ -8,6 +8,7 @@ import warnings
 
 from . import __version__
 from .errors import CfgWarning, DarkcfgError, DataError
+from .netcfg import DIALECTS
 
 
 def _shape_args(p: argparse.ArgumentParser) -> None:
@@ -15,7 +16,7 @@ def _shape_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--height", type=int, help="override [net] height")
     p.add_argument("--channels", type=int, help="override [net] channels")
     p.add_argument("--batch", type=int, help="override [net] batch (subdivisions become 1)")
-    p.add_argument("--dialect", choices=("pjreddie", "alexeyab"),
+    p.add_argument("--dialect", choices=DIALECTS,
                    help="which Darknet lineage's numbers to follow (default pjreddie)")
     p.add_argument("--lenient", action="store_true",
                    help="turn unknown keys and other fixable cfg problems into warnings")

@@ -20,13 +20,12 @@ import math
 import numpy as np
 from numba import prange
 
-from ..activations import ACTIVATIONS
+from ..activations import ACTIVATIONS, CODES
 from .config import check_f32, jit, pjit, pjit_dual
 
 (LOGISTIC, RELU, RELIE, LINEAR, RAMP, TANH, PLSE, LEAKY, ELU, LOGGY, STAIR, HARDTAN, LHTAN,
  SELU, RELU6, REVLEAKY, GELU, SWISH, MISH, HARD_MISH, NORM_CHAN, NORM_CHAN_SOFTMAX,
  NORM_CHAN_SOFTMAX_MAXVAL) = range(23)
-CODES = {name: i for i, name in enumerate(ACTIVATIONS)}
 assert CODES["normalize_channels_softmax_maxval"] == NORM_CHAN_SOFTMAX_MAXVAL
 assert CODES["hard_mish"] == HARD_MISH and CODES["selu"] == SELU
 

@@ -12,9 +12,8 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
+from ..netcfg import DIALECTS
 from .config import check_f32, pjit_dual
-
-DIALECTS = ("pjreddie", "alexeyab")
 
 
 def bn_denominator(variance: np.ndarray, dialect: str) -> np.ndarray:
