@@ -10,7 +10,7 @@ import pytest
 
 from darkcfg.cfg import parse_cfg
 from darkcfg.graph import build_graph
-from darkcfg.kernels import misc, pool, reorg, shortcut, softmax
+from darkcfg.kernels import normalize, pool, reorg, resample, shortcut, softmax
 from darkcfg.network import Network
 
 from . import naive_misc as naive
@@ -209,31 +209,31 @@ def test_reorg_rejects_channels_not_divisible():
 @pytest.mark.parametrize("s,scale", [(1, 1.0), (2, 1.0), (3, 0.5), (4, -2.0)])
 def test_upsample(s, scale):
     x = rand(np.random.default_rng(s), 2, 3, 4, 5)
-    close(misc.upsample(x, s, scale), naive.upsample(x, s, scale))
+    close(resample.upsample(x, s, scale), naive.upsample(x, s, scale))
 
 
 @pytest.mark.parametrize("s,scale", [(1, 1.0), (2, 0.25), (3, 1.5)])
 def test_downsample_sum(s, scale):
     x = rand(np.random.default_rng(s + 10), 2, 3, 3 * s, 4 * s)
-    close(misc.downsample_sum(x, s, scale), naive.downsample_sum(x, s, scale))
+    close(resample.downsample_sum(x, s, scale), naive.downsample_sum(x, s, scale))
 
 
 @pytest.mark.parametrize("c,size", [(8, 5), (8, 1), (8, 2), (3, 5), (10, 7), (2, 9), (6, 4)])
 def test_lrn_darknet_window(c, size):
     x = rand(np.random.default_rng(c * size), 2, c, 3, 4)
-    close(misc.lrn(x, size, 0.1, 0.75, 1.5), naive.lrn(x, size, 0.1, 0.75, 1.5))
+    close(normalize.lrn(x, size, 0.1, 0.75, 1.5), naive.lrn(x, size, 0.1, 0.75, 1.5))
 
 
 def test_l2norm():
     x = rand(np.random.default_rng(11), 2, 6, 3, 5)
-    close(misc.l2norm(x), naive.l2norm(x))
+    close(normalize.l2norm(x), naive.l2norm(x))
 
 
 @pytest.mark.parametrize("flip", [False, True])
 @pytest.mark.parametrize("top,left", [(0, 0), (1, 2), (3, 4)])
 def test_crop(flip, top, left):
     x = rand(np.random.default_rng(top + left), 2, 3, 7, 9)
-    close(misc.crop(x, top, left, 4, 5, flip, 2.0, -1.0),
+    close(resample.crop(x, top, left, 4, 5, flip, 2.0, -1.0),
           naive.crop(x, top, left, 4, 5, flip, 2.0, -1.0))
 
 

@@ -35,7 +35,7 @@ class Cost(Layer):
         kind = self.opts["type"]
         # seg and wgan are sse on Darknet's CPU; masked is sse without the -1234 cells
         loss = kind if kind in ("smooth", "L1") else "sse"
-        from ..kernels.misc import elementwise_loss
+        from ..kernels.loss import elementwise_loss
         self.cost, error, self._grad = elementwise_loss(x, layer_truth(self, net, x), loss,
                                                         masked=kind == "masked")
         return error

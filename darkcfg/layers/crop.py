@@ -43,7 +43,7 @@ class Crop(Layer):
         # `batchnorm_crop`). Training: a random window and, with flip=1, a random mirror,
         # one draw for the whole batch as in Darknet (its CPU path applies no angle,
         # saturation, exposure or shift).
-        from ..kernels.misc import crop
+        from ..kernels.resample import crop
         _, h, w = self.in_shape
         _, oh, ow = self.out_shape
         top, left, flip = (h - oh) // 2, (w - ow) // 2, False
@@ -60,7 +60,7 @@ class Crop(Layer):
         # empty backward (no gradient below a crop); darkcfg differentiates its forward.
         if dy is None:
             return None
-        from ..kernels.misc import crop_backward
+        from ..kernels.resample import crop_backward
         top, left, flip, scale = self.window
         return crop_backward(dy, self.in_shape[1:], top, left, flip, scale)
 

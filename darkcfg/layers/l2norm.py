@@ -18,7 +18,7 @@ class L2norm(Layer):
 
     def forward(self, x: np.ndarray, net: Network) -> np.ndarray:
         # x (N, C, H, W) -> same shape, each pixel's channel vector of unit length
-        from ..kernels.misc import l2norm, l2norm_train
+        from ..kernels.normalize import l2norm, l2norm_train
         if not net.train:
             return l2norm(x)
         self._y, self._norms = l2norm_train(x)
@@ -30,7 +30,7 @@ class L2norm(Layer):
         # differentiates the forward (DECISIONS §3).
         if dy is None:
             return None
-        from ..kernels.misc import l2norm_backward
+        from ..kernels.normalize import l2norm_backward
         return l2norm_backward(dy, self._y, self._norms)
 
     def row(self):

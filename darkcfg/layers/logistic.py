@@ -21,7 +21,7 @@ class Logistic(Layer):
         # sigmoid; training with a truth: the logistic cross-entropy, `cost` = sum of
         # -t ln(p) - (1-t) ln(1-p), gradient p - t w.r.t. the logits (Darknet's delta t - p)
         from ..kernels.activations import activate
-        from ..kernels.misc import elementwise_loss
+        from ..kernels.loss import elementwise_loss
         out = activate(x.copy(), "logistic")
         self.cost = self._grad = None
         if net.train and net.truth is not None:

@@ -28,7 +28,7 @@ class Normalization(Layer):
 
     def forward(self, x: np.ndarray, net: Network) -> np.ndarray:
         # x (N, C, H, W) -> same shape; Darknet's off-by-one window (case `misc_layers`)
-        from ..kernels.misc import lrn, lrn_train
+        from ..kernels.normalize import lrn, lrn_train
         o = self.opts
         if not net.train:
             return lrn(x, o["size"], o["alpha"], o["beta"], o["kappa"])
@@ -42,7 +42,7 @@ class Normalization(Layer):
         # also overwrites the previous layer's delta instead of adding; darkcfg adds.
         if dy is None:
             return None
-        from ..kernels.misc import lrn_backward
+        from ..kernels.normalize import lrn_backward
         return lrn_backward(dy, self._factor)
 
     def row(self):

@@ -39,7 +39,7 @@ class Upsample(Layer):
     def forward(self, x: np.ndarray, net: Network) -> np.ndarray:
         # x (N, C, H, W) -> (N, *out_shape): nearest neighbour times scale; a negative
         # stride sums each block times scale (case `upsample_reorg`).
-        from ..kernels.misc import downsample_sum, upsample
+        from ..kernels.resample import downsample_sum, upsample
         if self.stride > 0:
             return upsample(x, self.stride, self.scale)
         return downsample_sum(x, -self.stride, self.scale)
@@ -49,7 +49,7 @@ class Upsample(Layer):
         # copied to every cell of its block
         if dy is None:
             return None
-        from ..kernels.misc import downsample_sum_backward, upsample_backward
+        from ..kernels.resample import downsample_sum_backward, upsample_backward
         if self.stride > 0:
             return upsample_backward(dy, self.stride, self.scale)
         return downsample_sum_backward(dy, -self.stride, self.scale)
