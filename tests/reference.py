@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from .conftest import CASES, REFERENCE, need
 
@@ -54,3 +55,27 @@ def rel_error(ours: np.ndarray, ref: np.ndarray) -> float:
     if not np.all(np.isfinite(ours)):
         return float("inf")
     return float(np.abs(ours - ref).max(initial=0.0) / scale)
+
+
+def check_sgd_steps(net, x: np.ndarray, truth: np.ndarray, case: Path,
+                    costs: list[float] | None = None) -> None:
+    """Two train_steps of `net` (loaded with the case's weights) on (x, truth): after
+    step 1 and 2 every parameter equals Darknet's trained.weights / trained2.weights
+    within REL_BAR of the largest change Darknet's step made to that array (at least
+    1e-6); `seen` counts the steps; with `costs`, each step's cost is Darknet's (rel 1e-5)."""
+    from darkcfg.graph import load_graph
+    from darkcfg.network import Network
+    before = {(lay.index, k): v.copy() for lay in net.layers for k, v in lay.params.items()}
+    for step, name in ((1, "trained.weights"), (2, "trained2.weights")):
+        cost = net.train_step(x, truth)
+        assert net.seen == step
+        if costs is not None:
+            assert cost == pytest.approx(costs[step - 1], rel=1e-5), step
+        ref = Network(load_graph(case / "net.cfg"))
+        ref.load_weights(case / name)
+        for lay, rlay in zip(net.layers, ref.layers):
+            for k, v in lay.params.items():
+                change = rlay.params[k] - before[(lay.index, k)]
+                scale = max(np.abs(change).max(initial=0), 1e-6)
+                err = np.abs(v - rlay.params[k]).max(initial=0) / scale
+                assert err <= REL_BAR, (step, lay.index, k, err)

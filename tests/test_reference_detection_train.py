@@ -27,7 +27,8 @@ from darkcfg.network import Network
 
 from . import naive_detection as naive
 from .conftest import CASES, need
-from .reference import REL_BAR, case_input, info, rel_error
+from .helpers import check_gradient
+from .reference import REL_BAR, case_input, check_sgd_steps, info, rel_error
 
 YOLO = CASES / "train_yolo"
 REGION = CASES / "train_region"
@@ -127,19 +128,9 @@ def test_train_yolo_gradients_match_darknet():
 def test_train_yolo_weights_after_one_and_two_steps():
     net = make(YOLO, darknet_backward)
     x, truth = inputs(YOLO, net)
-    before = {(lay.index, k): v.copy() for lay in net.layers for k, v in lay.params.items()}
     costs = [float(re.search(r"cost ([\d.]+)", line)[1])
              for line in info(YOLO)["train"]["steps_2"] if line.startswith("step")]
-    for step, name in ((1, "trained.weights"), (2, "trained2.weights")):
-        assert net.train_step(x, truth) == pytest.approx(costs[step - 1], rel=1e-5)
-        ref = Network(load_graph(YOLO / "net.cfg"))
-        ref.load_weights(YOLO / name)
-        for lay, rlay in zip(net.layers, ref.layers):
-            for k, v in lay.params.items():
-                change = rlay.params[k] - before[(lay.index, k)]
-                scale = max(np.abs(change).max(initial=0), 1e-6)
-                err = np.abs(v - rlay.params[k]).max(initial=0) / scale
-                assert err <= REL_BAR, (step, lay.index, k, err)
+    check_sgd_steps(net, x, truth, YOLO, costs)
 
 
 def test_train_region_gradient_below_by_finite_differences():
@@ -169,21 +160,8 @@ def test_train_region_gradient_below_by_finite_differences():
     ours = {k: conv.grads[k].copy() for k in ("weights", "biases")}
     assert np.abs(ours["weights"]).max() > 0
     rng = np.random.default_rng(0)
-    eps = 1e-3
     for k, picks in (("biases", range(40)), ("weights", rng.choice(1280, 40, False))):
-        p = conv.params[k].reshape(-1)
-        numeric = []
-        for e in picks:
-            keep = p[e]
-            p[e] = keep + np.float32(eps)
-            up = loss()
-            p[e] = keep - np.float32(eps)
-            down = loss()
-            p[e] = keep
-            numeric.append((up - down) / (2 * eps))
-        numeric = np.array(numeric)
-        got = ours[k].reshape(-1)[list(picks)]
-        assert np.abs(got - numeric).max() <= 2e-3 * np.abs(numeric).max(), k
+        check_gradient(loss, conv.params[k], ours[k], picks, eps=1e-3, rtol=2e-3, what=k)
     # and the gradient at the region's input is the delta times y(1-y) on x, y, obj
     y = out
     factor = np.ones_like(y)

@@ -8,7 +8,7 @@ import pytest
 from darkcfg.graph import load_graph
 from darkcfg.network import Network
 
-from .reference import REL_BAR, case_dirs, case_input, rel_error, weights_path
+from .reference import REL_BAR, case_dirs, case_input, check_sgd_steps, rel_error, weights_path
 
 CASES = [c for c in case_dirs("train_") if c.name in ("train_small", "train_resid")]
 
@@ -55,15 +55,4 @@ def test_outputs_and_gradients_match_darknet(case, tmp_path):
 def test_weights_after_one_and_two_steps(case, tmp_path):
     net = make(case, tmp_path)
     x, truth = inputs(case, net)
-    before = {(lay.index, k): v.copy() for lay in net.layers for k, v in lay.params.items()}
-    for step, name in ((1, "trained.weights"), (2, "trained2.weights")):
-        net.train_step(x, truth)
-        assert net.seen == step
-        ref = Network(load_graph(case / "net.cfg"))
-        ref.load_weights(case / name)
-        for lay, rlay in zip(net.layers, ref.layers):
-            for k, v in lay.params.items():
-                change = rlay.params[k] - before[(lay.index, k)]
-                scale = max(np.abs(change).max(initial=0), 1e-6)
-                err = np.abs(v - rlay.params[k]).max(initial=0) / scale
-                assert err <= REL_BAR, (step, lay.index, k, err)
+    check_sgd_steps(net, x, truth, case)

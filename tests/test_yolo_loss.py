@@ -18,6 +18,7 @@ from darkcfg.graph import build_graph
 from darkcfg.network import Network
 
 from . import naive_detection as naive
+from .helpers import check_gradient
 
 ANCHORS = np.array([[4, 5], [9, 7], [7, 13], [15, 14], [24, 20], [30, 30]], float)
 ANCHOR_TEXT = ", ".join(f"{w:g},{h:g}" for w, h in ANCHORS)
@@ -189,22 +190,9 @@ def test_region_targets_match_the_naive_statement(case):
 
 # --- finite differences ------------------------------------------------------------------
 
-def fd_entries(z5, loss, assign, eps, rng, count):
-    """Central differences of loss at random entries whose assignment is locally fixed."""
-    base = assign(z5)
-    picked, grads = [], []
-    for e in rng.permutation(z5.size):
-        zp, zm = z5.copy(), z5.copy()
-        zp.flat[e] += eps
-        zm.flat[e] -= eps
-        if not all(np.array_equal(u, v) for s in (assign(zp), assign(zm))
-                   for u, v in zip(s, base)):
-            continue
-        picked.append(e)
-        grads.append((loss(zp) - loss(zm)) / (2 * eps))
-        if len(picked) == count:
-            break
-    return np.array(picked), np.array(grads)
+def unchanged(assignment, base) -> bool:
+    """Every target and weight of the naive statement as at the reference point."""
+    return all(np.array_equal(u, v) for u, v in zip(assignment, base))
 
 
 @pytest.mark.parametrize("case", [0, 2, 4])
@@ -231,12 +219,10 @@ def test_yolo_gradient_is_the_derivative_of_its_loss(case):
 
     z5 = to5(z, len(mask)).astype(np.float64)
     frozen = assign(z5)
-    picked, numeric = fd_entries(z5, lambda v: naive.yolo_potential(v, *frozen),
-                                 assign, 1e-4, rng, 250)
-    assert len(picked) >= 200
-    ours = head.backward(None, net).ravel()[picked]
-    scale = np.abs(numeric).max()
-    assert np.abs(ours - numeric).max() <= 2e-4 * scale
+    ours = head.backward(None, net).reshape(z5.shape)
+    check_gradient(lambda: naive.yolo_potential(z5, *frozen), z5, ours,
+                   rng.permutation(z5.size), eps=1e-4, rtol=2e-4,
+                   usable=lambda: unchanged(assign(z5), frozen), count=250, least=200)
 
 
 @pytest.mark.parametrize("case", range(len(REGION_CASES)))
@@ -265,12 +251,11 @@ def test_region_gradient_follows_the_gpu_path(case):
         target[:, :, 4] = 0
         return target, weight
 
-    picked, numeric = fd_entries(z5, lambda v: naive.region_potential(v, *frozen, softmax),
-                                 fixed, 1e-3, rng, 200)
-    assert len(picked) >= 150
-    head = run(net, z, truth)
-    ours = head.backward(None, net).ravel()[picked]
-    assert np.abs(ours - numeric).max() <= 1e-3 * np.abs(numeric).max()
+    base = fixed(z5)
+    ours = run(net, z, truth).backward(None, net).reshape(z5.shape).copy()
+    check_gradient(lambda: naive.region_potential(z5, *frozen, softmax), z5, ours,
+                   rng.permutation(z5.size), eps=1e-3, rtol=1e-3,
+                   usable=lambda: unchanged(fixed(z5), base), count=200, least=150)
 
 
 # --- what training refuses, and bad truths -----------------------------------------------
