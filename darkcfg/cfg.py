@@ -1,8 +1,9 @@
 """Text of a .cfg file -> a list of sections with line numbers.
 
-Only syntax lives here: which keys a section accepts and what they mean is the business of
-the layer modules (their option schemas). Aliases are resolved here, so `[conv]` arrives as
-`convolutional`.
+Only syntax lives here: which sections exist, their aliases (`[conv]` for
+`[convolutional]`), which keys they accept and what those mean are the business of the layer
+modules, and the graph builder (darkcfg/graph.py) checks section names against them. The
+one name known here is the [net] header's, which must come first.
 """
 from __future__ import annotations
 
@@ -13,20 +14,8 @@ from dataclasses import dataclass, field
 
 from .errors import CfgError, CfgWarning
 
-# canonical name -> aliases (cfg-format.md §1.1)
-ALIASES = {
-    "net": ("network",),
-    "convolutional": ("conv",),
-    "deconvolutional": ("deconv",),
-    "connected": ("conn",),
-    "maxpool": ("max",),
-    "avgpool": ("avg",),
-    "softmax": ("soft",),
-    "normalization": ("lrn",),
-    "local_avgpool": ("local_avg",),
-    "empty": ("silence",),
-}
-CANONICAL = {alias: name for name, names in ALIASES.items() for alias in names}
+# the header section and its alias (Darknet's src/parser.c: is_network)
+NET_NAMES = ("net", "network")
 
 
 @dataclass
@@ -38,7 +27,9 @@ class Entry:
 
 @dataclass
 class Section:
-    name: str                    # canonical section name, e.g. "convolutional"
+    name: str                    # section name: "net" for [net]/[network]; as written for
+    #                              layers until the graph builder resolves aliases
+    #                              (`[conv]` -> "convolutional")
     written: str                 # as written in the file, e.g. "conv"
     line: int                    # line of the [header]
     index: int | None            # layer index; None for [net]
@@ -98,12 +89,10 @@ def _strip_comment(text: str) -> str:
 
 
 def parse_cfg(data: bytes | str, file: str = "<cfg>", *, strict: bool = True) -> list[Section]:
-    """Parse cfg text into sections. Accepts LF and CRLF, `#`/`;` comments, aliases."""
-    from .layers import known_sections  # the registry knows every section name
-
+    """Parse cfg text into sections. Accepts LF and CRLF, `#`/`;` comments. Section names
+    are not checked here (see graph.build_graph)."""
     text = _check_text(data.encode() if isinstance(data, str) else data, file)
     sections: list[Section] = []
-    known = known_sections()
     for lineno, raw in enumerate(text.splitlines(), start=1):
         line = _strip_comment(raw)
         if not line:
@@ -113,14 +102,12 @@ def parse_cfg(data: bytes | str, file: str = "<cfg>", *, strict: bool = True) ->
                 raise CfgError(f"section header {line!r} has no closing ']'", file=file,
                                line=lineno)
             written = line[1:-1].strip()
-            name = CANONICAL.get(written, written)
-            if name not in known:
-                hint = difflib.get_close_matches(name, sorted(known | set(CANONICAL)), n=1)
-                msg = f"unknown section [{written}]"
-                msg += f" - did you mean [{hint[0]}]?" if hint else \
-                    f"; known sections: {', '.join(sorted(known - {'net'}))}"
-                raise CfgError(msg, file=file, line=lineno)
+            name = "net" if written in NET_NAMES else written
             if not sections and name != "net":
+                hint = difflib.get_close_matches(written, NET_NAMES, n=1)
+                if hint:        # a misspelt [net]
+                    raise CfgError(f"unknown section [{written}] - did you mean [{hint[0]}]?",
+                                   file=file, line=lineno)
                 raise CfgError(f"the first section must be [net] or [network], found "
                                f"[{written}]", file=file, line=lineno, section=written, index=0)
             if sections and name == "net":

@@ -1,7 +1,7 @@
 """The README's table of supported sections and keys, generated from the option schemas."""
 from __future__ import annotations
 
-from .cfg import ALIASES
+from .cfg import NET_NAMES
 from .layers import REGISTRY
 from .layers.base import COMMON
 from .netcfg import NET_OPTIONS
@@ -15,12 +15,13 @@ def _keys(schema) -> str:
 
 
 def sections_markdown() -> str:
+    net_aliases = ", ".join(f"`[{a}]`" for a in NET_NAMES[1:])
     rows = ["| section | runs | what it computes | keys (default) |", "|---|---|---|---|",
-            f"| `[net]` (`[network]`) | - | input shape, training options | "
+            f"| `[net]` ({net_aliases}) | - | input shape, training options | "
             f"{_keys(NET_OPTIONS)} |"]
     for name in sorted(REGISTRY, key=str.lower):
         cls = REGISTRY[name]
-        alias = ", ".join(f"`[{a}]`" for a in ALIASES.get(name, ()))
+        alias = ", ".join(f"`[{a}]`" for a in cls.aliases)
         title = f"`[{name}]`" + (f" ({alias})" if alias else "")
         runs = "yes" if cls.runnable else "summary only"
         rows.append(f"| {title} | {runs} | {cls.doc or '-'} | {_keys(cls.options)} |")

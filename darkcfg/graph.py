@@ -4,10 +4,11 @@ This is all `darkcfg summary` needs; nothing here imports Numba.
 """
 from __future__ import annotations
 
+import difflib
 import os
 from dataclasses import dataclass, field
 
-from .cfg import Section, read_cfg
+from .cfg import NET_NAMES, Section, read_cfg
 from .errors import CfgError
 from .layers import REGISTRY, Layer
 from .netcfg import DIALECTS, NET_OPTIONS, NET_QUIET, NetInfo
@@ -71,10 +72,35 @@ def _net_info(sec: Section, *, width, height, channels, batch, dialect, strict) 
     return NetInfo(opts, shape, dialect, sec)
 
 
+def section_names() -> dict[str, type[Layer]]:
+    """Every name a layer section can have, canonical or alias (each class's `aliases`)."""
+    names = {alias: cls for cls in REGISTRY.values() for alias in cls.aliases}
+    names.update(REGISTRY)
+    return names
+
+
+def resolve_names(sections: list[Section]) -> None:
+    """Give each layer section its canonical name (`[conv]` -> "convolutional"); an
+    unknown name is a CfgError at its line, with the closest known name."""
+    names = section_names()
+    for sec in sections:
+        if sec.name == "net":
+            continue
+        cls = names.get(sec.name)
+        if cls is None:
+            hint = difflib.get_close_matches(sec.name, sorted({*names, *NET_NAMES}), n=1)
+            msg = f"unknown section [{sec.written}]"
+            msg += f" - did you mean [{hint[0]}]?" if hint else \
+                f"; known sections: {', '.join(sorted(REGISTRY))}"
+            raise CfgError(msg, file=sec.file, line=sec.line)
+        sec.name = cls.type
+
+
 def build_graph(sections: list[Section], *, width: int | None = None,
                 height: int | None = None, channels: int | None = None,
                 batch: int | None = None, dialect: str | None = None,
                 strict: bool = True) -> Graph:
+    resolve_names(sections)
     net_sec, *layer_secs = sections
     net = _net_info(net_sec, width=width, height=height, channels=channels, batch=batch,
                     dialect=dialect or "pjreddie", strict=strict)

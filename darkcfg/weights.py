@@ -1,14 +1,15 @@
 """Darknet .weights files: header, then every layer's arrays in cfg order (float32 LE).
 
-See ../shared/spec/weights-format.md. A file is meaningless without its cfg, so every
-problem names the layer and the byte offset where the cfg and the file part ways.
+As Darknet's src/parser.c: load_weights_upto, save_weights_upto. A file is meaningless
+without its cfg, so every problem names the layer and the byte offset where the cfg and
+the file part ways.
 """
 from __future__ import annotations
 
 import os
 import warnings
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
@@ -16,8 +17,8 @@ from .errors import WeightsError
 from .fileio import atomic_write
 
 if TYPE_CHECKING:
+    from .graph import Graph
     from .layers import Layer
-    from .network import Network
 
 BN_TRIPLET = ("scales", "rolling_mean", "rolling_variance")
 
@@ -25,6 +26,17 @@ BN_TRIPLET = ("scales", "rolling_mean", "rolling_variance")
 class WeightsWarning(UserWarning):
     """A .weights file that loads, but not as expected: a prefix file, an odd header,
     values that cannot be right (NaN/inf, a negative variance)."""
+
+
+class Weighted(Protocol):
+    """What reading and writing a .weights file use of a network (darkcfg.network's
+    Network is one; this module does not import it): its layers with their `params`, the
+    images it has seen, and the header of the file it was loaded from (None: a new one)."""
+    graph: Graph
+    layers: list[Layer]
+    seen: int
+    header: Header | None
+
 
 # layers named in the NaN/inf warning: enough to locate the damage, short enough to read
 SHOWN_BAD_LAYERS = 3
@@ -116,26 +128,7 @@ def file_arrays(layer: Layer) -> list[str]:
     return names
 
 
-def _from_file(layer: Layer, name: str, flat: np.ndarray, header: Header) -> np.ndarray:
-    """File layout -> darkcfg's array for the flipped/transposed variants."""
-    shape = layer.params[name].shape
-    if name == "weights" and layer.type == "convolutional" and layer.opts.get("flipped"):
-        n = shape[0]
-        return flat.reshape(-1, n).T.reshape(shape)      # file: [c*k*k][n]
-    if name == "weights" and layer.type == "connected" and header.transpose:
-        return flat.reshape(shape[1], shape[0]).T.reshape(shape)   # file: [in][out]
-    return flat.reshape(shape)
-
-
-def _to_file(layer: Layer, name: str, array: np.ndarray, header: Header) -> np.ndarray:
-    if name == "weights" and layer.type == "convolutional" and layer.opts.get("flipped"):
-        return array.reshape(array.shape[0], -1).T
-    if name == "weights" and layer.type == "connected" and header.transpose:
-        return array.T
-    return array
-
-
-def load_weights(net: Network, path: str | os.PathLike) -> LoadReport:
+def load_weights(net: Weighted, path: str | os.PathLike) -> LoadReport:
     """Fill the network's parameters from a .weights file.
 
     A file that stops exactly between two layers is a prefix file (`darknet partial`,
@@ -168,7 +161,7 @@ def load_weights(net: Network, path: str | os.PathLike) -> LoadReport:
                     f"{header.size + 4 * pos}): it has {header.size + 4 * data.size + extra_bytes}"
                     f" bytes, this cfg needs {expected}. These weights were probably made "
                     "for a different cfg (check filters, size, classes, batch_normalize).")
-            arr[...] = _from_file(layer, arr_name, data[pos:pos + arr.size], header)
+            arr[...] = layer.weights_from_file(arr_name, data[pos:pos + arr.size], header)
             pos += arr.size
         loaded += 1
     if pos < data.size or extra_bytes:
@@ -229,19 +222,19 @@ def _warn_bad_values(name: str, layers: list[Layer]) -> None:
                   stacklevel=3)
 
 
-def default_header(net: Network) -> Header:
+def default_header(net: Weighted) -> Header:
     revision = 5 if net.graph.net.dialect == "alexeyab" else 0
     return Header(0, 2, revision, 0, 20)
 
 
-def save_weights(net: Network, path: str | os.PathLike) -> None:
+def save_weights(net: Weighted, path: str | os.PathLike) -> None:
     """Write the network's parameters atomically (see fileio: a crash or a full disk never
     leaves a broken file, symlinks are written through, devices and the like refused).
 
     A network loaded from a file is written with that file's header layout, so load-then-
     save is byte-identical; otherwise 0.2.0 (pjreddie) or 0.2.5 (alexeyab)."""
     path = os.fspath(path)
-    header = getattr(net, "header", None) or default_header(net)
+    header = net.header or default_header(net)
     header = Header(header.major, header.minor, header.revision, int(net.seen), header.size)
     _check_seen(header, path)
     with atomic_write(path, "weights") as f:
@@ -250,7 +243,7 @@ def save_weights(net: Network, path: str | os.PathLike) -> None:
             if layer.opts.get("dontsave"):
                 continue
             for name, _ in layer.param_shapes():
-                arr = _to_file(layer, name, layer.params[name], header)
+                arr = layer.weights_to_file(name, layer.params[name], header)
                 f.write(np.ascontiguousarray(arr, dtype="<f4").tobytes())
 
 

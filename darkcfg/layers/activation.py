@@ -10,7 +10,7 @@ from ..options import Opt
 from .base import Layer, register
 
 if TYPE_CHECKING:
-    from ..network import Network
+    from .base import RunState
 
 
 @register
@@ -25,7 +25,7 @@ class Activation(Layer):
     def row(self):
         return f"Activation Layer: {self.inputs} inputs"
 
-    def forward(self, x: np.ndarray, net: Network) -> np.ndarray:
+    def forward(self, x: np.ndarray, net: RunState) -> np.ndarray:
         # x (N, C, H, W) -> same shape, into this layer's own buffer: x is the previous
         # layer's output, which later layers (route, shortcut) may still read.
         from ..kernels import activations, conv
@@ -36,7 +36,7 @@ class Activation(Layer):
         self._x = x if net.train and activations.needs_input(self.activation) else None
         return activations.activate(out, self.activation)
 
-    def backward(self, dy: np.ndarray | None, net: Network) -> np.ndarray | None:
+    def backward(self, dy: np.ndarray | None, net: RunState) -> np.ndarray | None:
         # dx = dy * f' (Darknet's form: at the output y, or at x for mish & co.), into a
         # buffer of the layer's: dy is left intact
         if dy is None:

@@ -8,12 +8,13 @@ import numpy as np
 from .base import Layer, dims, register
 
 if TYPE_CHECKING:
-    from ..network import Network
+    from .base import RunState
 
 
 @register
 class Avgpool(Layer):
     type = "avgpool"
+    aliases = ("avg",)
     doc = "global average pooling"
 
     def setup(self, layers):
@@ -27,12 +28,12 @@ class Avgpool(Layer):
     def receptive(self, rf):
         return float("inf"), self._rf_in(rf)[1]
 
-    def forward(self, x: np.ndarray, net: Network) -> np.ndarray:
+    def forward(self, x: np.ndarray, net: RunState) -> np.ndarray:
         # x (N, C, H, W) -> (N, C, 1, 1)
         from ..kernels.pool import global_avgpool
         return global_avgpool(x)
 
-    def backward(self, dy: np.ndarray | None, net: Network) -> np.ndarray | None:
+    def backward(self, dy: np.ndarray | None, net: RunState) -> np.ndarray | None:
         # (N, C, 1, 1) -> (N, C, H, W): dy / (H*W) at every cell, as Darknet
         if dy is None:
             return None

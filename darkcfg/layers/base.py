@@ -63,8 +63,19 @@ class FileHeader(Protocol):
 
 
 def register(cls: type[Layer]) -> type[Layer]:
+    """Class decorator: `cls` handles sections named `cls.type` (or one of `cls.aliases`).
+    A name another class already has is a programming error (one would hide the other)."""
+    for name in (cls.type, *cls.aliases):
+        other = next((c for c in REGISTRY.values() if name in (c.type, *c.aliases)), None)
+        if other is not None and _qualname(other) != _qualname(cls):
+            raise ValueError(f"section name [{name}] of {_qualname(cls)} is already taken by "
+                             f"{_qualname(other)}")
     REGISTRY[cls.type] = cls
     return cls
+
+
+def _qualname(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
 
 
 class Layer:
@@ -76,6 +87,9 @@ class Layer:
     doc: ClassVar[str] = ""
     # False for sections darkcfg can size and summarise but not compute (DECISIONS §7).
     runnable: ClassVar[bool] = True
+    # True for detection heads: the output is a grid of boxes, `decode(out, net_w, net_h,
+    # thresh) -> geometry.Boxes` reads them (layers/yolo.py, layers/region.py).
+    is_head: ClassVar[bool] = False
 
     def __init__(self, section: Section, net: NetInfo, layers: list[Layer], *,
                  strict: bool = True):

@@ -5,11 +5,11 @@ from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 
+from ._bn_activation import check_bn_batch
 from .base import Layer, register
-from .convolutional import check_bn_batch
 
 if TYPE_CHECKING:
-    from ..network import Network
+    from .base import RunState
 
 
 @register
@@ -35,7 +35,7 @@ class Batchnorm(Layer):
         c, h, w = self.in_shape
         return f"Batch Normalization Layer: {w} x {h} x {c} image"
 
-    def forward(self, x: np.ndarray, net: Network) -> np.ndarray:
+    def forward(self, x: np.ndarray, net: RunState) -> np.ndarray:
         # x (N, C, H, W) -> same shape (own buffer, as [activation]). P has no biases in
         # the file and adds zeros (reference case `batchnorm_crop`); A reads biases first.
         # Training: batch statistics like a conv's BN (Darknet P cannot run this layer on
@@ -54,7 +54,7 @@ class Batchnorm(Layer):
                                         p["rolling_variance"], self.net.dialect, self._xhat)
         return out
 
-    def backward(self, dy: np.ndarray | None, net: Network) -> np.ndarray | None:
+    def backward(self, dy: np.ndarray | None, net: RunState) -> np.ndarray | None:
         # dy -> dx (same shape), Darknet's BN backward rule (kernels/bn_train.py)
         if dy is None:
             return None

@@ -6,16 +6,17 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..options import Opt
+from ._bn_activation import ACT, BNActivation
 from .base import Layer, register
-from .convolutional import ACT, BNActivation
 
 if TYPE_CHECKING:
-    from ..network import Network
+    from .base import RunState
 
 
 @register
 class Connected(BNActivation, Layer):
     type = "connected"
+    aliases = ("conn",)
     doc = "fully connected layer (input flattened in C,H,W order)"
     options = {
         "output": Opt("int", 1, "output units", min=1),
@@ -36,6 +37,19 @@ class Connected(BNActivation, Layer):
         return [("biases", (n,)), ("weights", (n, self.inputs)),
                 *(bn if self.batch_normalize else [])]
 
+    def weights_from_file(self, name, flat, header):
+        # a header with major or minor > 1000 holds the weights [input][output] (Darknet's
+        # src/parser.c: load_connected_weights with transpose)
+        shape = self.params[name].shape
+        if name == "weights" and header.transpose:
+            return flat.reshape(shape[1], shape[0]).T.reshape(shape)
+        return flat.reshape(shape)
+
+    def weights_to_file(self, name, array, header):
+        if name == "weights" and header.transpose:
+            return array.T
+        return array
+
     def flops(self):
         return 2.0 * self.n * self.inputs
 
@@ -52,7 +66,7 @@ class Connected(BNActivation, Layer):
         wt = self.params["weights"]
         wt[...] = np.sqrt(2.0 / self.inputs) * rng.uniform(-1.0, 1.0, wt.shape)
 
-    def forward(self, x: np.ndarray, net: Network) -> np.ndarray:
+    def forward(self, x: np.ndarray, net: RunState) -> np.ndarray:
         # x (N, C, H, W) flattened in C,H,W order -> (N, n, 1, 1) = x W^T, then BN over
         # the n outputs (reference case `connected`) or bias, then activation.
         from ..kernels import dense
@@ -61,7 +75,7 @@ class Connected(BNActivation, Layer):
         self._x = x if net.train else None
         return self.finish_forward(out, net)
 
-    def backward(self, dy: np.ndarray | None, net: Network) -> np.ndarray | None:
+    def backward(self, dy: np.ndarray | None, net: RunState) -> np.ndarray | None:
         # dy (N, n, 1, 1) -> dx (N, C, H, W): dW += dZ^T X, dx = dZ W
         if dy is None:
             return None

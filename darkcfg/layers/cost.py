@@ -10,7 +10,7 @@ from ._loss import layer_truth, loss_gradient
 from .base import Layer, register
 
 if TYPE_CHECKING:
-    from ..network import Network
+    from .base import RunState
 
 
 @register
@@ -25,7 +25,7 @@ class Cost(Layer):
     # GPU-only knobs of P (training.md §6.2)
     quiet = frozenset({"ratio", "noobj", "thresh", "smooth"})
 
-    def forward(self, x: np.ndarray, net: Network) -> np.ndarray:
+    def forward(self, x: np.ndarray, net: RunState) -> np.ndarray:
         # Inference: no output (case `dropout_cost`: zeros). Training with a truth: the loss
         # against it (training.md §6.2); the output holds the per-element errors and
         # `cost` their sum, as in Darknet (train_resid: train_out_008).
@@ -40,7 +40,7 @@ class Cost(Layer):
                                                         masked=kind == "masked")
         return error
 
-    def backward(self, dy: np.ndarray | None, net: Network) -> np.ndarray | None:
+    def backward(self, dy: np.ndarray | None, net: RunState) -> np.ndarray | None:
         # scale * (own gradient + whatever reached this layer): `scale` multiplies only
         # the gradient passed back, not the cost. dy is turned into Darknet's delta in place.
         g = loss_gradient(self, dy)

@@ -6,11 +6,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..options import Opt
+from ._rng import layer_rng
 from .base import Layer, register
-from .dropout import layer_rng
 
 if TYPE_CHECKING:
-    from ..network import Network
+    from .base import RunState
 
 
 @register
@@ -37,7 +37,7 @@ class Crop(Layer):
                              "crop_height" if ch > h else "crop_width")
         self.out_shape = (c, ch, cw)
 
-    def forward(self, x: np.ndarray, net: Network) -> np.ndarray:
+    def forward(self, x: np.ndarray, net: RunState) -> np.ndarray:
         # x (N, C, H, W) -> (N, C, crop_height, crop_width), then 2x - 1 unless noadjust.
         # Inference: the centre window, offsets (H - h)//2, (W - w)//2 (case
         # `batchnorm_crop`). Training: a random window and, with flip=1, a random mirror,
@@ -55,7 +55,7 @@ class Crop(Layer):
         self.window = (top, left, flip, scale)
         return crop(x, top, left, oh, ow, flip, scale, shift)
 
-    def backward(self, dy: np.ndarray | None, net: Network) -> np.ndarray | None:
+    def backward(self, dy: np.ndarray | None, net: RunState) -> np.ndarray | None:
         # scale * dy back into the forward's window, zero outside. P's CPU [crop] has an
         # empty backward (no gradient below a crop); darkcfg differentiates its forward.
         if dy is None:

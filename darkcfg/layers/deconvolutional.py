@@ -6,16 +6,17 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..options import Opt
+from ._bn_activation import ACT, BNActivation
 from .base import Layer, dims, register
-from .convolutional import ACT, BNActivation
 
 if TYPE_CHECKING:
-    from ..network import Network
+    from .base import RunState
 
 
 @register
 class Deconvolutional(BNActivation, Layer):
     type = "deconvolutional"
+    aliases = ("deconv",)
     doc = "transposed convolution (P)"
     options = {
         "filters": Opt("int", 1, "output channels", min=1),
@@ -67,7 +68,7 @@ class Deconvolutional(BNActivation, Layer):
         wt[...] = 0.02 * rng.standard_normal(wt.shape)
         wt *= np.float32(ow * oh / (w * h))
 
-    def forward(self, x: np.ndarray, net: Network) -> np.ndarray:
+    def forward(self, x: np.ndarray, net: RunState) -> np.ndarray:
         # x (N, c, h, w) -> (N, n, OH, OW): Darknet P's W^T x + col2im (reference case
         # `deconv`), then BN or bias, then activation.
         from ..kernels import conv
@@ -78,7 +79,7 @@ class Deconvolutional(BNActivation, Layer):
         self._x = x if net.train else None
         return self.finish_forward(out, net)
 
-    def backward(self, dy: np.ndarray | None, net: Network) -> np.ndarray | None:
+    def backward(self, dy: np.ndarray | None, net: RunState) -> np.ndarray | None:
         # dy (N, n, OH, OW) -> dx (N, c, h, w): dcols = im2col(dZ), dW += x dcols^T,
         # dx = W dcols (P backward_deconvolutional_layer)
         if dy is None:

@@ -6,10 +6,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..options import Opt
+from ._rng import layer_rng
 from .base import Layer, register
 
 if TYPE_CHECKING:
-    from ..network import Network
+    from .base import RunState
 
 
 @register
@@ -25,7 +26,7 @@ class Dropout(Layer):
             raise self.error(f"'probability' must be below 1, got {self.probability}",
                              "probability")
 
-    def forward(self, x: np.ndarray, net: Network) -> np.ndarray:
+    def forward(self, x: np.ndarray, net: RunState) -> np.ndarray:
         # x (N, C, H, W) -> same shape. Training: inverted dropout, each value dropped when
         # its uniform draw r < probability, survivors times 1/(1-p) (Darknet's rule); `mask`
         # (0 or 1/(1-p) per value) is kept for the backward pass. Inference: identity.
@@ -36,21 +37,10 @@ class Dropout(Layer):
                              np.float32(1.0 / (1.0 - self.probability)))
         return x * self.mask
 
-    def backward(self, dy: np.ndarray | None, net: Network) -> np.ndarray | None:
+    def backward(self, dy: np.ndarray | None, net: RunState) -> np.ndarray | None:
         # the forward's mask and 1/(1-p) scale (training.md §7)
         return None if dy is None else dy * self.mask
 
     def row(self):
         return (f"dropout       p = {self.probability:.2f}               {self.inputs:4d}"
                 f"  ->  {self.inputs:4d}")
-
-
-def layer_rng(layer: Layer, net: Network) -> np.random.Generator:
-    """The network's generator (`net.rng`) when it has one, else a per-layer generator
-    seeded with the layer index, so runs repeat."""
-    rng = getattr(net, "rng", None)
-    if rng is None:
-        rng = getattr(layer, "layer_rng", None)
-        if rng is None:
-            rng = layer.layer_rng = np.random.default_rng(layer.index)
-    return rng

@@ -8,7 +8,7 @@ import numpy as np
 from .base import Layer, register
 
 if TYPE_CHECKING:
-    from ..network import Network
+    from .base import RunState
 
 
 @register
@@ -16,7 +16,7 @@ class L2norm(Layer):
     type = "l2norm"
     doc = "per-pixel L2 normalisation across channels"
 
-    def forward(self, x: np.ndarray, net: Network) -> np.ndarray:
+    def forward(self, x: np.ndarray, net: RunState) -> np.ndarray:
         # x (N, C, H, W) -> same shape, each pixel's channel vector of unit length
         from ..kernels.normalize import l2norm, l2norm_train
         if not net.train:
@@ -24,7 +24,7 @@ class L2norm(Layer):
         self._y, self._norms = l2norm_train(x)
         return self._y
 
-    def backward(self, dy: np.ndarray | None, net: Network) -> np.ndarray | None:
+    def backward(self, dy: np.ndarray | None, net: RunState) -> np.ndarray | None:
         # the exact gradient (dy - y * <y, dy>) / |x| per pixel. P's CPU backward passes dy
         # through unchanged (its normalisation gradient is commented out); darkcfg
         # differentiates the forward (DECISIONS §3).

@@ -5,25 +5,26 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ._pool import POOL_OPTIONS, Pool
 from .base import dims, register
-from .maxpool import POOL_OPTIONS, Pool
 
 if TYPE_CHECKING:
-    from ..network import Network
+    from .base import RunState
 
 
 @register
 class LocalAvgpool(Pool):
     type = "local_avgpool"
+    aliases = ("local_avg",)
     doc = "windowed average pooling (mean over in-image cells)"
     options = dict(POOL_OPTIONS)
 
-    def forward(self, x: np.ndarray, net: Network) -> np.ndarray:
+    def forward(self, x: np.ndarray, net: RunState) -> np.ndarray:
         # x (N, C, H, W) -> (N, *out_shape); the divisor counts the in-image cells only.
         from ..kernels.pool import local_avgpool
         return local_avgpool(x, self.size, self.stride_y, self.stride_x, self.padding)
 
-    def backward(self, dy: np.ndarray | None, net: Network) -> np.ndarray | None:
+    def backward(self, dy: np.ndarray | None, net: RunState) -> np.ndarray | None:
         # dy / (valid cells of the window) to each of them: the derivative of this forward.
         # AH's CPU backward divides by size*size instead, which disagrees with AH's own
         # forward at the border; darkcfg is consistent with its forward (DECISIONS §3).

@@ -9,7 +9,7 @@ from .base import Layer, register
 from .cost import layer_truth, loss_gradient
 
 if TYPE_CHECKING:
-    from ..network import Network
+    from .base import RunState
 
 
 @register
@@ -17,7 +17,7 @@ class Logistic(Layer):
     type = "logistic"
     doc = "sigmoid, with logistic cross-entropy loss in training"
 
-    def forward(self, x: np.ndarray, net: Network) -> np.ndarray:
+    def forward(self, x: np.ndarray, net: RunState) -> np.ndarray:
         # sigmoid; training with a truth: the logistic cross-entropy, `cost` = sum of
         # -t ln(p) - (1-t) ln(1-p), gradient p - t w.r.t. the logits (Darknet's delta t - p)
         from ..kernels.activations import activate
@@ -29,7 +29,7 @@ class Logistic(Layer):
                                                         "logistic")
         return out
 
-    def backward(self, dy: np.ndarray | None, net: Network) -> np.ndarray | None:
+    def backward(self, dy: np.ndarray | None, net: RunState) -> np.ndarray | None:
         # Darknet's: p - t plus the arriving gradient unchanged (no sigmoid derivative)
         return loss_gradient(self, dy)
 

@@ -6,46 +6,16 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..options import Opt
-from .base import Layer, dims, register
+from ._pool import POOL_OPTIONS, Pool
+from .base import dims, register
 
 if TYPE_CHECKING:
-    from ..network import Network
-
-POOL_OPTIONS = {
-    "stride": Opt("int", 1, "stride on both axes", min=1),
-    "stride_x": Opt("int", 0, "horizontal stride (AH; default: stride)", min=0),
-    "stride_y": Opt("int", 0, "vertical stride (AH; default: stride)", min=0),
-    "size": Opt("int", 0, "window size (default: stride)", min=0),
-    "padding": Opt("int", -1, "TOTAL padding, both sides together (default: size-1)", min=0),
-}
-
-
-class Pool(Layer):
-    """Shared shape rule of [maxpool] and [local_avgpool] (cfg-format.md §5.4)."""
-
-    def setup(self, layers):
-        o = self.opts
-        self.image_input()
-        c, h, w = self.in_shape
-        self.stride_x = o["stride_x"] or o["stride"]
-        self.stride_y = o["stride_y"] or o["stride"]
-        self.size = o["size"] or o["stride"]
-        self.padding = self.size - 1 if o["padding"] == -1 else o["padding"]
-        self.out_shape = (c, (h + self.padding - self.size) // self.stride_y + 1,
-                          (w + self.padding - self.size) // self.stride_x + 1)
-
-    def flops(self):
-        c, oh, ow = self.out_shape
-        return float(self.size * self.size * c * oh * ow)
-
-    def receptive(self, rf):
-        r, j = self._rf_in(rf)
-        return r + (self.size - 1) * j, j * max(self.stride_x, self.stride_y)
-
+    from .base import RunState
 
 @register
 class Maxpool(Pool):
     type = "maxpool"
+    aliases = ("max",)
     doc = "max pooling; maxpool_depth pools across channels"
     options = {
         **POOL_OPTIONS,
@@ -74,7 +44,7 @@ class Maxpool(Pool):
         return (f"max          {self.size} x {self.size} / {self.stride_x}  "
                 f"{dims(self.in_shape)}   ->  {dims(self.out_shape)}")
 
-    def forward(self, x: np.ndarray, net: Network) -> np.ndarray:
+    def forward(self, x: np.ndarray, net: RunState) -> np.ndarray:
         # x (N, C, H, W) -> (N, *out_shape); `indexes` keeps each output's arg-max (flat
         # index within its sample) for the backward pass, as Darknet does.
         from ..kernels.pool import maxpool, maxpool_depth
@@ -91,7 +61,7 @@ class Maxpool(Pool):
             self.indexes = idx
         return out
 
-    def backward(self, dy: np.ndarray | None, net: Network) -> np.ndarray | None:
+    def backward(self, dy: np.ndarray | None, net: RunState) -> np.ndarray | None:
         # each output's gradient to its arg-max input cell (both kinds)
         if dy is None:
             return None

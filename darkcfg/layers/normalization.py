@@ -9,12 +9,13 @@ from ..options import Opt
 from .base import Layer, register
 
 if TYPE_CHECKING:
-    from ..network import Network
+    from .base import RunState
 
 
 @register
 class Normalization(Layer):
     type = "normalization"
+    aliases = ("lrn",)
     doc = "local response normalisation across channels"
     options = {
         "size": Opt("int", 5, "channels in the window", min=1),
@@ -26,7 +27,7 @@ class Normalization(Layer):
     def setup(self, layers):
         self.image_input()
 
-    def forward(self, x: np.ndarray, net: Network) -> np.ndarray:
+    def forward(self, x: np.ndarray, net: RunState) -> np.ndarray:
         # x (N, C, H, W) -> same shape; Darknet's off-by-one window (case `misc_layers`)
         from ..kernels.normalize import lrn, lrn_train
         o = self.opts
@@ -35,7 +36,7 @@ class Normalization(Layer):
         out, self._factor = lrn_train(x, o["size"], o["alpha"], o["beta"], o["kappa"])
         return out
 
-    def backward(self, dy: np.ndarray | None, net: Network) -> np.ndarray | None:
+    def backward(self, dy: np.ndarray | None, net: RunState) -> np.ndarray | None:
         # Darknet's backward: dy * norm^-beta, treating the norms as constants. That is an
         # approximation (P's comment says so; the exact derivative adds a term of order
         # alpha*beta*x^2/norm), followed here because it is what Darknet trains with. P

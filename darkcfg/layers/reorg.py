@@ -9,7 +9,7 @@ from ..options import Opt
 from .base import Layer, dims, register
 
 if TYPE_CHECKING:
-    from ..network import Network
+    from .base import RunState
 
 
 @register
@@ -50,14 +50,14 @@ class Reorg(Layer):
                                  "values unset here)", "stride")
             self.out_shape = (c * s * s, h // s, w // s)
 
-    def forward(self, x: np.ndarray, net: Network) -> np.ndarray:
+    def forward(self, x: np.ndarray, net: RunState) -> np.ndarray:
         # x (N, C, H, W) -> (N, *out_shape): Darknet P's permutation with the input dims,
         # reading the input as if it were (C/s^2, H*s, W*s) when not reversed (YOLOv2's
         # passthrough, case `upsample_reorg`); `reverse` is its inverse.
         from ..kernels.reorg import reorg_darknet
         return reorg_darknet(x, self.stride, self.reverse).reshape(-1, *self.out_shape)
 
-    def backward(self, dy: np.ndarray | None, net: Network) -> np.ndarray | None:
+    def backward(self, dy: np.ndarray | None, net: RunState) -> np.ndarray | None:
         # a permutation: its gradient is the inverse permutation
         if dy is None:
             return None
@@ -94,7 +94,7 @@ class Reorg3d(Reorg):
         self.opts.setdefault("extra", 0)
         super().setup(layers)
 
-    def forward(self, x: np.ndarray, net: Network) -> np.ndarray:
+    def forward(self, x: np.ndarray, net: RunState) -> np.ndarray:
         # x (N, C, H, W) -> (N, *out_shape): AH's genuine space-to-depth (output channel
         # off*C + k at (j, i) reads channel k at (j*s + off//s, i*s + off%s)). reverse=1 is
         # its exact inverse, depth-to-space; AH calls the permutation with the output dims
@@ -104,7 +104,7 @@ class Reorg3d(Reorg):
             return depth_to_space(x, self.stride)
         return space_to_depth(x, self.stride)
 
-    def backward(self, dy: np.ndarray | None, net: Network) -> np.ndarray | None:
+    def backward(self, dy: np.ndarray | None, net: RunState) -> np.ndarray | None:
         if dy is None:
             return None
         from ..kernels.reorg import depth_to_space_backward, space_to_depth_backward

@@ -9,7 +9,7 @@ from ..options import Opt
 from .base import Layer, register
 
 if TYPE_CHECKING:
-    from ..network import Network
+    from .base import RunState
 
 
 @register
@@ -44,7 +44,7 @@ class Route(Layer):
             total += c // g
         self.out_shape = (total, h0, w0)
 
-    def forward(self, x: np.ndarray, net: Network) -> np.ndarray:
+    def forward(self, x: np.ndarray, net: RunState) -> np.ndarray:
         # sources (N, c_i, H, W) -> (N, sum c_i / groups, H, W): channel slice `group_id`
         # of each source (AH groups; a contiguous piece of the flat buffer), concatenated
         # in the listed order. Always a copy, as Darknet copies.
@@ -55,7 +55,7 @@ class Route(Layer):
             parts.append(y[:, self.group_id * step:(self.group_id + 1) * step])
         return np.concatenate(parts, axis=1)
 
-    def backward(self, dy: np.ndarray | None, net: Network) -> np.ndarray | None:
+    def backward(self, dy: np.ndarray | None, net: RunState) -> np.ndarray | None:
         # each source gets its slice of dy back in its group's channels (zeros in the
         # others). Route reads only its sources, so nothing flows to the previous layer
         # unless it is one of them (then it gets its share through add_grad like the rest).

@@ -1,15 +1,10 @@
 """[sam] (AH): element-wise product of the previous layer and an earlier one."""
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from ..activations import ACTIVATIONS
 from ..options import Opt
+from ._product import Product
 from .base import register
-from .scale_channels import Product
-
-if TYPE_CHECKING:
-    pass
 
 
 @register

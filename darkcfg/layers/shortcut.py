@@ -10,7 +10,7 @@ from ..options import Opt
 from .base import Layer, dims, register
 
 if TYPE_CHECKING:
-    from ..network import Network
+    from .base import RunState
 
 
 @register
@@ -62,7 +62,7 @@ class Shortcut(Layer):
         elif wt == "per_channel":
             self.nweights = (len(self.sources) + 1) * c
 
-    def forward(self, x: np.ndarray, net: Network) -> np.ndarray:
+    def forward(self, x: np.ndarray, net: RunState) -> np.ndarray:
         # x (N, C, H, W) -> same shape, activation applied last.
         from ..kernels.activations import activate, needs_input
         from ..kernels.shortcut import shortcut_mix, shortcut_sum
@@ -84,7 +84,7 @@ class Shortcut(Layer):
             self._pre = out.copy() if needs_input(self.activation) and not done else None
         return out if done else activate(out, self.activation)
 
-    def backward(self, dy: np.ndarray | None, net: Network) -> np.ndarray | None:
+    def backward(self, dy: np.ndarray | None, net: RunState) -> np.ndarray | None:
         # Through the activation first, in place: dy becomes Darknet's delta of this layer
         # (the gradient at the sum; reference case train_resid, delta_003). Then the
         # transpose of the forward: alpha * it to the previous layer where mixed, beta * it

@@ -10,12 +10,13 @@ from .base import Layer, register
 from .cost import layer_truth, loss_gradient
 
 if TYPE_CHECKING:
-    from ..network import Network
+    from .base import RunState
 
 
 @register
 class Softmax(Layer):
     type = "softmax"
+    aliases = ("soft",)
     doc = "softmax over `groups` contiguous chunks of the flat input; cross-entropy loss"
     options = {
         "groups": Opt("int", 1, "independent softmaxes over inputs/groups values", min=1),
@@ -32,7 +33,7 @@ class Softmax(Layer):
                              f"received groups={g}", "groups")
         self.groups, self.temperature = g, self.opts["temperature"]
 
-    def forward(self, x: np.ndarray, net: Network) -> np.ndarray:
+    def forward(self, x: np.ndarray, net: RunState) -> np.ndarray:
         # x (N, C, H, W) -> same shape: a softmax over each of `groups` contiguous chunks of
         # the flat per-sample buffer, logits divided by `temperature` (case `softmax`).
         # Training with a truth (unless noloss): the cross-entropy, `cost` = sum of -ln(p)
@@ -44,7 +45,7 @@ class Softmax(Layer):
             self.cost, self._grad = softmax_cross_entropy(out, layer_truth(self, net, out))
         return out
 
-    def backward(self, dy: np.ndarray | None, net: Network) -> np.ndarray | None:
+    def backward(self, dy: np.ndarray | None, net: RunState) -> np.ndarray | None:
         # Darknet's: p - t plus the arriving gradient unchanged, no softmax Jacobian (also
         # with a temperature, and with noloss the layer is a pass-through)
         return loss_gradient(self, dy)

@@ -9,7 +9,7 @@ from ..options import Opt
 from .base import Layer, dims, register
 
 if TYPE_CHECKING:
-    from ..network import Network
+    from .base import RunState
 
 
 @register
@@ -36,7 +36,7 @@ class Upsample(Layer):
                                  f"{-s}; the input is {w} x {h}", "stride")
             self.out_shape = (c, h // -s, w // -s)
 
-    def forward(self, x: np.ndarray, net: Network) -> np.ndarray:
+    def forward(self, x: np.ndarray, net: RunState) -> np.ndarray:
         # x (N, C, H, W) -> (N, *out_shape): nearest neighbour times scale; a negative
         # stride sums each block times scale (case `upsample_reorg`).
         from ..kernels.resample import downsample_sum, upsample
@@ -44,7 +44,7 @@ class Upsample(Layer):
             return upsample(x, self.stride, self.scale)
         return downsample_sum(x, -self.stride, self.scale)
 
-    def backward(self, dy: np.ndarray | None, net: Network) -> np.ndarray | None:
+    def backward(self, dy: np.ndarray | None, net: RunState) -> np.ndarray | None:
         # upsample: scale * the sum over each s x s block of dy; downsample: scale * dy
         # copied to every cell of its block
         if dy is None:
