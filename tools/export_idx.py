@@ -44,7 +44,7 @@ def _source_files(folder: Path, prefix: str) -> tuple[Path, Path]:
 
 
 def darknet_matches(path: str, labels: list[str]) -> int:
-    """How many labels Darknet would find in `path` (substring search, §10.2)."""
+    """How many labels Darknet would find in `path` (src/data.c: fill_truth's strstr)."""
     return sum(lab in path for lab in labels)
 
 

@@ -1,6 +1,7 @@
 """Images for training: channel conversion, Darknet's classifier sizing and augmentation
-(random crop/scale, aspect, rotation, flip, exposure/saturation/hue; training.md §10.3),
-all driven by a numpy Generator so runs are reproducible."""
+(random crop/scale, aspect, rotation, flip, exposure/saturation/hue; pjreddie's
+src/data.c: load_image_augment_paths, src/image.c: random_augment_image and
+random_distort_image), all driven by a numpy Generator so runs are reproducible."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -29,7 +30,8 @@ def to_channels(x: np.ndarray, c: int, source: str) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Augment:
-    """Training augmentation of Darknet's classifier (training.md §10.3, §11).
+    """Training augmentation of Darknet's classifier (see the module docstring); its [net]
+    keys are read in src/parser.c: parse_net_options.
 
     low/high: the crop's shorter side in pixels before it is fitted to the network
     (P: min_crop..max_crop, default width..2*width, or min_ratio/max_ratio x width).

@@ -1,7 +1,8 @@
 """Classifier datasets: `.data` files, image lists with labels from paths, IDX and .npz
 arrays, Darknet's training augmentation, and a shuffled batch iterator.
 
-The `.data` file (training.md §10.1) has a cfg's `key=value` syntax without sections.
+The `.data` file (Darknet's src/option_list.c: read_data_cfg, read by src/classifier.c:
+train_classifier) has a cfg's `key=value` syntax without sections.
 Keys darkcfg reads:
 
     classes = 10                # number of classes (= the network's outputs)
@@ -35,11 +36,13 @@ they are when their size is the network's; image files are sized like Darknet's
 classifier (training: random crop/scale/rotation; validation: shorter side resized to the
 network width, then a centre crop).
 
-Label matching fixes Darknet's substring trap (§10.2): a label matches an image when it
-equals a folder name of the path (folders holding the list file itself do not count) or
-a whole word of the file name, words being separated by anything but letters and digits
-(`123_cat.png` is a cat; `/data/train/` is not `rain`, `category` is not `cat`). No match
-or several matches is an error naming the image and the candidates.
+Label matching fixes Darknet's substring trap (src/data.c: fill_truth takes any label
+found by strstr in the path; README, "Deliberate differences from Darknet"): a label
+matches an image when it equals a folder name of the path (folders holding the list file
+itself do not count) or a whole word of the file name, words being separated by anything
+but letters and digits (`123_cat.png` is a cat; `/data/train/` is not `rain`, `category`
+is not `cat`). No match or several matches is an error naming the image and the
+candidates.
 """
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Activations and their gradients (cfg-format.md §8), in place on float32 arrays.
+"""Activations and their gradients, in place on float32 arrays (Darknet's src/activations.c:
+activate_array, gradient_array; AlexeyAB's adds gradient_array_swish, _mish, _hard_mish).
 
 Public API:
     activate(x, name)           x (N, C, H, W) or any shape; in place, returns x
@@ -7,8 +8,9 @@ Public API:
 
 Darknet's classic activations differentiate from the OUTPUT y (P `gradient_array`);
 mish, hard_mish and swish (AH) from the stored pre-activation input x; darkcfg does the
-same for gelu (AH evaluate gelu's derivative at y, a bug: DECISIONS §3). A layer that
-trains keeps a copy of x before `activate` when `needs_input(name)`.
+same for gelu (AH's gradient_array hands gelu_gradient the output y, a bug: README,
+"Deliberate differences from Darknet"). A layer that trains keeps a copy of x before
+`activate` when `needs_input(name)`.
 
 Scalars are computed in float64 and rounded once: P's formulas are C `double`
 expressions on a float argument (`1./(1. + exp(-x))`), so this is what Darknet computes.
@@ -69,8 +71,9 @@ def _f(x: float, code: int) -> float:
     if code == RAMP:
         return max(0.0, x) + 0.1 * x
     if code == TANH:
-        # P's (e^2x - 1)/(e^2x + 1) is NaN once e^2x overflows (x > ~354 in double);
-        # tanh(x) is exactly 1.0 in float32 long before that (DECISIONS §3).
+        # P's (e^2x - 1)/(e^2x + 1) (src/activations.h: tanh_activate) is NaN once e^2x
+        # overflows (x > ~354 in double); tanh(x) is exactly 1.0 in float32 long before
+        # that, so darkcfg returns 1.0 there.
         if x > 20.0:
             return 1.0
         e = math.exp(2.0 * x)
@@ -320,7 +323,8 @@ def _normalize_channels(x, code):
 
 @pjit
 def _normalize_channels_gradient(dy, y, code):
-    # dy, y (N, C, P); dy in place. AH's rule (not the true Jacobian): per pixel
+    # dy, y (N, C, P); dy in place. AlexeyAB's rule (src/activations.c:
+    # gradient_array_normalize_channels[_softmax], not the true Jacobian): per pixel
     # g = sum_k y_k dy_k, then dy_k *= g (for normalize_channels only where y_k > 0).
     N, C, P = dy.shape
     for t in prange(N * P):

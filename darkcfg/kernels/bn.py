@@ -4,8 +4,8 @@
     bn_inference(x, scales, mean, variance, biases, dialect)
         x = (x - mean) / D(variance) * scales + biases    per channel c
 
-D is Darknet's denominator (DECISIONS §2): `sqrt(var) + 1e-6` for 'pjreddie' (the
-reference cases), `sqrt(var + 1e-5)` for 'alexeyab'.
+D is Darknet's denominator (src/blas.c: normalize_cpu of each lineage): `sqrt(var) + 1e-6`
+for 'pjreddie' (the reference cases), `sqrt(var + 1e-5)` for 'alexeyab'.
 """
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Batch normalisation in training (training.md §5) and per-channel bias gradients.
+"""Batch normalisation in training (Darknet's src/batchnorm_layer.c: forward_batchnorm_layer,
+backward_batchnorm_layer) and per-channel bias gradients.
 
 Arrays are (N, C, P) views: per channel c the statistics run over the N*P values of the
 mini-batch (P = H*W; 1 for [connected]). Public API:
@@ -6,7 +7,7 @@ mini-batch (P = H*W; 1 for [connected]). Public API:
     forward(x, scales, biases, rolling_mean, rolling_variance, dialect, xhat)
         x = scales * xhat + biases in place, xhat = (x - mean) / D(var) with the batch
         mean and the UNBIASED batch variance; rolling stats <- 0.99 rolling + 0.01 batch
-        stat (both dialects, DECISIONS §2); returns (mean, var) float32 (C,)
+        stat (both dialects; see MOMENTUM); returns (mean, var) float32 (C,)
     backward(dy, xhat, scales, var, dialect, gscales, gbiases, exact=False)
         gscales += sum dy*xhat, gbiases += sum dy; dy <- dLoss/d(x) in place
     bias_grad(dy, gbiases)            gbiases += sum of dy over (N, P)
@@ -16,8 +17,9 @@ derivative of its forward: the variance's chain term divides by N where the forw
 variance divides by N - 1, and P's backward uses sqrt(var + 1e-5) where its forward
 divides by sqrt(var) + 1e-6. Reference cases train_small and train_resid pin both (the
 N - 1 form is ~0.5 % off at N = 144). darkcfg follows that rule; for 'alexeyab' the
-backward uses sqrt(var + 1e-5) throughout, the denominator of its own forward (A/H CPU
-divide the delta by sqrt(var) + 1e-5, an inconsistency: DECISIONS §3). `exact=True`
+backward uses sqrt(var + 1e-5) throughout, the denominator of its own forward (AH's CPU
+normalize_delta_cpu divides the delta by sqrt(var) + 1e-5, an inconsistency: README,
+"Deliberate differences from Darknet"). `exact=True`
 gives the true derivative of the forward instead, for finite-difference checks.
 """
 from __future__ import annotations
@@ -29,7 +31,9 @@ from .activations import LEAKY, LINEAR, LOGISTIC, RELU, _f, _g
 from .bn import bn_denominator
 from .config import check_f32, jit, pjit, pjit_sums
 
-MOMENTUM = 0.99                  # rolling = 0.99 rolling + 0.01 batch stat (DECISIONS §2)
+# rolling = 0.99 rolling + 0.01 batch stat in both dialects: pjreddie's forward_batchnorm_layer
+# and AlexeyAB's GPU path use .99 (AH's CPU path uses .9; the networks were trained on GPUs)
+MOMENTUM = 0.99
 EPS = np.float32(1e-5)           # Darknet's .00001f in the backward
 
 

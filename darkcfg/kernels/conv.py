@@ -396,8 +396,9 @@ def conv2d(x: np.ndarray, weights: np.ndarray, *, sy: int = 1, sx: int = 1, pad:
     are per thread, kernels.parallel.scratch). The batch's output columns are cut into
     tiles (kernels.parallel tasks): each task gathers its tile's patches, runs one
     single-threaded GEMM and stores the tile with the tail applied. A 1x1 kernel at
-    stride 1 without padding reads x directly (P also skips im2col for strided or padded
-    1x1 convs, which is wrong there: DECISIONS §3).
+    stride 1 without padding reads x directly (P's forward_convolutional_layer also skips
+    im2col for strided or padded 1x1 convs, which is wrong there: README, "Deliberate
+    differences from Darknet").
 
     `cache` (a dict the caller keeps between calls) allows Winograd F(2x2, 3x3) for the
     3x3 stride-1 convs where it pays (`winograd_pays`); it holds the transformed filters,

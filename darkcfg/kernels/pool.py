@@ -1,7 +1,8 @@
 """Pooling: Darknet's windowed max and average pools, channel max pool, global average,
 each with its backward (dLoss/d(input) from dLoss/d(output)) after the wrappers.
 
-Window geometry (cfg-format.md §5.4, reference case `pooling`): `padding` is the TOTAL
+Window geometry (Darknet's src/maxpool_layer.c: make_maxpool_layer, forward_maxpool_layer;
+the reference case `pooling` of tests/test_reference_forward.py): `padding` is the TOTAL
 padding, the window for output (i, j) starts at (i*stride_y - padding//2,
 j*stride_x - padding//2), and cells outside the image are skipped.
 """

@@ -1,7 +1,7 @@
 """Darknet's reorg permutation and the space-to-depth / depth-to-space built on it.
 
 Everything is one flat permutation `perm(W, H, C, s)` of a sample's W*H*C values
-(cfg-format.md §5.10): for k < C, j < H, i < W with C' = C / s^2, off = k // C',
+(Darknet's src/blas.c: reorg_cpu): for k < C, j < H, i < W with C' = C / s^2, off = k // C',
   src = i + W*(j + H*k),  dst = (i*s + off % s) + W*s*((j*s + off // s) + H*s*(k % C')).
 Forward moves x[src] to out[dst]; backward moves x[dst] to out[src]. Every function here
 is a permutation, so its gradient is the inverse permutation (`*_backward` below).

@@ -1,4 +1,5 @@
-"""The training chart (AH Darknet's chart.png, training.md §10.4) drawn with Pillow only:
+"""The training chart (AlexeyAB Darknet's chart.png, src/image_opencv.cpp: draw_train_chart,
+draw_train_loss) drawn with Pillow only:
 loss and average loss per iteration, validation accuracy on a right-hand axis.
 
     draw_chart("backup/chart.png", iterations, losses, avg_losses,
