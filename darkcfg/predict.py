@@ -68,13 +68,10 @@ def top_k(output: np.ndarray, k: int) -> list[tuple[int, float]]:
     return [(int(i), float(flat[i])) for i in order]
 
 
-# Layers whose output is a box grid, not class scores (`darkcfg detect` reads them).
-DETECTOR_HEADS = ("yolo", "region", "detection", "Gaussian_yolo")
-
-
 def detector_head(graph: Graph) -> Layer | None:
-    """The first detection head of the network, if it has one."""
-    return next((lay for lay in graph.layers if lay.type in DETECTOR_HEADS), None)
+    """The first detection head of the network (a layer with `is_head`: its output is a
+    box grid, not class scores; `darkcfg detect` reads it), if it has one."""
+    return next((lay for lay in graph.layers if lay.is_head), None)
 
 
 def raw_output_reason(graph: Graph) -> str | None:

@@ -14,16 +14,12 @@ from PIL import Image
 
 from darkcfg.detection.detect import (
     Detection,
-    correct_boxes,
     detect,
     detections,
-    diou_nms_score,
-    iou,
-    letterbox_size,
     network_boxes,
     nms_kind,
-    nms_sort,
 )
+from darkcfg.geometry import correct_boxes, diou_nms_score, iou, letterbox_size, nms_sort
 from darkcfg.graph import load_graph
 
 from . import naive_detect as naive
@@ -293,7 +289,7 @@ def test_letterbox_size_and_correction_examples():
 def test_nms_is_stable_and_keeps_every_entry():
     # three equal boxes with equal probs: the first (in array order) survives
     xywh = np.array([[0.5, 0.5, 0.2, 0.2]] * 3 + [[0.1, 0.1, 0.1, 0.1]], np.float32)
-    from darkcfg.detection.detect import Boxes
+    from darkcfg.geometry import Boxes
     probs = np.array([[0.6, 0], [0.6, 0.7], [0.6, 0.9], [0, 0.8]], np.float32)
     boxes = Boxes(xywh, np.array([0.9, 0.8, 0.95, 0.85], np.float32), probs, np.arange(4))
     after = nms_sort(boxes, 0.45)
@@ -314,7 +310,7 @@ def test_diou_nms_keeps_overlapping_boxes_with_distant_centres():
     d = diou_nms_score(a, b, 0.6)
     np.testing.assert_allclose(d, [0.6 - (0.0025 / 0.2225) ** 0.6, 0.6 - (0.01 / 0.29) ** 0.6],
                                rtol=1e-5)
-    from darkcfg.detection.detect import Boxes
+    from darkcfg.geometry import Boxes
     xywh = np.vstack([a, b[1]])
     boxes = Boxes(xywh, np.ones(2, np.float32), np.array([[0.9], [0.8]], np.float32),
                   np.arange(2))
@@ -336,7 +332,7 @@ def test_pixel_box_truncates_and_clips_like_darknet():
 
 
 def test_detections_list_every_surviving_class_in_darknet_order():
-    from darkcfg.detection.detect import Boxes
+    from darkcfg.geometry import Boxes
     boxes = Boxes(np.array([[0.5, 0.5, 0.1, 0.1], [0.2, 0.2, 0.1, 0.1]], np.float32),
                   np.array([0.9, 0.8], np.float32),
                   np.array([[0, 0.7, 0.6], [0.75, 0, 0]], np.float32), np.array([1, 0]))

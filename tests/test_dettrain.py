@@ -181,7 +181,6 @@ def test_a_tiny_yolo_learns_to_find_squares(tmp_path):
 def test_yolo_fashion_cfg_and_data_file():
     from darkcfg.data.detection import DetAugment
     from darkcfg.schedule import check_schedule
-    from darkcfg.train.detector import head_jitter
 
     from .conftest import ROOT
     path = ROOT / "cfg" / "yolo_fashion.cfg"
@@ -196,7 +195,7 @@ def test_yolo_fashion_cfg_and_data_file():
     opts = g.net.opts
     check_schedule(opts, g.net.section)
     assert 12 <= opts["max_batches"] * opts["batch"] / 4000 <= 20      # epochs
-    aug = DetAugment.from_net(opts, head_jitter(heads[-1]))
+    aug = DetAugment.from_net(opts, heads[-1].opts["jitter"])
     assert (aug.jitter, aug.flip, aug.hue, aug.saturation) == (0.2, True, 0.0, 1.0)
     text = (ROOT / "cfg" / "yolo_fashion.data").read_text()
     # (the data it names exists only after tools/make_detection_dataset.py)

@@ -14,9 +14,9 @@ from darkcfg.detection.evaluate import (
     evaluate,
     evaluate_network,
     format_report,
-    iou_matrix,
     read_image_list,
 )
+from darkcfg.geometry import iou_matrix
 
 POINTS = len(RECALL_POINTS)             # 101
 ONE = pytest.approx(1.0, abs=1e-12)     # COCO's precision is tp / (tp + fp + 2.2e-16)

@@ -32,6 +32,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..geometry import iou_matrix
+
 if TYPE_CHECKING:
     from ..network import Network
 
@@ -70,20 +72,6 @@ class MapResult:
     @property
     def map50_95(self) -> float:
         return float(np.mean([c.ap for c in self.per_class])) if self.per_class else 0.0
-
-
-def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of boxes a (N, 4) with boxes b (M, 4), centre format x, y, w, h -> (N, M),
-    float64; 0 where the boxes do not overlap."""
-    a = np.asarray(a, np.float64).reshape(-1, 4)
-    b = np.asarray(b, np.float64).reshape(-1, 4)
-    a0, a1 = a[:, None, :2] - a[:, None, 2:] / 2, a[:, None, :2] + a[:, None, 2:] / 2
-    b0, b1 = b[None, :, :2] - b[None, :, 2:] / 2, b[None, :, :2] + b[None, :, 2:] / 2
-    side = np.minimum(a1, b1) - np.maximum(a0, b0)                  # (N, M, 2)
-    inter = np.where((side > 0).all(axis=2), side[..., 0] * side[..., 1], 0.0)
-    union = (a[:, 2] * a[:, 3])[:, None] + (b[:, 2] * b[:, 3])[None, :] - inter
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(inter > 0, inter / union, 0.0)
 
 
 def match(ious: np.ndarray, threshold: float) -> np.ndarray:

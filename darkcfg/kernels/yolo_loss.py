@@ -37,7 +37,11 @@ def _overlap(x1, w1, x2, w2):
 
 @jit
 def _iou(ax, ay, aw, ah, bx, by, bw, bh):
-    # Darknet's box_iou on centre/size boxes
+    # Darknet's box_iou on centre/size boxes (src/box.c: box_iou). The NumPy reference is
+    # darkcfg/geometry.py: iou (NMS) / iou_matrix (mAP); this copy exists because a
+    # nopython kernel cannot call them. Unlike geometry.iou it computes in float64 (Numba
+    # promotes `w / 2`) and keeps Darknet's plain division (0/0 is NaN, which compares
+    # False everywhere it is used), as the reference training cases pin it.
     w = _overlap(ax, aw, bx, bw)
     h = _overlap(ay, ah, by, bh)
     inter = 0.0 if (w < 0 or h < 0) else w * h

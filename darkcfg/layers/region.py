@@ -5,6 +5,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..geometry import F32, F64, Boxes, anchor_pairs, gate
 from ..options import Opt
 from .base import Layer, register
 
@@ -29,11 +30,14 @@ class Region(Layer):
         "noobject_scale": Opt("float", 1.0, "no-object loss weight"),
         "class_scale": Opt("float", 1.0, "class loss weight"),
         "coord_scale": Opt("float", 1.0, "box loss weight"),
+        "jitter": Opt("float", 0.2, "training crop: each side moves by up to this fraction",
+                      min=0),
         "tree": Opt("str", None, "softmax tree (YOLO9000; not computed)"),
         "map": Opt("str", None, "class map (YOLO9000; not computed)"),
     }
-    quiet = frozenset({"jitter", "random", "absolute", "max", "log", "sqrt", "mask_scale",
+    quiet = frozenset({"random", "absolute", "max", "log", "sqrt", "mask_scale",
                        "focal_loss"})
+    is_head = True
 
     def setup(self, layers):
         o = self.opts
@@ -75,6 +79,36 @@ class Region(Layer):
         if net.train and net.truth is not None:
             self._loss(out.reshape(n, self.num, k, h, w), net)
         return out.reshape(x.shape)
+
+    # --- detection ----------------------------------------------------------------------
+    def decode(self, out: np.ndarray, net_w: int, net_h: int, thresh: float) -> Boxes:
+        """Darknet's get_region_detections before correct_region_boxes
+        (src/region_layer.c): all W*H*num entries, anchor-major (n*W*H + cell), boxes
+        relative to the network input (anchors are in grid cells, so net_w and net_h are
+        not needed). Objectness (and so every prob) is 0 unless objectness > thresh.
+
+        out: this head's activated output for one image, (num*(coords+1+classes), H, W)
+        or flat.
+        """
+        _, lh, lw = self.out_shape
+        anchors = anchor_pairs(self.anchors, self.num)
+        n, k, hw = self.num, self.coords + 1 + self.classes, lh * lw
+        e = np.asarray(out, dtype=F32).reshape(n, k, hw).transpose(0, 2, 1).reshape(n * hw, k)
+        cell = np.tile(np.arange(hw), n)
+        anc = np.repeat(np.arange(n), hw)
+        col = (cell % lw).astype(F32)
+        row = (cell // lw).astype(F32)
+        xywh = np.empty((len(e), 4), F32)
+        xywh[:, 0] = (col + e[:, 0]) / F32(lw)
+        xywh[:, 1] = (row + e[:, 1]) / F32(lh)
+        xywh[:, 2] = np.exp(e[:, 2].astype(F64)) * anchors[anc, 0].astype(F64) / lw
+        xywh[:, 3] = np.exp(e[:, 3].astype(F64)) * anchors[anc, 1].astype(F64) / lh
+        th = F32(thresh)
+        scale = e[:, self.coords]
+        obj = np.where(scale > th, scale, F32(0)).astype(F32)
+        probs = gate(scale[:, None] * e[:, self.coords + 1:], th)
+        probs[obj == 0] = 0
+        return Boxes(xywh, obj, probs, np.arange(len(e)))
 
     # --- training -----------------------------------------------------------------------
     def _loss(self, out: np.ndarray, net: RunState) -> None:

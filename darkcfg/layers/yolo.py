@@ -5,6 +5,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..geometry import F32, F64, Boxes, anchor_pairs, gate
 from ..options import Opt
 from ._detection_head import detection_stats, detection_truth
 from .base import Layer, register
@@ -14,7 +15,7 @@ if TYPE_CHECKING:
 
 # Detector-training and tracking knobs darkcfg accepts without modelling (DECISIONS §1).
 YOLO_QUIET = frozenset({
-    "jitter", "random", "resize", "focal_loss", "max_delta", "objectness_smooth",
+    "random", "resize", "focal_loss", "max_delta", "objectness_smooth",
     "counters_per_class", "label_smooth_eps", "track_history_size", "track_ciou_norm",
     "sim_thresh", "dets_for_track", "dets_for_show", "embedding_layer", "show_details",
     "map", "uc_normalizer", "yolo_point", "iou_thresh_kind", "stretch_sway", "rotate",
@@ -33,6 +34,8 @@ class Yolo(Layer):
         "ignore_thresh": Opt("float", 0.5, "no objectness loss above this IoU"),
         "truth_thresh": Opt("float", 1.0, "IoU making a prediction a positive"),
         "max": Opt("int", 90, "max truth boxes per image", min=1),
+        "jitter": Opt("float", 0.2, "training crop: each side moves by up to this fraction",
+                      min=0),
         "scale_x_y": Opt("float", 1.0, "x,y scaling (AH)"),
         "new_coords": Opt("int", 0, "scaled-YOLOv4 box coding (AH)", min=0),
         "iou_loss": Opt("str", "mse", "box loss (AH)",
@@ -47,6 +50,7 @@ class Yolo(Layer):
         "beta_nms": Opt("float", 0.6, "DIoU-NMS beta (AH)"),
     }
     quiet = YOLO_QUIET
+    is_head = True
     per_anchor = 5          # x, y, w, h, objectness
 
     def setup(self, layers):
@@ -104,6 +108,39 @@ class Yolo(Layer):
         if net.train and net.truth is not None:
             self._loss(out.reshape(n, a, c // a, h, w), net)
         return out.reshape(x.shape)
+
+    # --- detection ----------------------------------------------------------------------
+    def decode(self, out: np.ndarray, net_w: int, net_h: int, thresh: float) -> Boxes:
+        """Darknet's get_yolo_detections before correct_yolo_boxes (src/yolo_layer.c):
+        boxes relative to the network input.
+
+        out: this head's activated output for one image, (A*(5+classes), H, W) or flat
+        (scale_x_y and the logistic are already applied by `forward`, as AH does in
+        forward_yolo_layer). Only entries with objectness > thresh are listed, cell-major
+        (cell = row*W + col), then by anchor. The float32/float64 mix is Darknet's.
+        """
+        _, lh, lw = self.out_shape
+        anchors = anchor_pairs(self.anchors, self.total)[self.mask]
+        a, k, hw = len(anchors), 5 + self.classes, lh * lw
+        t = np.asarray(out, dtype=F32).reshape(a, k, hw).transpose(2, 0, 1)   # (HW, A, K)
+        th = F32(thresh)
+        cell, anc = np.nonzero(t[:, :, 4] > th)          # row-major: Darknet's listing order
+        e = t[cell, anc]                                  # (N, K)
+        col = (cell % lw).astype(F32)
+        row = (cell // lw).astype(F32)
+        xywh = np.empty((len(e), 4), F32)
+        xywh[:, 0] = (col + e[:, 0]) / F32(lw)            # float32: (i + x) / lw
+        xywh[:, 1] = (row + e[:, 1]) / F32(lh)
+        aw, ah = anchors[anc, 0], anchors[anc, 1]
+        if self.opts["new_coords"]:                       # AH: x*x*4*bias/w, all float32
+            xywh[:, 2] = e[:, 2] * e[:, 2] * F32(4) * aw / F32(net_w)
+            xywh[:, 3] = e[:, 3] * e[:, 3] * F32(4) * ah / F32(net_h)
+        else:                                             # exp() and the division in double
+            xywh[:, 2] = np.exp(e[:, 2].astype(F64)) * aw.astype(F64) / net_w
+            xywh[:, 3] = np.exp(e[:, 3].astype(F64)) * ah.astype(F64) / net_h
+        obj = e[:, 4].copy()
+        probs = gate(obj[:, None] * e[:, 5:], th)
+        return Boxes(xywh, obj, probs, np.arange(len(e)))
 
     # --- training -----------------------------------------------------------------------
     def _loss(self, out: np.ndarray, net: RunState) -> None:

@@ -29,26 +29,16 @@ from .loop import (
     silent,
 )
 
-DETECTION_HEADS = ("yolo", "region")
-
 
 def is_detector(cfg_file: str, *, strict: bool = True) -> bool:
     """Whether the cfg's last layer is a detection head (cheap: no Numba, no weights)."""
     from ..graph import load_graph
-    return load_graph(cfg_file, strict=strict).layers[-1].type in DETECTION_HEADS
-
-
-def head_jitter(layer) -> float:
-    """The head's `jitter` (Darknet's default .2): read here, the layer does not model it."""
-    from ..options import Opt, parse_value
-    if "jitter" not in layer.section.entries:
-        return 0.2
-    return float(parse_value(layer.section, "jitter", Opt("float", 0.2, min=0)))
+    return load_graph(cfg_file, strict=strict).layers[-1].is_head
 
 
 def head_summary(net: Network) -> str:
     """'IoU .. R .. ' over the heads that saw truths in the last pass."""
-    heads = [lay for lay in net.layers if lay.type in DETECTION_HEADS and
+    heads = [lay for lay in net.layers if lay.is_head and
              getattr(lay, "stats", None) and lay.stats["count"]]
     if not heads:
         return ""
@@ -78,14 +68,14 @@ def train_detector(data_file: str, cfg_file: str, weights: str | None, opts: Tra
     data_cfg = read_data_config(data_file, strict=strict)
     graph = load_graph(cfg_file, strict=strict)
     head = graph.layers[-1]
-    if head.type not in DETECTION_HEADS:
+    if not head.is_head:
         raise DarkcfgError(f"{cfg_file}: the last layer is [{head.type}], not [yolo] or "
                            "[region]: train it as a classifier")
     net = Network(graph)
     netopts = graph.net.opts
     check_schedule(netopts, graph.net.section)
     for lay in graph.layers:
-        if lay.type in DETECTION_HEADS and lay.classes != data_cfg.classes:
+        if lay.is_head and lay.classes != data_cfg.classes:
             raise DarkcfgError(f"{data_file}: classes={data_cfg.classes} but layer "
                                f"{lay.index} [{lay.type}] of {cfg_file} (line "
                                f"{lay.section.line}) has classes={lay.classes}")
@@ -102,7 +92,7 @@ def train_detector(data_file: str, cfg_file: str, weights: str | None, opts: Tra
     base = Path(cfg_file).stem
     start = prepare_run(net, data_cfg, weights, opts, log, base=base,
                         max_batches=max_batches)
-    augment = DetAugment.from_net(netopts, head_jitter(head))
+    augment = DetAugment.from_net(netopts, head.opts["jitter"])
     n = len(train_set)
     boxes = sum(len(b) for b in train_set.boxes)
 
