@@ -105,8 +105,8 @@ def correct_boxes(xywh: np.ndarray, img_w: int, img_h: int, net_w: int,
 def iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Darknet's box_iou in float32 between one box a (4,) and boxes b (M, 4), centre
     format: intersection = product of the overlaps (0 if either is negative); union =
-    a.w*a.h + b.w*b.h - intersection. 0 where the intersection is 0 (AH's rule; P's 0/0
-    never suppresses either). NMS uses it."""
+    a.w*a.h + b.w*b.h - intersection. 0 where the intersection is 0 (AH's src/box.c:
+    box_iou; P's 0/0 never suppresses either). NMS uses it."""
     half = F32(2)
     ow = (np.minimum(a[0] + a[2] / half, b[:, 0] + b[:, 2] / half)
           - np.maximum(a[0] - a[2] / half, b[:, 0] - b[:, 2] / half))

@@ -9,7 +9,8 @@ from .cfg import Section
 from .options import Opt
 
 # Darknet's two lineages: pjreddie/darknet and AlexeyAB/darknet (their BN epsilon and a
-# few defaults differ)
+# few defaults differ). Comments abbreviate them P and AH (AlexeyAB and its hank-ai fork;
+# A or H alone when the two differ).
 DIALECTS = ("pjreddie", "alexeyab")
 
 POLICIES = ("constant", "step", "steps", "exp", "poly", "sigmoid", "random", "sgdr")
@@ -57,7 +58,8 @@ NET_OPTIONS = {
 }
 
 # Detector-training, GPU and tracking knobs of the AH lineage that change nothing darkcfg
-# computes on a CPU (DECISIONS §1).
+# computes on a CPU: accepted silently (a key that would change the math and that darkcfg
+# does not implement is an error instead).
 NET_QUIET = frozenset({
     "notruth", "clip", "blur", "gaussian_noise", "mixup", "cutmix", "mosaic", "letter_box",
     "mosaic_bound", "track", "augment_speed", "sequential_subdivisions", "try_fix_nan",

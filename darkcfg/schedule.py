@@ -1,4 +1,5 @@
-"""Darknet's learning-rate schedule (training.md §2): burn-in, then the [net] `policy`.
+"""Darknet's learning-rate schedule (src/network.c: get_current_rate): burn-in, then the
+[net] `policy`.
 
 The training loop calls `check_schedule` once (so a cfg problem is reported before any
 work is done, with file and line) and `learning_rate` at every weight update:

@@ -1,4 +1,5 @@
-"""Darknet's parameter update: SGD with momentum and weight decay (training.md §4).
+"""Darknet's parameter update: SGD with momentum and weight decay (src/convolutional_layer.c:
+update_convolutional_layer, src/connected_layer.c: update_connected_layer).
 
 Darknet keeps, per array, an update buffer U holding minus the summed gradient plus the
 momentum carry. With G the true gradient summed over the B images of one update:

@@ -56,7 +56,8 @@ class Header:
 
     @property
     def dialect(self) -> str:
-        # DECISIONS §2: revision >= 5 (AlexeyAB's 0.2.5) means the alexeyab dialect
+        # revision >= 5 (AlexeyAB's 0.2.5) means the alexeyab dialect (its BN denominator,
+        # the [batchnorm] layout), unless a dialect was given
         return "alexeyab" if (self.major, self.minor) == (0, 2) and self.revision >= 5 \
             else "pjreddie"
 
@@ -78,7 +79,8 @@ class Header:
                 out.append(f"header field {field} = {value} is negative: no Darknet writes "
                            "that, the header (first 12 bytes) is probably damaged")
             elif value > 1000 and field != "revision":
-                # Darknet's `transpose` rule; no current writer sets it (weights-format §2)
+                # Darknet's `transpose` rule (src/parser.c: load_weights_upto); no current
+                # writer sets it
                 out.append(f"header field {field} = {value} is > 1000, so [connected] "
                            "weights are read transposed ([input][output]) as Darknet does: "
                            "either this is an old transposed file or a damaged header (if "
@@ -109,7 +111,7 @@ def read_header(path: str | os.PathLike) -> Header:
         raise WeightsError(f"{path}: {len(head)} bytes is too short for a .weights header "
                            "(16 or 20 bytes)")
     major, minor, revision = (int(v) for v in np.frombuffer(head[:12], "<i4"))
-    # AH's rule (weights-format.md §2): 8-byte `seen` from version 0.2 on
+    # AH's rule (src/parser.c: load_weights_upto): 8-byte `seen` from version 0.2 on
     if major * 10 + minor >= 2:
         if len(head) < 20:
             raise WeightsError(f"{path}: {len(head)} bytes is too short for a version "

@@ -1,6 +1,7 @@
 """The training targets of the detection heads [yolo] and [region].
 
-Both kernels walk Darknet's two passes over one image (reference/README.md "Detection"):
+Both kernels walk Darknet's two passes over one image (src/yolo_layer.c:
+forward_yolo_layer, src/region_layer.c: forward_region_layer):
 first every cell and anchor (objectness against the best IoU with any truth), then every
 truth in order (its best anchor gets box, objectness and class targets; a later truth
 overwrites an earlier one). They do not write deltas directly: they fill, for every

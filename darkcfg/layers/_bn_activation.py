@@ -107,8 +107,9 @@ class BNActivation:
 
 
 def check_bn_batch(layer: Layer, z: np.ndarray) -> None:
-    """The unbiased batch variance needs 2 values per channel (Darknet divides 0 by 0:
-    DECISIONS §3)."""
+    """The unbiased batch variance needs 2 values per channel (Darknet's src/blas.c:
+    variance_cpu divides by batch*spatial - 1 = 0 and gives NaN; README, "Deliberate
+    differences from Darknet")."""
     from ..kernels import bn_train
     if bn_train.values_per_channel(z) < 2:
         n, _, h, w = z.shape

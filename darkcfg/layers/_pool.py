@@ -15,7 +15,8 @@ POOL_OPTIONS = {
 
 
 class Pool(Layer):
-    """Shared shape rule of [maxpool] and [local_avgpool] (cfg-format.md §5.4)."""
+    """Shared shape rule of [maxpool] and [local_avgpool] (Darknet's src/maxpool_layer.c:
+    make_maxpool_layer)."""
 
     def setup(self, layers):
         o = self.opts

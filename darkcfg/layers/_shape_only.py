@@ -1,4 +1,5 @@
-"""Helpers of the sections darkcfg sizes and summarises but does not compute (DECISIONS §7):
+"""Helpers of the sections darkcfg sizes and summarises but does not compute (refused by
+name when run; README, "Deliberate differences from Darknet"):
 their activation key, the sizes of [connected] sub-layers, and the recurrent base of
 [rnn], [gru] and [lstm] (Darknet's src/rnn_layer.c, gru_layer.c, lstm_layer.c: make_*).
 
@@ -23,7 +24,8 @@ def connected_row(n_in: int, n_out: int) -> str:
 
 
 class Recurrent(Layer):
-    """[rnn], [gru], [lstm]: stacks of connected sub-layers (weights-format.md §3.8)."""
+    """[rnn], [gru], [lstm]: stacks of connected sub-layers (their weights in Darknet's
+    src/parser.c: load_weights_upto, one connected block per sub-layer)."""
     runnable = False
     options = {
         "output": Opt("int", 1, "output units", min=1),

@@ -27,7 +27,8 @@ Shape = tuple[int, int, int]          # (c, h, w), Darknet's planar order
 
 REGISTRY: dict[str, type[Layer]] = {}
 
-# Keys every layer section accepts (cfg-format.md §3).
+# Keys every layer section accepts (read for any section by Darknet's src/parser.c:
+# parse_network_cfg).
 COMMON = {
     "learning_rate": Opt("float", 1.0, "multiplier on the [net] learning rate", min=0),
     "stopbackward": Opt("int", 0, "no gradient reaches this layer or earlier ones", min=0),
@@ -85,7 +86,8 @@ class Layer:
     options: ClassVar[dict[str, Opt]] = {}
     quiet: ClassVar[frozenset[str]] = frozenset()
     doc: ClassVar[str] = ""
-    # False for sections darkcfg can size and summarise but not compute (DECISIONS §7).
+    # False for sections darkcfg can size and summarise but not compute (refused by name
+    # when the network is run; README, "Deliberate differences from Darknet").
     runnable: ClassVar[bool] = True
     # True for detection heads: the output is a grid of boxes, `decode(out, net_w, net_h,
     # thresh) -> geometry.Boxes` reads them (layers/yolo.py, layers/region.py).
@@ -191,8 +193,9 @@ class Layer:
         self.updates = {k: np.zeros_like(v) for k, v in self.grads.items()}
 
     def init_params(self, rng: np.random.Generator) -> None:
-        """Darknet's initialisation for training from scratch (training.md §9): weights
-        scaled by sqrt(2/fan_in); biases 0; BN scales 1, rolling mean 0, variance 0."""
+        """Darknet's initialisation for training from scratch (e.g. src/convolutional_layer.c:
+        make_convolutional_layer): weights scaled by sqrt(2/fan_in); biases 0; BN scales 1,
+        rolling mean 0, variance 0."""
         for name, arr in self.params.items():
             if name == "weights":
                 fan_in = max(1, int(np.prod(arr.shape[1:])))

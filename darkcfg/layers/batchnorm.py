@@ -25,7 +25,7 @@ class Batchnorm(Layer):
     def param_shapes(self):
         c = self.in_shape[0]
         triplet = [("scales", (c,)), ("rolling_mean", (c,)), ("rolling_variance", (c,))]
-        # P stores 3 arrays, A stores biases first (weights-format.md §3.4, DECISIONS §2)
+        # P stores 3 arrays, A stores biases first (src/parser.c: load_batchnorm_weights)
         return triplet if self.net.dialect == "pjreddie" else [("biases", (c,)), *triplet]
 
     def flops(self):
@@ -40,7 +40,7 @@ class Batchnorm(Layer):
         # the file and adds zeros (reference case `batchnorm_crop`); A reads biases first.
         # Training: batch statistics like a conv's BN (Darknet P cannot run this layer on
         # the CPU and never updates it; darkcfg trains scales, and biases when the layout
-        # has them: DECISIONS §3).
+        # has them: README, "Deliberate differences from Darknet").
         from ..kernels import bn, bn_train, conv
         p = self.params
         self._out = out = conv.reuse(getattr(self, "_out", None), x.shape)

@@ -32,7 +32,7 @@ class Connected(BNActivation, Layer):
 
     def param_shapes(self):
         n = self.n
-        # BN triplet after the weights for connected (weights-format.md §3.3)
+        # BN triplet after the weights for connected (src/parser.c: load_connected_weights)
         bn = [("scales", (n,)), ("rolling_mean", (n,)), ("rolling_variance", (n,))]
         return [("biases", (n,)), ("weights", (n, self.inputs)),
                 *(bn if self.batch_normalize else [])]
@@ -60,8 +60,8 @@ class Connected(BNActivation, Layer):
         return f"connected                            {self.inputs:4d}  ->  {self.n:4d}"
 
     def init_params(self, rng: np.random.Generator) -> None:
-        """Darknet (all lineages): weights sqrt(2/inputs) U(-1, 1) (training.md §9);
-        biases 0; BN scales 1, rolling statistics 0."""
+        """Darknet (all lineages, src/connected_layer.c: make_connected_layer): weights
+        sqrt(2/inputs) U(-1, 1); biases 0; BN scales 1, rolling statistics 0."""
         super().init_params(rng)
         wt = self.params["weights"]
         wt[...] = np.sqrt(2.0 / self.inputs) * rng.uniform(-1.0, 1.0, wt.shape)

@@ -63,8 +63,10 @@ class Convolutional(BNActivation, Layer):
         self.share = None
         if o["share_index"] is not None:
             self.share = self.resolve("share_index", o["share_index"][0], layers)
-        # AH apply the kernel with padding*dilation (cfg-format.md §5.1, §7); darkcfg
-        # reports the shape that computation really has (DECISIONS §4).
+        # AH apply the kernel with padding*dilation (src/im2col.c: im2col_cpu_ext) but print
+        # a size that ignores dilation (src/convolutional_layer.c: convolutional_out_height);
+        # darkcfg reports the shape that computation really has (README, "Deliberate
+        # differences from Darknet").
         extent = self.dilation * (self.size - 1) + 1
         pad = self.pad * self.dilation
         out_h = (h + 2 * pad - extent) // self.stride_y + 1

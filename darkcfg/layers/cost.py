@@ -22,13 +22,14 @@ class Cost(Layer):
                     choices=("sse", "masked", "smooth", "L1", "seg", "wgan")),
         "scale": Opt("float", 1.0, "multiplier on the delta passed backward"),
     }
-    # GPU-only knobs of P (training.md §6.2)
+    # GPU-only knobs of P (src/parser.c: parse_cost reads them, the CPU forward ignores them)
     quiet = frozenset({"ratio", "noobj", "thresh", "smooth"})
 
     def forward(self, x: np.ndarray, net: RunState) -> np.ndarray:
         # Inference: no output (case `dropout_cost`: zeros). Training with a truth: the loss
-        # against it (training.md §6.2); the output holds the per-element errors and
-        # `cost` their sum, as in Darknet (train_resid: train_out_008).
+        # against it (src/cost_layer.c: forward_cost_layer); the output holds the
+        # per-element errors and `cost` their sum, as in Darknet (train_resid:
+        # train_out_008).
         self.cost = self._grad = None
         if not (net.train and net.truth is not None):
             return np.zeros_like(x)

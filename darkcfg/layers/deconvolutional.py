@@ -59,8 +59,8 @@ class Deconvolutional(BNActivation, Layer):
                 f"{dims(self.in_shape)}   ->  {dims(self.out_shape)}")
 
     def init_params(self, rng: np.random.Generator) -> None:
-        """P make_deconvolutional_layer: weights 0.02 N(0,1) times out_w*out_h/(w*h)
-        (training.md §9); biases 0; BN scales 1, rolling statistics 0."""
+        """P's src/deconvolutional_layer.c: make_deconvolutional_layer: weights 0.02 N(0,1)
+        times out_w*out_h/(w*h); biases 0; BN scales 1, rolling statistics 0."""
         super().init_params(rng)
         _, h, w = self.in_shape
         _, oh, ow = self.out_shape

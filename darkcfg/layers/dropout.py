@@ -38,7 +38,7 @@ class Dropout(Layer):
         return x * self.mask
 
     def backward(self, dy: np.ndarray | None, net: RunState) -> np.ndarray | None:
-        # the forward's mask and 1/(1-p) scale (training.md §7)
+        # the forward's mask and 1/(1-p) scale (src/dropout_layer.c: backward_dropout_layer)
         return None if dy is None else dy * self.mask
 
     def row(self):

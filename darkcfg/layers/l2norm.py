@@ -25,9 +25,10 @@ class L2norm(Layer):
         return self._y
 
     def backward(self, dy: np.ndarray | None, net: RunState) -> np.ndarray | None:
-        # the exact gradient (dy - y * <y, dy>) / |x| per pixel. P's CPU backward passes dy
-        # through unchanged (its normalisation gradient is commented out); darkcfg
-        # differentiates the forward (DECISIONS §3).
+        # the exact gradient (dy - y * <y, dy>) / |x| per pixel. P's CPU backward
+        # (src/l2norm_layer.c: backward_l2norm_layer) passes dy through unchanged (its
+        # normalisation gradient is commented out); darkcfg differentiates the forward
+        # (README, "Deliberate differences from Darknet").
         if dy is None:
             return None
         from ..kernels.normalize import l2norm_backward

@@ -26,8 +26,9 @@ class LocalAvgpool(Pool):
 
     def backward(self, dy: np.ndarray | None, net: RunState) -> np.ndarray | None:
         # dy / (valid cells of the window) to each of them: the derivative of this forward.
-        # AH's CPU backward divides by size*size instead, which disagrees with AH's own
-        # forward at the border; darkcfg is consistent with its forward (DECISIONS §3).
+        # AH's CPU backward (src/maxpool_layer.c: backward_local_avgpool_layer) divides by
+        # size*size instead, which disagrees with AH's own forward at the border; darkcfg
+        # is consistent with its forward (README, "Deliberate differences from Darknet").
         if dy is None:
             return None
         from ..kernels.pool import local_avgpool_backward

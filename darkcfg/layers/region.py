@@ -113,7 +113,8 @@ class Region(Layer):
     # --- training -----------------------------------------------------------------------
     def _loss(self, out: np.ndarray, net: RunState) -> None:
         # out (N, num, coords+1+classes, H, W). Darknet's delta from the box truth
-        # (reference/README.md "Detection", pinned by case train_region), as a gradient
+        # (src/region_layer.c: forward_region_layer, pinned by the reference case
+        # train_region, tests/test_reference_detection_train.py), as a gradient
         # w.r.t. this layer's OUTPUT: x, y, objectness are squared errors on the logistic
         # values, w, h on the raw tw, th; the classes' delta class_scale*(onehot - p) is
         # (minus) the logit gradient of the softmax cross-entropy (of the logistic
@@ -138,7 +139,8 @@ class Region(Layer):
         self.stats = detection_stats(stats, out.shape, self.num)
 
     def backward(self, dy: np.ndarray | None, net: RunState) -> np.ndarray | None:
-        # Darknet's GPU path (its CPU backward_region_layer is empty; DECISIONS §3): the
+        # Darknet's GPU path (src/region_layer.c: backward_region_layer_gpu; the CPU
+        # backward_region_layer is empty; README, "Deliberate differences from Darknet"): the
         # delta times y(1 - y) for x, y and objectness, where the forward applied a
         # logistic; w, h and the classes pass unchanged.
         from ._loss import loss_gradient

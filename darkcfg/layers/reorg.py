@@ -98,7 +98,8 @@ class Reorg3d(Reorg):
         # x (N, C, H, W) -> (N, *out_shape): AH's genuine space-to-depth (output channel
         # off*C + k at (j, i) reads channel k at (j*s + off//s, i*s + off%s)). reverse=1 is
         # its exact inverse, depth-to-space; AH calls the permutation with the output dims
-        # there too, which is not an inverse (DECISIONS §3: darkcfg computes the intent).
+        # there too, which is not an inverse (darkcfg computes the intent: README,
+        # "Deliberate differences from Darknet").
         from ..kernels.reorg import depth_to_space, space_to_depth
         if self.reverse:
             return depth_to_space(x, self.stride)

@@ -37,7 +37,8 @@ class Softmax(Layer):
         # x (N, C, H, W) -> same shape: a softmax over each of `groups` contiguous chunks of
         # the flat per-sample buffer, logits divided by `temperature` (case `softmax`).
         # Training with a truth (unless noloss): the cross-entropy, `cost` = sum of -ln(p)
-        # where the truth is non-zero, gradient p - t w.r.t. the logits (training.md §6.1).
+        # where the truth is non-zero, gradient p - t w.r.t. the logits (src/blas.c:
+        # softmax_x_ent_cpu).
         from ..kernels.softmax import softmax_cross_entropy, softmax_groups
         out = softmax_groups(x, self.groups, self.temperature)
         self.cost = self._grad = None

@@ -13,7 +13,9 @@ from .base import Layer, register
 if TYPE_CHECKING:
     from .base import RunState
 
-# Detector-training and tracking knobs darkcfg accepts without modelling (DECISIONS §1).
+# Detector-training and tracking knobs darkcfg accepts without modelling (they change
+# nothing darkcfg computes; a key that would change the math and is not implemented is an
+# error instead).
 YOLO_QUIET = frozenset({
     "random", "resize", "focal_loss", "max_delta", "objectness_smooth",
     "counters_per_class", "label_smooth_eps", "track_history_size", "track_ciou_norm",
@@ -145,8 +147,9 @@ class Yolo(Layer):
     # --- training -----------------------------------------------------------------------
     def _loss(self, out: np.ndarray, net: RunState) -> None:
         # out (N, A, 5 + classes, H, W): this head's output, per anchor of `mask`.
-        # Darknet's delta from the box truth (reference/README.md "Detection", pinned by
-        # case train_yolo): see kernels/yolo_loss.py. Our gradient is minus the delta, and
+        # Darknet's delta from the box truth (src/yolo_layer.c: forward_yolo_layer, pinned
+        # by the reference case train_yolo, tests/test_reference_detection_train.py): see
+        # kernels/yolo_loss.py. Our gradient is minus the delta, and
         # it is w.r.t. the layer's INPUT as it stands: for x, y, objectness and classes
         # the logit gradient of a cross-entropy, for w, h an L2 loss on the raw tw, th.
         # With scale_x_y the targets are compared with the scaled x, y (AH).
