@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from .conftest import DARKNET_CFG, need
+from .helpers import darkcfg
 
 TINY = """[net]
 width=12
@@ -24,11 +25,6 @@ activation=leaky
 [avgpool]
 [softmax]
 """
-
-
-def darkcfg(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "darkcfg", *map(str, args)],
-                          capture_output=True, text=True, cwd=cwd)
 
 
 def test_summary_table_json_dot():

@@ -8,7 +8,8 @@ import pytest
 
 from darkcfg.kernels import conv, dense, gemm
 
-from . import naive
+from . import helpers, naive
+from .helpers import rand
 
 pytestmark = pytest.mark.skipif(not gemm.ENABLED, reason="no AVX2/FMA: NumPy's BLAS runs")
 
@@ -16,13 +17,7 @@ MR, NR, VW, KC = gemm.MR, gemm.NR, gemm.VW, gemm.KC
 
 
 def rel(ours, ref) -> float:
-    ours, ref = np.asarray(ours, np.float64), np.asarray(ref, np.float64)
-    assert ours.shape == ref.shape, (ours.shape, ref.shape)
-    return float(np.abs(ours - ref).max() / max(np.abs(ref).max(), 1e-12))
-
-
-def rand(rng, *shape):
-    return rng.standard_normal(shape).astype(np.float32)
+    return helpers.rel(ours, ref, floor=1e-12)
 
 
 # (M, K, N): micro-tile multiples, edges in every direction, depth over one and several

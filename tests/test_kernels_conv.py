@@ -15,18 +15,9 @@ from darkcfg.kernels import bn, bn_train, conv, dense
 from darkcfg.network import Network
 
 from . import naive
+from .helpers import rand, rel
 
 REL = 1e-5
-
-
-def rel(ours, ref) -> float:
-    ours, ref = np.asarray(ours, np.float64), np.asarray(ref, np.float64)
-    assert ours.shape == ref.shape, (ours.shape, ref.shape)
-    return float(np.abs(ours - ref).max() / max(np.abs(ref).max(), 1e-6))
-
-
-def rand(rng, *shape, scale=1.0):
-    return (scale * rng.standard_normal(shape)).astype(np.float32)
 
 
 # --- convolution ---------------------------------------------------------------------------

@@ -8,12 +8,11 @@ import itertools
 import numpy as np
 import pytest
 
-from darkcfg.cfg import parse_cfg
-from darkcfg.graph import build_graph
 from darkcfg.kernels import normalize, pool, reorg, resample, shortcut, softmax
 from darkcfg.network import Network
 
 from . import naive_misc as naive
+from .helpers import tiny_net
 
 RTOL = 1e-5
 
@@ -238,18 +237,13 @@ def test_crop(flip, top, left):
 
 
 # --- layer forwards no Darknet reference case covers -------------------------------------
-def network(body: str, c: int = 4, h: int = 6, w: int = 6) -> Network:
-    text = f"[net]\nwidth={w}\nheight={h}\nchannels={c}\n\n" + body
-    return Network(build_graph(parse_cfg(text, "t.cfg")))
-
-
 def run(net: Network, seed: int = 0) -> np.ndarray:
     c, h, w = net.input_shape
     return net.forward(rand(np.random.default_rng(seed), 2, c, h, w))
 
 
 def test_route_groups_take_a_channel_slice_of_each_source():
-    net = network("[maxpool]\nsize=1\nstride=1\n\n[upsample]\nstride=1\nscale=2\n\n"
+    net = tiny_net("[maxpool]\nsize=1\nstride=1\n\n[upsample]\nstride=1\nscale=2\n\n"
                   "[route]\nlayers=0,1\ngroups=2\ngroup_id=1\n")
     run(net)
     a, b = net.outputs[0], net.outputs[1]
@@ -258,7 +252,7 @@ def test_route_groups_take_a_channel_slice_of_each_source():
 
 
 def test_shortcut_several_from_is_a_flat_sum_then_activation():
-    net = network("[empty]\n\n[upsample]\nstride=1\nscale=-1\n\n[upsample]\nstride=1\n"
+    net = tiny_net("[empty]\n\n[upsample]\nstride=1\nscale=-1\n\n[upsample]\nstride=1\n"
                   "scale=3\n\n[shortcut]\nfrom=0,1\nactivation=relu\n")
     run(net, 2)
     o = net.outputs
@@ -266,7 +260,7 @@ def test_shortcut_several_from_is_a_flat_sum_then_activation():
 
 
 def test_reorg3d_layer_is_space_to_depth_and_reverse_inverts_it():
-    net = network("[reorg3d]\nstride=2\n\n[reorg3d]\nstride=2\nreverse=1\n")
+    net = tiny_net("[reorg3d]\nstride=2\n\n[reorg3d]\nstride=2\nreverse=1\n")
     x = rand(np.random.default_rng(3), 2, *net.input_shape)
     net.forward(x)
     np.testing.assert_array_equal(net.outputs[0], naive.space_to_depth(x, 2))
@@ -274,7 +268,7 @@ def test_reorg3d_layer_is_space_to_depth_and_reverse_inverts_it():
 
 
 def test_maxpool_depth_and_local_avgpool_layers():
-    net = network("[empty]\n\n[maxpool]\nmaxpool_depth=1\nout_channels=2\n\n"
+    net = tiny_net("[empty]\n\n[maxpool]\nmaxpool_depth=1\nout_channels=2\n\n"
                   "[route]\nlayers=0\n\n[local_avgpool]\nsize=3\nstride=2\n", c=4, h=5, w=7)
     run(net, 4)
     x = rand(np.random.default_rng(4), 2, 4, 5, 7)
@@ -283,7 +277,7 @@ def test_maxpool_depth_and_local_avgpool_layers():
 
 
 def test_scale_channels_and_sam():
-    net = network("[empty]\n\n[avgpool]\n\n[scale_channels]\nfrom=0\n\n"
+    net = tiny_net("[empty]\n\n[avgpool]\n\n[scale_channels]\nfrom=0\n\n"
                   "[sam]\nfrom=2\nactivation=logistic\n", c=3)
     run(net, 5)
     x = rand(np.random.default_rng(5), 2, 3, 6, 6)
@@ -295,11 +289,11 @@ def test_scale_channels_and_sam():
 def test_yolo_scale_x_y_and_new_coords():
     head = "[yolo]\nmask=0,1\nanchors=1,1,2,2\nnum=2\nclasses=1\n"
     x = rand(np.random.default_rng(6), 2, 12, 6, 6)
-    plain = network(head, c=12)
+    plain = tiny_net(head, c=12)
     plain.forward(x)
-    scaled = network(head + "scale_x_y=1.2\n", c=12)
+    scaled = tiny_net(head + "scale_x_y=1.2\n", c=12)
     scaled.forward(x)
-    raw = network(head + "new_coords=1\n", c=12)
+    raw = tiny_net(head + "new_coords=1\n", c=12)
     raw.forward(x)
     sig = 1 / (1 + np.exp(-x.astype(np.float64)))
     ref = x.astype(np.float64).reshape(2, 2, 6, 36)
@@ -311,7 +305,7 @@ def test_yolo_scale_x_y_and_new_coords():
 
 
 def test_region_without_softmax_is_logistic_on_classes():
-    net = network("[region]\nnum=2\ncoords=4\nclasses=3\n", c=16, h=3, w=3)
+    net = tiny_net("[region]\nnum=2\ncoords=4\nclasses=3\n", c=16, h=3, w=3)
     x = rand(np.random.default_rng(8), 1, 16, 3, 3)
     net.forward(x)
     ref = x.astype(np.float64).reshape(1, 2, 8, 9)
@@ -321,7 +315,7 @@ def test_region_without_softmax_is_logistic_on_classes():
 
 
 def test_dropout_training_is_inverted_and_keeps_its_mask():
-    net = network("[dropout]\nprobability=0.25\n", c=8, h=16, w=16)
+    net = tiny_net("[dropout]\nprobability=0.25\n", c=8, h=16, w=16)
     x = rand(np.random.default_rng(9), 2, 8, 16, 16)
     np.testing.assert_array_equal(net.forward(x), x)          # inference: identity
     net.train = True
@@ -333,7 +327,7 @@ def test_dropout_training_is_inverted_and_keeps_its_mask():
 
 
 def test_crop_training_window_lies_inside_the_input():
-    net = network("[crop]\ncrop_height=3\ncrop_width=4\nflip=1\nnoadjust=1\n", c=2, h=5, w=6)
+    net = tiny_net("[crop]\ncrop_height=3\ncrop_width=4\nflip=1\nnoadjust=1\n", c=2, h=5, w=6)
     x = rand(np.random.default_rng(10), 1, 2, 5, 6)
     net.train = True
     windows = {tuple(x[0, :, i:i + 3, j:j + 4][..., ::f].ravel())

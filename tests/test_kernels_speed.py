@@ -10,18 +10,9 @@ from darkcfg.kernels import bn, conv, parallel, pool
 from darkcfg.kernels.winograd import filter_transform
 
 from . import naive, naive_misc
+from .helpers import rand, rel
 
 REL = 1e-5
-
-
-def rel(ours, ref) -> float:
-    ours, ref = np.asarray(ours, np.float64), np.asarray(ref, np.float64)
-    assert ours.shape == ref.shape, (ours.shape, ref.shape)
-    return float(np.abs(ours - ref).max() / max(np.abs(ref).max(), 1e-6))
-
-
-def rand(rng, *shape):
-    return rng.standard_normal(shape).astype(np.float32)
 
 
 @pytest.mark.parametrize("activation", ["leaky", "linear", "logistic", "mish", "swish",
