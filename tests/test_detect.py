@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +22,7 @@ from darkcfg.graph import load_graph
 
 from . import naive_detect as naive
 from .conftest import CASES, REFERENCE, need
+from .helpers import darkcfg
 from .reference import case_input, weights_path
 
 DETECTION = REFERENCE / "detection"
@@ -381,11 +380,6 @@ def write_tiny_detector(folder: Path) -> tuple[Path, Path]:
     weights.write_bytes(np.array([0, 2, 0], "<i4").tobytes() + np.zeros(1, "<u8").tobytes()
                         + values.tobytes())
     return cfg, weights
-
-
-def darkcfg(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "darkcfg", *map(str, args)],
-                          capture_output=True, text=True, cwd=cwd)
 
 
 def test_detect_command_end_to_end(tmp_path):
