@@ -226,7 +226,8 @@ def _huge(src: Path, w: int, h: int) -> bytes:
 def command_line(draw):
     cmd = draw(st.sampled_from(["summary", "run", "detect", "valid", "map", "train",
                                 "calc_anchors"]))
-    kind = "det" if cmd in ("detect", "map", "calc_anchors") else draw(st.sampled_from(["cls", "det"]))
+    detector_only = ("detect", "map", "calc_anchors")
+    kind = "det" if cmd in detector_only else draw(st.sampled_from(["cls", "det"]))
     names = [f"{kind}.cfg", f"{kind}.weights", f"{kind}.data", "imgs/cat_0.png",
              "imgs/dog_1.png", "names.txt", "det.names", "list.txt"]
     # one or two files spoiled, the rest valid, so that the run gets past the first check
