@@ -16,7 +16,7 @@ from darkcfg.network import Network
 from darkcfg.train.loop import Step, TrainOptions, Validated, train
 
 from .conftest import ROOT
-from .test_trainer import make_data, write_cfg
+from .toy_classifier import make_data, write_cfg
 
 COMPILING = "darkcfg: compiling the Numba kernels"
 

@@ -26,8 +26,8 @@ from darkcfg.network import Network
 from darkcfg.train import loop as trainer
 from darkcfg.train.loop import TrainOptions, train
 
-from . import test_dettrain as det
-from .test_trainer import make_data, write_cfg
+from . import toy_detector as det
+from .toy_classifier import make_data, write_cfg
 
 
 def quiet(**kw) -> TrainOptions:
