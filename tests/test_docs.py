@@ -10,10 +10,3 @@ def test_readme_table_is_current():
     assert sections_markdown() in (ROOT / "README.md").read_text(), \
         "README.md is stale: run python tools/update_readme.py"
 
-
-def test_table_lists_every_section():
-    from darkcfg.layers import REGISTRY
-    table = sections_markdown()
-    for name in REGISTRY:
-        assert f"`[{name}]`" in table
-    assert "`filters`=1" in table and "`activation`=logistic" in table
