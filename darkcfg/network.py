@@ -1,12 +1,17 @@
 """A runnable network: the layer graph plus parameter arrays and per-layer outputs."""
 from __future__ import annotations
 
+import copy
 import os
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from .errors import CfgError, DarkcfgError
 from .graph import Graph, load_graph
+
+if TYPE_CHECKING:
+    from .weights import Header
 
 
 class Network:
@@ -25,10 +30,23 @@ class Network:
                            (f" (and {len(problems) - 1} more layers)" if len(problems) > 1
                             else ""), file=sec.file, line=sec.line, section=sec.written,
                            index=layer.index)
-        self.graph = graph
-        self.layers = graph.layers
-        self.train = False
-        self.seen = 0
+        # a graph of our own: the parameters, gradients and buffers live on the layer
+        # objects, and two networks built from one Graph must not share them
+        self.graph = own_graph(graph)
+        self.layers = self.graph.layers
+        self.train = False                      # RunState: a training pass is running
+        self.seen = 0                           # images trained on (the .weights header's)
+        self.truth: np.ndarray | None = None    # forward_train's truth, (N, truths)
+        self.rng = np.random.default_rng(0)     # dropout masks and augmentation
+        self.outputs: list[np.ndarray | None] = [None] * len(self.layers)
+        self.output_index = self.graph.output_layer.index
+        # backward: dLoss/d(output) per layer; the slots holding an array a caller (a
+        # layer's add_grad) handed over; whether backward(keep=True) keeps them all
+        self.grads: list[np.ndarray | None] = [None] * len(self.layers)
+        self._borrowed: set[int] = set()
+        self._keep = False
+        self.last_rate: float | None = None     # train_step's latest learning rate
+        self.header: Header | None = None       # the header of the .weights file loaded
         self._output_values = sum(lay.outputs for lay in self.layers)   # per image
         self._param_values = sum(lay.nparams for lay in self.layers)
         check_memory(self, 0)
@@ -38,10 +56,6 @@ class Network:
                 layer.allocate_grads()
             except MemoryError:
                 raise out_of_memory(self, layer, 0) from None
-        self.truth: np.ndarray | None = None
-        self.rng = np.random.default_rng(0)     # dropout masks and augmentation
-        self.outputs: list[np.ndarray | None] = [None] * len(self.layers)
-        self.output_index = graph.output_layer.index
 
     @classmethod
     def load(cls, cfg: str | os.PathLike, weights: str | os.PathLike | None = None, *,
@@ -123,11 +137,11 @@ class Network:
         copied when it overlaps another pending gradient, or when backward(keep=True)
         records them all); a second one is added into a new array."""
         have = self.grads[index]
-        borrowed = self.__dict__.setdefault("_borrowed", set())
+        borrowed = self._borrowed
         if have is None:
             # layers take C-contiguous gradients: a view (a [route]'s channel slice of its
             # own gradient) is copied like an overlapping one
-            if (getattr(self, "_keep", False) or not g.flags.c_contiguous or any(
+            if (self._keep or not g.flags.c_contiguous or any(
                     o is not None and np.may_share_memory(o, g) for o in self.grads)):
                 g = g.copy()
             self.grads[index] = g
@@ -158,8 +172,8 @@ class Network:
         except that loss layers ([softmax], [logistic], [cost]) have added their own term
         and [shortcut]/[scale_channels]/[sam] have applied their activation's derivative in
         place, so there it is Darknet's delta (negated), as the reference cases record."""
-        self.grads: list[np.ndarray | None] = [None] * len(self.layers)
-        self._borrowed: set[int] = set()      # add_grad: slots holding a caller's array
+        self.grads = [None] * len(self.layers)
+        self._borrowed = set()
         self._keep = keep
         if dy is not None:          # a gradient from outside for the last layer's output
             self.grads[-1] = np.ascontiguousarray(dy, np.float32).copy()
@@ -227,6 +241,16 @@ class Network:
     def save_weights(self, path: str | os.PathLike) -> None:
         from .weights import save_weights
         save_weights(self, path)
+
+
+def own_graph(graph: Graph) -> Graph:
+    """A copy of `graph` whose layer objects are new (what a network allocates and
+    trains lives on them); the parsed sections and the [net] info, which nothing changes,
+    are shared."""
+    memo: dict[int, object] = {id(graph.net): graph.net}
+    for layer in graph.layers:
+        memo[id(layer.section)] = layer.section
+    return Graph(graph.file, graph.net, copy.deepcopy(graph.layers, memo))
 
 
 def check_truth(truth, n: int) -> np.ndarray:
