@@ -24,7 +24,7 @@ from darkcfg.graph import load_graph
 from darkcfg.kernels import activations as act
 from darkcfg.network import Network
 
-from . import naive
+from . import naive_conv as naive
 from .helpers import assert_close, check_gradient, numeric_gradient
 
 EPS = 1e-2

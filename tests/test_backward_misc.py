@@ -6,7 +6,7 @@ cost, logistic, LRN, l2norm, scale_channels, sam and empty layers.
   in float64 and divided by the perturbation float32 really applied. Inputs are spaced
   values (a shuffled grid, gaps >= 2/n) so that +-eps never swaps a max or a route through
   a kink; activations in these nets are smooth.
-- Losses: values and gradients against the NumPy statements in naive_misc.py.
+- Losses: values and gradients against the NumPy statements in naive_layers.py.
 - Darknet: the layers of reference cases train_small and train_resid that these modules
   own, fed with Darknet's train-mode outputs and deltas (grads.npz; delta = minus our
   gradient), independently of the conv/connected/BN backward.
@@ -20,7 +20,7 @@ from darkcfg.errors import CfgError
 from darkcfg.graph import load_graph
 from darkcfg.network import Network
 
-from . import naive_misc as naive
+from . import naive_layers as naive
 from .conftest import CASES, need
 from .helpers import assert_close, check_gradient, tiny_net
 from .reference import REL_BAR, rel_error

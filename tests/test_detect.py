@@ -20,7 +20,7 @@ from darkcfg.detection.detect import (
 from darkcfg.geometry import correct_boxes, diou_nms_score, iou, letterbox_size, nms_sort
 from darkcfg.graph import load_graph
 
-from . import naive_detect as naive
+from . import naive_boxes as naive
 from .conftest import CASES, REFERENCE, need
 from .helpers import darkcfg
 from .reference import case_input, weights_path
@@ -115,7 +115,7 @@ def test_forward_then_decoding_reproduces_darknet_boxes(case, tmp_path):
 
 
 # ---------------------------------------------------------------------------------------
-# against the slow reference (tests/naive_detect.py) on random head outputs
+# against the slow reference (tests/naive_boxes.py) on random head outputs
 
 YOLO_CFG = """[net]
 width={nw}
@@ -247,7 +247,7 @@ def test_region_decoding_and_nms_match_the_slow_reference(tmp_path):
 @pytest.mark.parametrize("extra", ["scale_x_y=1.2", "scale_x_y=1.05\nnew_coords=1"])
 def test_forward_then_decoding_match_the_slow_reference(tmp_path, extra):
     """From raw head inputs: the [yolo] forward (logistic, AH's scale_x_y, new_coords)
-    and the decoding, against naive_detect from the spec."""
+    and the decoding, against naive_boxes from the spec."""
     from darkcfg.network import Network
     new_coords = int("new_coords=1" in extra)
     classes, nw, nh = 2, 8, 6

@@ -1,5 +1,5 @@
 """kernels.gemm (the explicit-vector micro-kernels) and the conv paths built on it, against
-float64 NumPy products and tests/naive.py loops, at the sizes where their blocking,
+float64 NumPy products and tests/naive_conv.py loops, at the sizes where their blocking,
 edges and task splits change."""
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import pytest
 
 from darkcfg.kernels import conv, dense, gemm
 
-from . import helpers, naive
+from . import helpers
+from . import naive_conv as naive
 from .helpers import rand
 
 pytestmark = pytest.mark.skipif(not gemm.ENABLED, reason="no AVX2/FMA: NumPy's BLAS runs")
@@ -175,7 +176,7 @@ AVX2 = ("+64bit,+sse,+sse2,+sse3,+ssse3,+sse4.1,+sse4.2,+popcnt,+cx16,+avx,+avx2
 OTHER_ISA = """
 import numpy as np
 from darkcfg.kernels import conv, dense, gemm
-from tests import naive
+from tests import naive_conv as naive
 print(gemm.ENABLED, gemm.VW, gemm.MR, gemm.NR)
 rng = np.random.default_rng(0)
 a, b = rng.random((29, 70), np.float32), rng.random((70, 45), np.float32)

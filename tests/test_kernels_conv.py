@@ -1,4 +1,4 @@
-"""Conv, deconv, dense, BN and activation kernels (and their layers) against tests/naive.py."""
+"""Conv, deconv, dense, BN and activation kernels (and their layers) against tests/naive_conv.py."""
 from __future__ import annotations
 
 import subprocess
@@ -14,7 +14,7 @@ from darkcfg.kernels import activations as act
 from darkcfg.kernels import bn, bn_train, conv, dense
 from darkcfg.network import Network
 
-from . import naive
+from . import naive_conv as naive
 from .helpers import rand, rel
 
 REL = 1e-5

@@ -1,5 +1,5 @@
 """Pool, softmax, shortcut, reorg, upsample, LRN, l2norm and crop kernels against the slow
-references in naive_misc.py, on random shapes; the layer forwards that no Darknet reference
+references in naive_layers.py, on random shapes; the layer forwards that no Darknet reference
 case covers (AH options, training-mode dropout and crop) on small cfgs."""
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from darkcfg.kernels import normalize, pool, reorg, resample, shortcut, softmax
 from darkcfg.network import Network
 
-from . import naive_misc as naive
+from . import naive_layers as naive
 from .helpers import tiny_net
 
 RTOL = 1e-5

@@ -1,5 +1,6 @@
 """The speed paths against the plain ones: the fused conv tail, Winograd F(2x2, 3x3), the
-size-2 stride-2 max pool, the thread split (deterministic), against tests/naive.py."""
+size-2 stride-2 max pool, the thread split (deterministic), against tests/naive_conv.py
+and tests/naive_layers.py."""
 from __future__ import annotations
 
 import numpy as np
@@ -9,7 +10,8 @@ from darkcfg.kernels import activations as act
 from darkcfg.kernels import bn, conv, parallel, pool
 from darkcfg.kernels.winograd import filter_transform
 
-from . import naive, naive_misc
+from . import naive_conv as naive
+from . import naive_layers
 from .helpers import rand, rel
 
 REL = 1e-5
@@ -82,7 +84,7 @@ def test_maxpool_2x2_matches_naive(shape, padding, stride):
     x.flat[::7] = -np.inf                    # -FLT_MAX start: -inf never wins
     x.flat[5::13] = x.flat[4::13][:x.flat[5::13].size]      # ties: the first one wins
     out, arg = pool.maxpool(x, 2, stride, stride, padding)
-    ref, ref_arg = naive_misc.maxpool(x, 2, stride, stride, padding)
+    ref, ref_arg = naive_layers.maxpool(x, 2, stride, stride, padding)
     assert np.array_equal(out, ref) and np.array_equal(arg, ref_arg)
     out2, none = pool.maxpool(x, 2, stride, stride, padding, want_arg=False)
     assert none is None and np.array_equal(out2, ref)

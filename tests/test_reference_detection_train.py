@@ -25,7 +25,7 @@ import pytest
 from darkcfg.graph import load_graph
 from darkcfg.network import Network
 
-from . import naive_detection as naive
+from . import naive_yolo_loss as naive
 from .conftest import CASES, need
 from .helpers import check_gradient
 from .reference import REL_BAR, case_input, check_sgd_steps, info, rel_error
@@ -134,7 +134,7 @@ def test_train_yolo_weights_after_one_and_two_steps():
 
 
 def test_train_region_gradient_below_by_finite_differences():
-    """The loss whose gradient the GPU path passes down (naive_detection.region_potential,
+    """The loss whose gradient the GPU path passes down (naive_yolo_loss.region_potential,
     targets frozen at the reference point) against our gradients of conv 7 (1x1, linear,
     no BN: exact) and of the region's input."""
     net = make(REGION)

@@ -1,5 +1,5 @@
 """The [yolo] and [region] losses on random data: targets against the NumPy statements
-in naive_detection.py, gradients against finite differences of the losses Darknet's
+in naive_yolo_loss.py, gradients against finite differences of the losses Darknet's
 deltas are the gradients of, and what training refuses.
 
 Finite differences are taken on the head's input z. An entry is checked only where
@@ -17,7 +17,7 @@ from darkcfg.errors import CfgError, DataError
 from darkcfg.graph import build_graph
 from darkcfg.network import Network
 
-from . import naive_detection as naive
+from . import naive_yolo_loss as naive
 from .helpers import check_gradient
 
 ANCHORS = np.array([[4, 5], [9, 7], [7, 13], [15, 14], [24, 20], [30, 30]], float)

@@ -1,4 +1,5 @@
-"""Slow, obvious NumPy references (float64) that the kernels are checked against.
+"""Slow, obvious NumPy references (float64) for the conv family's kernels: activations and
+their gradients, convolution, deconvolution, dense, batch normalisation (and backwards).
 
 Written from the spec (cfg-format.md §5, §7, §8; DECISIONS §2), not from the kernels.
 """

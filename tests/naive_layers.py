@@ -1,4 +1,5 @@
-"""Slow, obvious NumPy references for darkcfg.kernels.{pool,softmax,shortcut,reorg,misc}.
+"""Slow, obvious NumPy references for the other layers' kernels (darkcfg/kernels/pool.py,
+softmax.py, shortcut.py, reorg.py, resample.py, normalize.py, loss.py) and their losses.
 
 Each is written from the rule it checks (the spec or reference/README.md), by a different
 route than the kernel: padding plus slicing instead of bounds tests, reshape/transpose

@@ -1,4 +1,5 @@
-"""Slow, obvious references for detection: one entry, one class, one pair at a time.
+"""Slow, obvious references for detection boxes: [yolo]/[region] decoding, IoU, DIoU and
+NMS, one entry, one class, one pair at a time.
 
 Written from the semantics in ../shared/reference/detection/README.md and cfg-format.md
 §5.15 (AH's DIoU-NMS from its description), not from darkcfg/detection/detect.py. Float32 where
