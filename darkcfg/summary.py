@@ -109,14 +109,7 @@ def to_dot(graph: Graph) -> str:
            f'  input [label="input\\n{w} x {h} x {c}", shape=ellipse];']
     for layer in graph.layers:
         lc, lh, lw = layer.out_shape
-        what = layer.type
-        if layer.type == "convolutional":
-            what += f"\\n{layer.n} {layer.size}x{layer.size}/{layer.stride_x}"
-            if layer.groups > 1:
-                what += f" g{layer.groups}"
-            if layer.dilation > 1:
-                what += f" d{layer.dilation}"
-            what += f" {layer.activation}"
+        what = "\\n".join(layer.label_lines())
         out.append(f'  L{layer.index} [label="{layer.index}: {what}\\n{lw} x {lh} x {lc}"];')
         prev = f"L{layer.index - 1}" if layer.index else "input"
         if layer.type != "route":

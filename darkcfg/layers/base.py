@@ -147,6 +147,10 @@ class Layer:
         """Darknet P's summary text for this layer (after the index column)."""
         return self.type
 
+    def label_lines(self) -> list[str]:
+        """The layer's label in `darkcfg summary --dot` (before its output shape)."""
+        return [self.type]
+
     def unsupported(self) -> str | None:
         """Why darkcfg cannot run this layer (None when it can)."""
         return None if self.runnable else f"[{self.section.written}] layers cannot run in " \

@@ -112,6 +112,14 @@ class Convolutional(BNActivation, Layer):
                 f"{dims(self.in_shape)}   ->  {dims(self.out_shape)}  "
                 f"{self.flops() / 1e9:5.3f} BFLOPs")
 
+    def label_lines(self):
+        what = f"{self.n} {self.size}x{self.size}/{self.stride_x}"
+        if self.groups > 1:
+            what += f" g{self.groups}"
+        if self.dilation > 1:
+            what += f" d{self.dilation}"
+        return [self.type, f"{what} {self.activation}"]
+
     def unsupported(self):
         used = [k for k in NOT_COMPUTED if self.opts[k]]
         if used:
