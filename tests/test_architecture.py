@@ -135,3 +135,15 @@ def test_no_import_cycle():
 def test_the_cycle_finder_finds_cycles():
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
     assert cycles({"a": {"b"}, "b": set()}) == []
+
+
+# [Gaussian_yolo] is a [yolo] with 9 values per anchor: it subclasses Yolo (its docstring
+# says so). Every other section file builds on layers/base.py and layers/_*.py only.
+SIBLING_EXCEPTIONS = {("darkcfg.layers.gaussian_yolo", "darkcfg.layers.yolo")}
+
+
+def test_section_files_import_no_sibling_section():
+    sections = {m for m in MODULES if m.startswith("darkcfg.layers.")
+                and not m.rpartition(".")[2].startswith("_") and m != "darkcfg.layers.base"}
+    found = {(m, t) for m in sections for t in GRAPH[m] if t in sections}
+    assert found == SIBLING_EXCEPTIONS

@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .base import Layer, register
-from .cost import layer_truth, loss_gradient
+from ._loss import layer_truth, loss_gradient
 
 if TYPE_CHECKING:
     from .base import RunState

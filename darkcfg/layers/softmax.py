@@ -7,7 +7,7 @@ import numpy as np
 
 from ..options import Opt
 from .base import Layer, register
-from .cost import layer_truth, loss_gradient
+from ._loss import layer_truth, loss_gradient
 
 if TYPE_CHECKING:
     from .base import RunState
