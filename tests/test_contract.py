@@ -125,11 +125,13 @@ class Objective:
 
 
 def fd_check(obj: Objective, arrays, eps: float = 1e-2, count: int = 12):
-    """Central differences at `count` random entries of each (name, array, gradient), each
+    """Central differences at `count` random entries of each (name, array, gradient) and at
+    its largest gradient (random entries of a max pool's input can all have none), each
     within 2e-2 of the gradient's largest value (+ 1e-3)."""
     rng = np.random.default_rng(5)
     for name, arr, grad in arrays:
         picks = rng.choice(arr.size, min(count, arr.size), replace=False)
+        picks = [*picks, int(np.abs(grad).argmax())]
         check_gradient(obj, arr, grad, picks, eps=eps, rtol=2e-2, atol=1e-3,
                        scale=max(np.abs(grad).max(), 1e-3), what=name)
 
