@@ -369,7 +369,7 @@ def test_rotate_crop_matches_darknet_formula_pixel_by_pixel():
         assert got == pytest.approx(by_hand(im, rad, s, a, dx, dy, 6, 5), abs=1e-5)
 
 
-def test_hsv_round_trip_and_hue_shift():
+def test_hsv_round_trip_and_hue_shift(rng):
     red = np.zeros((1, 3, 1, 1), np.float32)
     red[0, 0] = 1
     h, s, v = G.rgb_to_hsv(red)
@@ -378,7 +378,6 @@ def test_hsv_round_trip_and_hue_shift():
     assert green[0, :, 0, 0] == pytest.approx([0, 1, 0], abs=1e-6)
     wrapped = G.distort(red, [-1 / 3], [1], [1])            # 0 - 1/3 wraps to 2/3: blue
     assert wrapped[0, :, 0, 0] == pytest.approx([0, 0, 1], abs=1e-6)
-    rng = np.random.default_rng(0)
     x = rng.random((2, 3, 5, 5)).astype(np.float32)
     assert G.hsv_to_rgb(*G.rgb_to_hsv(x)) == pytest.approx(x, abs=1e-6)
     # saturation 0 gives grey at the value (the max channel); exposure scales and clamps

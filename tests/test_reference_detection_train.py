@@ -133,7 +133,7 @@ def test_train_yolo_weights_after_one_and_two_steps():
     check_sgd_steps(net, x, truth, YOLO, costs)
 
 
-def test_train_region_gradient_below_by_finite_differences():
+def test_train_region_gradient_below_by_finite_differences(rng):
     """The loss whose gradient the GPU path passes down (naive_yolo_loss.region_potential,
     targets frozen at the reference point) against our gradients of conv 7 (1x1, linear,
     no BN: exact) and of the region's input."""
@@ -159,7 +159,6 @@ def test_train_region_gradient_below_by_finite_differences():
     z_grad = net.grads[7].copy()
     ours = {k: conv.grads[k].copy() for k in ("weights", "biases")}
     assert np.abs(ours["weights"]).max() > 0
-    rng = np.random.default_rng(0)
     for k, picks in (("biases", range(40)), ("weights", rng.choice(1280, 40, False))):
         check_gradient(loss, conv.params[k], ours[k], picks, eps=1e-3, rtol=2e-3, what=k)
     # and the gradient at the region's input is the delta times y(1-y) on x, y, obj

@@ -163,24 +163,18 @@ def test_dontload_and_dontloadscales_do_not_advance(tmp_path):
     assert net.layers[3].params["biases"].tolist() == [57, 58]
 
 
-def test_dialect_from_header_and_header_on_save(tmp_path):
+def test_dialect_from_header_and_header_on_save(tmp_path, write_cfg):
     text = "[net]\nwidth=2\nheight=2\nchannels=2\n[batchnorm]\n"
     assert sizes(small_net(text)) == [6]                       # P: no biases
     assert sizes(small_net(text, dialect="alexeyab")) == [8]   # A: biases first
     path = tmp_path / "a.weights"
     write(path, [0, 2, 5], 8, np.arange(8))
     assert read_header(path).dialect == "alexeyab"
-    net = Network.load(_write_cfg(tmp_path, text), path)
+    net = Network.load(write_cfg(text, "n.cfg"), path)
     assert net.graph.net.dialect == "alexeyab"
     fresh = small_net(text, dialect="alexeyab")
     fresh.save_weights(tmp_path / "new.weights")
     assert read_header(tmp_path / "new.weights").revision == 5
-
-
-def _write_cfg(tmp_path, text):
-    p = tmp_path / "n.cfg"
-    p.write_text(text)
-    return p
 
 
 def test_header_too_short(tmp_path):
