@@ -143,8 +143,9 @@ def _progress_text(event) -> tuple[str, bool]:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from .train.classifier import train
     from .train.detector import is_detector, train_detector
-    from .train.loop import TrainOptions, train
+    from .train.loop import TrainOptions
     opts = TrainOptions(seed=args.seed, max_batches=args.max_batches,
                         save_every=args.save_every, backup_every=args.backup_every,
                         valid_every=args.valid_every, quiet=args.quiet, clear=args.clear)
@@ -163,7 +164,7 @@ def cmd_valid(args: argparse.Namespace) -> int:
     from .data.classifier import open_dataset, read_data_config
     from .network import Network
     from .predict import detector_head
-    from .train.loop import accuracy
+    from .train.classifier import accuracy
     data_cfg = read_data_config(args.data, strict=not args.lenient)
     net = Network.load(args.cfg, args.weights, strict=not args.lenient)
     head = detector_head(net.graph)

@@ -13,7 +13,8 @@ import pytest
 from darkcfg.cli import main
 from darkcfg.graph import load_graph
 from darkcfg.network import Network
-from darkcfg.train.loop import Step, TrainOptions, Validated, train
+from darkcfg.train.classifier import train
+from darkcfg.train.loop import Step, TrainOptions, Validated
 
 from .conftest import ROOT
 from .toy_classifier import make_data, write_cfg

@@ -23,8 +23,9 @@ from darkcfg.cli import main
 from darkcfg.errors import DarkcfgError, DataError, OutputError
 from darkcfg.graph import load_graph
 from darkcfg.network import Network
-from darkcfg.train import loop as trainer
-from darkcfg.train.loop import TrainOptions, train
+from darkcfg.train import classifier as trainer
+from darkcfg.train.classifier import train
+from darkcfg.train.loop import TrainOptions
 
 from . import toy_detector as det
 from .toy_classifier import make_data, write_cfg

@@ -31,7 +31,7 @@ def test_samples_are_classified_as_named():
 
 def test_test_set_accuracy():
     from darkcfg.data.arrays import fashion_mnist
-    from darkcfg.train.loop import accuracy
+    from darkcfg.train.classifier import accuracy
     try:
         test = fashion_mnist("test")
     except DarkcfgError as e:

@@ -15,7 +15,8 @@ from darkcfg import DarkcfgError
 from darkcfg.data.arrays import fashion_mnist_dir
 from darkcfg.graph import load_graph
 from darkcfg.network import Network
-from darkcfg.train.loop import TrainOptions, accuracy, batch_indices, train
+from darkcfg.train.classifier import accuracy, train
+from darkcfg.train.loop import TrainOptions, batch_indices
 
 from .conftest import ROOT
 from .toy_classifier import CFG, make_data, write_cfg

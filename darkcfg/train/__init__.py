@@ -1,2 +1,3 @@
 """Training jobs: Darknet's loop with checkpoints, progress and the loss chart
-(`loop`), the classifier and detector set-ups (`loop.train`, `detector`), the chart."""
+(`loop`), the classifier and detector set-ups (`classifier`, `detector`), the chart
+(`chart`)."""

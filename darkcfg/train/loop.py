@@ -217,21 +217,6 @@ def first_non_finite(net: Network) -> str:
     return "the loss itself (every layer's output is finite)"
 
 
-def accuracy(net: Network, data, classes: int, top: int, batch: int = 100) -> tuple[float, float]:
-    """(top-1, top-k) accuracy of the network on a dataset, at inference."""
-    from ..data.classifier import batches
-    hit1 = hitk = count = 0
-    for x, truth in batches(data, batch, classes=classes, shape=net.input_shape,
-                            shuffle=False, epochs=1):
-        y = net.forward(x).reshape(len(x), -1)
-        labels = truth.argmax(1)
-        order = np.argsort(-y, axis=1, kind="stable")[:, :top]
-        hit1 += int(np.sum(order[:, 0] == labels))
-        hitk += int(np.sum(np.any(order == labels[:, None], axis=1)))
-        count += len(x)
-    return hit1 / count, hitk / count
-
-
 @dataclass
 class Task:
     """What differs between training a classifier and a detector."""
@@ -386,58 +371,6 @@ def run_training(net: Network, task: Task, opts: TrainOptions, *, base: str, bac
         done += f"; validation {task.metric} {hist.accuracy[-1][1]:.4f}"
     log(f"{done}; weights {final}; chart {chart}")
     return final
-
-
-def train(data_file: str, cfg_file: str, weights: str | None, opts: TrainOptions,
-          *, strict: bool = True, log: Log = silent,
-          progress: Progress | None = None) -> Path:
-    """Train a classifier; returns the path of the final weights. `log` and `progress`:
-    see run_training."""
-    from ..data.augment import Augment
-    from ..data.classifier import open_dataset, read_data_config
-    from ..graph import load_graph
-    from ..schedule import check_schedule
-
-    opts.check()
-    data_cfg = read_data_config(data_file, strict=strict)
-    graph = load_graph(cfg_file, strict=strict)
-    net = Network(graph)
-    netopts = graph.net.opts
-    check_schedule(netopts, graph.net.section)
-    classes = graph.output_layer.outputs
-    if data_cfg.classes != classes:
-        raise DarkcfgError(f"{data_file}: classes={data_cfg.classes} but {cfg_file} has "
-                           f"{classes} outputs")
-    train_set = open_dataset(data_cfg, "train")
-    if train_set is None:
-        raise DarkcfgError(f"{data_file}: no 'train' key: nothing to train on")
-    if len(train_set) == 0:
-        raise DataError(f"{data_cfg.where('train')}: {train_set.source} holds no images")
-    valid_set = open_dataset(data_cfg, "valid")
-    batch = graph.net.batch * netopts["subdivisions"]
-    max_batches = max_batches_of(cfg_file, netopts, opts)
-    base = Path(cfg_file).stem
-    start = prepare_run(net, data_cfg, weights, opts, log, base=base,
-                        max_batches=max_batches)
-    augment = Augment.from_net(netopts, net.input_shape)
-    n = len(train_set)
-    eye = np.eye(classes, dtype=np.float32)
-
-    def sample(i: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        idx = batch_indices(n, i, batch, opts.seed)
-        # an unreadable image is replaced by the next readable one, its label with it
-        x, used = train_set.train_batch(idx, net.input_shape, augment, rng)
-        return x, eye[train_set.labels[used]]
-
-    task = Task(sample, n, opts.valid_every or max(1, n // batch),
-                (lambda: accuracy(net, valid_set, classes, 1)[0]) if valid_set else None,
-                "top-1")
-    log(f"training {cfg_file} on {n} images ({train_set.source}), batch {batch}, "
-        f"{max_batches} iterations; checkpoints in {start.backup}/")
-    return run_training(net, task, opts, base=base, backup=start.backup,
-                        max_batches=max_batches, history=start.history,
-                        resume_hint=f"darkcfg train {data_file} {cfg_file}", log=log,
-                        progress=progress)
 
 
 @dataclass
