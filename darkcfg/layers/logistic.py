@@ -5,8 +5,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .base import Layer, register
 from ._loss import layer_truth, loss_gradient
+from .base import Layer, register
 
 if TYPE_CHECKING:
     from .base import RunState

@@ -6,8 +6,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..options import Opt
-from .base import Layer, register
 from ._loss import layer_truth, loss_gradient
+from .base import Layer, register
 
 if TYPE_CHECKING:
     from .base import RunState
