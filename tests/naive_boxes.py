@@ -1,8 +1,9 @@
 """Slow, obvious references for detection boxes: [yolo]/[region] decoding, IoU, DIoU and
 NMS, one entry, one class, one pair at a time.
 
-Written from the semantics in ../shared/reference/detection/README.md and cfg-format.md
-§5.15 (AH's DIoU-NMS from its description), not from darkcfg/detection/detect.py. Float32 where
+Written from Darknet's own code read as a description (src/yolo_layer.c:
+get_yolo_box, src/region_layer.c: get_region_box, src/box.c: do_nms_sort, AlexeyAB's
+src/box.c: diounms_sort), not from darkcfg/detection or darkcfg/geometry.py. Float32 where
 Darknet computes in float, Python floats (double) where it computes in double.
 """
 from __future__ import annotations

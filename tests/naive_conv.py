@@ -1,13 +1,15 @@
 """Slow, obvious NumPy references (float64) for the conv family's kernels: activations and
 their gradients, convolution, deconvolution, dense, batch normalisation (and backwards).
 
-Written from the spec (cfg-format.md §5, §7, §8; DECISIONS §2), not from the kernels.
+Written from Darknet's code read as a description (src/convolutional_layer.c,
+src/deconvolutional_layer.c, src/connected_layer.c, src/batchnorm_layer.c,
+src/activations.c), not from the kernels.
 """
 from __future__ import annotations
 
 import numpy as np
 
-# --- activations (cfg-format.md §8) ------------------------------------------------------
+# --- activations (src/activations.c: activate, gradient) ---------------------------------
 
 
 def activate(x: np.ndarray, name: str) -> np.ndarray:
@@ -112,7 +114,7 @@ def gradient(y: np.ndarray, x: np.ndarray, name: str, dy: np.ndarray) -> np.ndar
     return dy * g
 
 
-# --- convolution family (cfg-format.md §5.1-5.3, §7) ------------------------------------
+# --- convolution family (src/convolutional_layer.c, src/deconvolutional_layer.c) ----------
 
 
 def conv2d(x, w, sy=1, sx=1, pad=0, d=1, groups=1):
@@ -168,7 +170,8 @@ def dense(x, w):
 
 
 def batchnorm(x, scales, mean, variance, biases=None, dialect="pjreddie"):
-    """Inference BN per channel (axis 1), float64 (DECISIONS §2 for the denominator)."""
+    """Inference BN per channel (axis 1), float64 (the lineage's epsilon: README,
+    "Deliberate differences from Darknet")."""
     x = np.asarray(x, np.float64)
     shape = (1, -1) + (1,) * (x.ndim - 2)
     v = np.asarray(variance, np.float64)
@@ -232,7 +235,8 @@ def dense_backward(x, w, dy):
 
 def batchnorm_train(x, scales, biases=None, dialect="pjreddie"):
     """Training BN per channel (axis 1) with the batch mean and the unbiased batch
-    variance over every other axis (training.md §5): (y, xhat, mean, var) float64."""
+    variance over every other axis (src/batchnorm_layer.c: forward_batchnorm_layer):
+    (y, xhat, mean, var) float64."""
     x = np.asarray(x, np.float64)
     axes = (0, *range(2, x.ndim))
     shape = (1, -1) + (1,) * (x.ndim - 2)
@@ -247,8 +251,8 @@ def batchnorm_train(x, scales, biases=None, dialect="pjreddie"):
 
 def batchnorm_backward_darknet(x, dy, scales, dialect="pjreddie"):
     """Darknet P's backward_batchnorm_layer, transcribed step by step in float64 with
-    the true-gradient sign (training.md §5), on the forward of `batchnorm_train`:
-    (dx, dscales, dbiases). Both dialects take sqrt(var + 1e-5) here (kernels/bn_train)."""
+    the true-gradient sign (src/batchnorm_layer.c: backward_batchnorm_layer), on the
+    forward of `batchnorm_train`: (dx, dscales, dbiases). Both dialects take sqrt(var + 1e-5) here (kernels/bn_train)."""
     x, dy = np.asarray(x, np.float64), np.asarray(dy, np.float64)
     axes = (0, *range(2, x.ndim))
     shape = (1, -1) + (1,) * (x.ndim - 2)

@@ -15,7 +15,7 @@ FLT_MAX = float(np.finfo(np.float32).max)
 
 def _pool_pad(x: np.ndarray, size: int, sy: int, sx: int, padding: int, fill: float):
     # (N, C, H, W) -> padded array, out dims, the left/top pad: `padding` is the total,
-    # padding//2 before, the rest after (cfg-format.md §5.4).
+    # padding//2 before, the rest after (src/maxpool_layer.c: make_maxpool_layer).
     h, w = x.shape[2:]
     oh, ow = (h + padding - size) // sy + 1, (w + padding - size) // sx + 1
     before = padding // 2
@@ -76,7 +76,7 @@ def softmax_chunks(x: np.ndarray, groups: int, temperature: float) -> np.ndarray
 
 
 def reorg_formula(x: np.ndarray, w: int, h: int, c: int, s: int, forward: bool) -> np.ndarray:
-    """Darknet's `reorg_cpu` written out element by element (cfg-format.md §5.10)."""
+    """Darknet's `reorg_cpu` written out element by element (src/blas.c: reorg_cpu)."""
     n = x.shape[0]
     xf = x.reshape(n, -1)
     out = np.zeros_like(xf)
@@ -184,8 +184,8 @@ def lrn_norms(x: np.ndarray, size: int, alpha: float, kappa: float) -> np.ndarra
     return norms
 
 
-# Losses as training.md §6 states them: (summed cost, gradient w.r.t. the layer's input
-# = minus Darknet's delta).
+# Losses as src/cost_layer.c and src/softmax_layer.c compute them: (summed cost,
+# gradient w.r.t. the layer's input = minus Darknet's delta).
 def softmax_xent(p: np.ndarray, t: np.ndarray) -> tuple[float, np.ndarray]:
     p64, t64 = p.astype(np.float64), t.astype(np.float64)
     cost = float(np.sum(np.where(t64 != 0, -np.log(p64), 0.0)))

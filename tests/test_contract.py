@@ -56,8 +56,8 @@ CASES = {
 # Sections whose loss and gradient are tested elsewhere (detection losses need box truths:
 # tests/test_yolo_loss.py).
 ELSEWHERE = {"yolo", "region"}
-# Darknet's rules for these are not derivatives (cfg-format.md §8); tests/test_kernels_conv.py
-# checks them against a transcription of Darknet's rule instead.
+# Darknet's rules for these are not derivatives (src/activations.c: gradient);
+# tests/test_kernels_conv.py checks them against a transcription of Darknet's rule instead.
 NOT_DERIVATIVES = {"stair", "normalize_channels", "normalize_channels_softmax",
                    "normalize_channels_softmax_maxval"}
 RUNNABLE = sorted(name for name, cls in REGISTRY.items() if cls.runnable)

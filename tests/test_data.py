@@ -124,7 +124,7 @@ def test_npz_errors(tmp_path):
         A.load_npz(tmp_path / "c.npz")
 
 
-# --- label matching (training.md §10.2) -------------------------------------------------
+# --- label matching (src/data.c: fill_truth, whole path components) ---------------------
 
 def test_label_trap_cases():
     m = D.LabelMatcher(["rain", "cat", "dog"])

@@ -1,4 +1,5 @@
-"""Learning-rate policies, value by value, against training.md §2's formulas written out."""
+"""Learning-rate policies, value by value, against src/network.c: get_current_rate's formulas
+written out."""
 from __future__ import annotations
 
 import math
