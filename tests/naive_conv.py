@@ -252,7 +252,8 @@ def batchnorm_train(x, scales, biases=None, dialect="pjreddie"):
 def batchnorm_backward_darknet(x, dy, scales, dialect="pjreddie"):
     """Darknet P's backward_batchnorm_layer, transcribed step by step in float64 with
     the true-gradient sign (src/batchnorm_layer.c: backward_batchnorm_layer), on the
-    forward of `batchnorm_train`: (dx, dscales, dbiases). Both dialects take sqrt(var + 1e-5) here (kernels/bn_train)."""
+    forward of `batchnorm_train`: (dx, dscales, dbiases). Both dialects take
+    sqrt(var + 1e-5) here (kernels/bn_train)."""
     x, dy = np.asarray(x, np.float64), np.asarray(dy, np.float64)
     axes = (0, *range(2, x.ndim))
     shape = (1, -1) + (1,) * (x.ndim - 2)

@@ -8,7 +8,8 @@ the layer below instead of adding to it (its gemm writes straight into that buff
 beta = 0, where larger kernels go through col2im, which adds). In train_yolo layer 6
 feeds both the 1x1 conv 7 and route 9, so Darknet drops route 9's gradient into layer 6
 and everything below it. darkcfg computes the true gradient (README, "Deliberate
-differences from Darknet"); to pin every other number against Darknet, the layers below 7 are compared under `darknet_backward`,
+differences from Darknet"); to pin every other number against Darknet, the layers below
+7 are compared under `darknet_backward`,
 which replays that overwrite, and the true gradient's difference is asserted too.
 
 train_region: Darknet's CPU backward of [region] is empty, so only the layer's own delta,
