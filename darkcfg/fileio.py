@@ -1,4 +1,5 @@
-"""Writing the user's files safely: every file darkcfg writes goes through `atomic_write`.
+"""The user's files, read and written safely: every file darkcfg writes goes through
+`atomic_write`, every small text file it reads through `read_text`.
 
 The rules (one place for all of them):
 - a new file appears whole or not at all (written to a temporary file beside it, flushed,
@@ -20,7 +21,7 @@ import tempfile
 from collections.abc import Iterator
 from typing import IO
 
-from .errors import OutputError
+from .errors import DataError, OutputError
 
 
 def _umask() -> int:
@@ -118,3 +119,29 @@ def atomic_write(path: str | os.PathLike, what: str = "file") -> Iterator[IO[byt
 def _remove(tmp: str) -> None:
     with contextlib.suppress(OSError):
         os.unlink(tmp)
+
+
+def read_text(path: str | os.PathLike, what: str, where: str = "") -> str:
+    """A small text file of the user's (names, lists, labels, .data) that must be UTF-8 (a
+    leading BOM is allowed). Anything else is refused with the byte offset of the first
+    bad byte: guessing latin-1 would turn names into silently different strings. `where`
+    (e.g. "cfg/x.data:3") says who named the file, ahead of every message."""
+    path = os.fspath(path)
+    src = f"{where}: " if where else ""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except FileNotFoundError:
+        raise DataError(f"{src}{path}: no such {what} file") from None
+    except OSError as e:
+        raise DataError(f"{src}{path}: cannot read the {what} file: {e.strerror}") from None
+    if b"\0" in raw:
+        at = raw.index(b"\0")
+        raise DataError(f"{src}{path}: a binary file, not a {what} file (a zero byte at offset "
+                        f"{at}); give a text file")
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        raise DataError(f"{src}{path}:{line}: the {what} file is not UTF-8 (byte "
+                        f"0x{raw[e.start]:02x} at offset {e.start}); save it as UTF-8") from None

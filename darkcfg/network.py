@@ -9,6 +9,7 @@ import numpy as np
 
 from .errors import CfgError, DarkcfgError
 from .graph import Graph, load_graph
+from .memory import available_memory
 
 if TYPE_CHECKING:
     from .weights import Header
@@ -271,22 +272,6 @@ def check_truth(truth, n: int) -> np.ndarray:
     return t
 
 
-def _available_memory() -> int:
-    """Bytes this process can still allocate, as the kernel estimates it (MemAvailable);
-    physical memory where that is not known."""
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        return 1 << 62
-
-
 def _layer_bytes(net: Network, images: int) -> list[int]:
     """What each layer needs: with images=0 its parameters three times (values, gradients,
     momentum), otherwise its float32 output for that many images."""
@@ -295,13 +280,14 @@ def _layer_bytes(net: Network, images: int) -> list[int]:
     return [4 * 3 * lay.nparams for lay in net.layers]
 
 
-def _describe(net: Network, images: int, need: int, have: int) -> str:
+def _describe(net: Network, images: int, need: int, have: int | None) -> str:
     sizes = _layer_bytes(net, images)
     big = max(range(len(sizes)), key=sizes.__getitem__)
     lay = net.layers[big]
     what = f"{images} image{'s' if images != 1 else ''} of " \
         f"{' x '.join(map(str, net.input_shape))}" if images else "its parameters"
-    return (f"this network needs about {_gib(need)} for {what}, and {_gib(have)} is "
+    left = "an unknown amount" if have is None else _gib(have)
+    return (f"this network needs about {_gib(need)} for {what}, and {left} is "
             f"available; the largest is layer {lay.index} [{lay.type}] (cfg line "
             f"{lay.section.line} of {lay.section.file}) with {_gib(sizes[big])}. Use a "
             "smaller width/height/batch or fewer filters")
@@ -318,8 +304,8 @@ def check_memory(net: Network, images: int) -> None:
     need = 4 * images * net._output_values if images else 12 * net._param_values
     if need < 1 << 30:          # below 1 GiB: nothing to ask the system
         return
-    have = _available_memory()
-    if need > have:
+    have = available_memory()
+    if have is not None and need > have:
         raise DarkcfgError(_describe(net, images, need, have))
 
 
@@ -327,4 +313,4 @@ def out_of_memory(net: Network, layer, images: int) -> DarkcfgError:
     need = sum(_layer_bytes(net, images))
     return DarkcfgError(f"out of memory in layer {layer.index} [{layer.type}] (cfg line "
                         f"{layer.section.line}): " + _describe(net, images, need,
-                                                                  _available_memory()))
+                                                                  available_memory()))

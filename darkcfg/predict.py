@@ -9,6 +9,7 @@ import numpy as np
 
 from .data.images import letterbox, load_image
 from .errors import DataError
+from .fileio import read_text
 
 if TYPE_CHECKING:
     from .graph import Graph
@@ -20,30 +21,6 @@ class Prediction:
     image: str
     output: np.ndarray                  # the network output for this image, flat
     top: list[tuple[int, float]]        # (class index, probability), best first
-
-
-def read_text(path: str | os.PathLike, what: str) -> str:
-    """A small text file that must be UTF-8 (a leading BOM is allowed). Anything else is
-    refused with the byte offset of the first bad byte: guessing latin-1 would turn names
-    into silently different strings."""
-    path = os.fspath(path)
-    try:
-        with open(path, "rb") as f:
-            raw = f.read()
-    except FileNotFoundError:
-        raise DataError(f"{path}: no such {what} file") from None
-    except OSError as e:
-        raise DataError(f"{path}: cannot read the {what} file: {e.strerror}") from None
-    if b"\0" in raw:
-        at = raw.index(b"\0")
-        raise DataError(f"{path}: a binary file, not a {what} file (a zero byte at offset "
-                        f"{at}); give a text file with one name per line")
-    try:
-        return raw.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        line = raw.count(b"\n", 0, e.start) + 1
-        raise DataError(f"{path}:{line}: the {what} file is not UTF-8 (byte 0x{raw[e.start]:02x}"
-                        f" at offset {e.start}); save it as UTF-8") from None
 
 
 def read_labels(path: str | os.PathLike, what: str = "labels") -> list[str]:

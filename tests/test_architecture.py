@@ -1,7 +1,7 @@
 """darkcfg's floors: every import (module level, inside functions, or for type checking
 only) goes to the same floor or a lower one, and no modules import each other in a cycle.
 
-    base       errors, fileio, cfg (syntax), options, netcfg, activations (names),
+    base       errors, fileio, memory, cfg (syntax), options, netcfg, activations (names),
                geometry (boxes)
     kernels    darkcfg/kernels: Numba only
     layers     darkcfg/layers: one file per section, helpers in layers/_*.py
@@ -21,7 +21,8 @@ from pathlib import Path
 from .conftest import ROOT
 
 FLOORS = [
-    ("base", ["errors", "fileio", "cfg", "options", "netcfg", "activations", "geometry"]),
+    ("base", ["errors", "fileio", "memory", "cfg", "options", "netcfg", "activations",
+              "geometry"]),
     ("kernels", ["kernels"]),
     ("layers", ["layers"]),
     ("model", ["graph", "weights", "schedule", "sgd", "network", "summary", "docs"]),

@@ -100,7 +100,7 @@ def test_a_network_too_big_for_memory_names_the_layer(tmp_path):
 def test_a_batch_too_big_for_memory_is_refused_before_running(tmp_path, monkeypatch):
     net = make(tmp_path, CONV)
     # pretend each image needs a GiB of outputs and 100 MiB are left
-    monkeypatch.setattr(network_mod, "_available_memory", lambda: 100 << 20)
+    monkeypatch.setattr(network_mod, "available_memory", lambda: 100 << 20)
     monkeypatch.setattr(net, "_output_values", 1 << 30)
     x = np.zeros((2, 2, 6, 6), np.float32)
     with pytest.raises(DarkcfgError, match=r"for 2 images of 2 x 6 x 6.*layer 0 "

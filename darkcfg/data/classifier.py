@@ -57,6 +57,7 @@ import numpy as np
 
 from ..cfg import _strip_comment
 from ..errors import DataError
+from ..fileio import read_text
 from .arrays import ArrayDataset, fashion_mnist, load_idx, load_npz
 from .augment import Augment, transform
 from .images import load_image
@@ -110,13 +111,7 @@ def _resolve(value: str, folder: str) -> str:
 def read_data_config(path: str | os.PathLike, *, strict: bool = True) -> DataConfig:
     """Read a `.data` file; every problem is a DataError naming the file and line."""
     path = os.fspath(path)
-    try:
-        with open(path, encoding="utf-8-sig") as f:
-            text = f.read()
-    except FileNotFoundError:
-        raise DataError(f"{path}: no such .data file") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise DataError(f"{path}: cannot read the .data file: {e}") from None
+    text = read_text(path, ".data")
     values: dict[str, str] = {}
     lines: dict[str, int] = {}
     for lineno, raw in enumerate(text.splitlines(), start=1):
@@ -181,14 +176,7 @@ def read_data_config(path: str | os.PathLike, *, strict: bool = True) -> DataCon
 
 def read_lines(path: str, what: str, where: str = "") -> list[str]:
     """A labels/names file: one entry per line; trailing blank lines are ignored."""
-    src = f"{where}: " if where else ""
-    try:
-        with open(path, encoding="utf-8-sig") as f:
-            items = [s.strip() for s in f.read().splitlines()]
-    except FileNotFoundError:
-        raise DataError(f"{src}{what} file {path} does not exist") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise DataError(f"{src}cannot read {what} file {path}: {e}") from None
+    items = [s.strip() for s in read_text(path, what, where).splitlines()]
     while items and not items[-1]:
         items.pop()
     if not items:
@@ -320,14 +308,7 @@ Dataset = ArrayDataset | ImageListDataset
 def read_image_list(list_file: str, labels: list[str], where: str = "") -> ImageListDataset:
     """A list of image paths (relative ones from the list's folder, else the current
     folder) with each image's label index."""
-    src = f"{where}: " if where else ""
-    try:
-        with open(list_file, encoding="utf-8-sig") as f:
-            text = f.read()
-    except FileNotFoundError:
-        raise DataError(f"{src}list file {list_file} does not exist") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise DataError(f"{src}cannot read list file {list_file}: {e}") from None
+    text = read_text(list_file, "list", where)
     folder = os.path.dirname(os.path.abspath(list_file))
     matcher = LabelMatcher(labels)
     paths, lines, ys = [], [], []

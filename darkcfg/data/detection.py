@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import DataError
+from ..fileio import read_text
 from .augment import bilinear, distort, rand_scale
 from .classifier import DataConfig, first_readable
 from .images import letterbox, load_image, resize
@@ -67,13 +68,7 @@ def find_label_file(image: str) -> str | None:
 def read_label_file(path: str, classes: int) -> tuple[np.ndarray, np.ndarray]:
     """A YOLO label file -> (boxes (M, 4) float64 cx cy w h, class ids (M,) int64).
     Every malformed line is a DataError naming file:line."""
-    try:
-        with open(path, encoding="utf-8-sig") as f:
-            text = f.read()
-    except FileNotFoundError:
-        raise DataError(f"{path}: no such label file") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise DataError(f"{path}: cannot read the label file: {e}") from None
+    text = read_text(path, "label")
     boxes, ids = [], []
     for lineno, line in enumerate(text.splitlines(), start=1):
         parts = line.split()
@@ -111,14 +106,7 @@ def read_label_file(path: str, classes: int) -> tuple[np.ndarray, np.ndarray]:
 def read_image_list(path: str, where: str = "") -> tuple[list[str], list[int]]:
     """(resolved image paths, list-file line of each): relative paths from the list's
     folder, else from the current folder (data/classifier.py's rule)."""
-    src = f"{where}: " if where else ""
-    try:
-        with open(path, encoding="utf-8-sig") as f:
-            lines = f.read().splitlines()
-    except FileNotFoundError:
-        raise DataError(f"{src}list file {path} does not exist") from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise DataError(f"{src}cannot read list file {path}: {e}") from None
+    lines = read_text(path, "list", where).splitlines()
     folder = os.path.dirname(os.path.abspath(path))
     images, numbers = [], []
     for lineno, raw in enumerate(lines, start=1):

@@ -9,6 +9,7 @@ import warnings
 import numpy as np
 
 from ..errors import DataError
+from ..memory import available_memory
 
 # Modes Pillow decodes more than 8 bits per sample into (always one grey channel):
 # "I;16*" unsigned 16-bit, "I" 32-bit signed integers, "F" 32-bit floats.
@@ -79,21 +80,6 @@ def image_bytes(width: int, height: int, mode_bytes: int, channels: int) -> int:
     """Memory `load_image` needs at its peak: Pillow's decoded pixels plus two float32
     (channels, h, w) arrays (the conversion and the scaled result)."""
     return width * height * (mode_bytes + 2 * 4 * channels)
-
-
-def available_memory() -> int | None:
-    """Bytes the system can still give (Linux MemAvailable; else free pages; else None)."""
-    try:
-        with open("/proc/meminfo", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (OSError, ValueError, AttributeError):
-        return None
 
 
 def _check_memory(path: str, im, channels: int) -> None:
