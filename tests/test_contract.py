@@ -1,7 +1,7 @@
 """The contract every registered section keeps: it builds, its forward has the declared
 shape and is finite, its gradients equal finite differences, its weights round-trip and it
 has a summary row. A newly registered section fails `test_every_section_is_covered` until
-it has an entry here."""
+its file gives an `example` (layers/base.py)."""
 from __future__ import annotations
 
 import numpy as np
@@ -16,43 +16,10 @@ from darkcfg.network import Network
 from .helpers import check_gradient
 
 NET = "[net]\nwidth=6\nheight=6\nchannels=4\n[empty]\n"   # layer 0 carries d(loss)/d(input)
-CONV = "[convolutional]\nfilters={f}\nsize=3\npad=1\nactivation=logistic\nbatch_normalize=1\n"
 
-# Smooth activations here: kinks are the business of test_activation_gradient.
-# section -> (cfg text after NET; its last section is the one under test; loss factor)
-# A loss layer's objective is its own cost times the factor (Darknet's [cost] sse passes
-# (p - t) down, half the derivative of its reported cost).
-CASES = {
-    "convolutional": ("[convolutional]\nfilters=4\nsize=3\nstride=2\npad=1\ngroups=2\n"
-                      "batch_normalize=1\nactivation=logistic\n", None),
-    "deconvolutional": ("[deconvolutional]\nfilters=2\nsize=3\nstride=2\npad=1\n"
-                        "batch_normalize=1\nactivation=logistic\n", None),
-    "connected": ("[connected]\noutput=5\nactivation=tanh\n", None),
-    "maxpool": ("[maxpool]\nsize=3\nstride=2\n", None),
-    "local_avgpool": ("[local_avgpool]\nsize=2\nstride=2\n", None),
-    "avgpool": ("[avgpool]\n", None),
-    # (Darknet's softmax delta ignores the temperature: checked at T=1 here)
-    "softmax": ("[softmax]\ngroups=2\n", 1.0),
-    "dropout": ("[dropout]\nprobability=0.3\n", None),
-    "shortcut": (CONV.format(f=4) + CONV.format(f=4) + "[shortcut]\nfrom=-2\n"
-                 "activation=logistic\n", None),
-    "route": (CONV.format(f=2) + CONV.format(f=3) + "[route]\nlayers=-1,-2\n", None),
-    "upsample": ("[upsample]\nstride=2\nscale=0.5\n", None),
-    "reorg": ("[reorg]\nstride=2\n", None),
-    "reorg3d": ("[reorg3d]\nstride=2\n", None),
-    "batchnorm": ("[batchnorm]\n", None),
-    "crop": ("[crop]\ncrop_height=4\ncrop_width=5\n", None),
-    "cost": ("[cost]\ntype=sse\n", 0.5),
-    "activation": ("[activation]\nactivation=elu\n", None),
-    "logistic": ("[logistic]\n", 1.0),
-    "l2norm": ("[l2norm]\n", None),
-    "normalization": ("[normalization]\nsize=3\nalpha=0.01\n", None),
-    "scale_channels": (CONV.format(f=3) + "[avgpool]\n[convolutional]\nfilters=3\nsize=1\n"
-                       "activation=logistic\n[scale_channels]\nfrom=-3\n", None),
-    "sam": (CONV.format(f=4) + "[convolutional]\nfilters=4\nsize=1\nactivation=logistic\n"
-            "[sam]\nfrom=-2\n", None),
-    "empty": ("[empty]\n", None),
-}
+# Each section's own file carries its case (`Layer.example`, `Layer.example_loss`).
+CASES = {name: (cls.example, cls.example_loss) for name, cls in REGISTRY.items()
+         if cls.example is not None}
 # Sections whose loss and gradient are tested elsewhere (detection losses need box truths:
 # tests/test_yolo_loss.py).
 ELSEWHERE = {"yolo", "region"}
@@ -65,7 +32,7 @@ RUNNABLE = sorted(name for name, cls in REGISTRY.items() if cls.runnable)
 
 def test_every_section_is_covered():
     missing = set(RUNNABLE) - set(CASES) - ELSEWHERE
-    assert not missing, f"sections without a contract case: {sorted(missing)}"
+    assert not missing, f"sections without an `example` for the contract: {sorted(missing)}"
 
 
 def build(text: str) -> Network:

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 @register
 class Activation(Layer):
     type = "activation"
+    example = "[activation]\nactivation=elu\n"
     doc = "element-wise activation"
     options = {"activation": Opt("str", "linear", "activation", choices=ACTIVATIONS)}
 

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
 @register
 class Avgpool(Layer):
     type = "avgpool"
+    example = "[avgpool]\n"
     aliases = ("avg",)
     doc = "global average pooling"
 

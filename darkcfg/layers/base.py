@@ -92,6 +92,14 @@ class Layer:
     # True for detection heads: the output is a grid of boxes, `decode(out, net_w, net_h,
     # thresh) -> geometry.Boxes` reads them (layers/yolo.py, layers/region.py).
     is_head: ClassVar[bool] = False
+    # A small cfg using the section (after a [net] of 4 x 6 x 6 input and an [empty]; the
+    # last section is this one), with smooth activations: tests/test_contract.py builds it
+    # and checks shape, finiteness, gradients by finite differences and the weights round
+    # trip. A loss layer also gives `example_loss`, the factor on its cost that makes the
+    # gradient it passes down that of the objective (Darknet's [cost] sse passes (p - t),
+    # half the derivative of the cost it reports).
+    example: ClassVar[str | None] = None
+    example_loss: ClassVar[float | None] = None
 
     def __init__(self, section: Section, net: NetInfo, layers: list[Layer], *,
                  strict: bool = True):

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
 @register
 class Batchnorm(Layer):
     type = "batchnorm"
+    example = "[batchnorm]\n"
     doc = "standalone batch normalisation (weights layout depends on the dialect)"
     # as BNActivation.exact_bn: tests set True to compare with finite differences
     exact_bn: ClassVar[bool] = False

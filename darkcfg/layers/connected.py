@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 @register
 class Connected(BNActivation, Layer):
     type = "connected"
+    example = "[connected]\noutput=5\nactivation=tanh\n"
     aliases = ("conn",)
     doc = "fully connected layer (input flattened in C,H,W order)"
     options = {

@@ -16,6 +16,8 @@ if TYPE_CHECKING:
 @register
 class Cost(Layer):
     type = "cost"
+    example = "[cost]\ntype=sse\n"
+    example_loss = 0.5
     doc = "loss layer: sse, masked, smooth (L1-smooth), L1"
     options = {
         "type": Opt("str", "sse", "loss kind",

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 @register
 class Crop(Layer):
     type = "crop"
+    example = "[crop]\ncrop_height=4\ncrop_width=5\n"
     doc = "centre crop (random in training), then 2x-1 unless noadjust"
     options = {
         "crop_height": Opt("int", 1, "output height", min=1),

@@ -16,6 +16,8 @@ if TYPE_CHECKING:
 @register
 class Deconvolutional(BNActivation, Layer):
     type = "deconvolutional"
+    example = ("[deconvolutional]\nfilters=2\nsize=3\nstride=2\npad=1\n"
+               "batch_normalize=1\nactivation=logistic\n")
     aliases = ("deconv",)
     doc = "transposed convolution (P)"
     options = {

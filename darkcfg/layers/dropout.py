@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 @register
 class Dropout(Layer):
     type = "dropout"
+    example = "[dropout]\nprobability=0.3\n"
     doc = "inverted dropout (identity at inference)"
     options = {"probability": Opt("float", 0.5, "drop probability p (P default 0.5)", min=0)}
     quiet = frozenset({"dropblock", "dropblock_size_rel", "dropblock_size_abs"})

@@ -14,6 +14,7 @@ if TYPE_CHECKING:
 @register
 class Empty(Layer):
     type = "empty"
+    example = "[empty]\n"
     aliases = ("silence",)
     doc = "identity"
 

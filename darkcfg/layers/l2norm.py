@@ -14,6 +14,7 @@ if TYPE_CHECKING:
 @register
 class L2norm(Layer):
     type = "l2norm"
+    example = "[l2norm]\n"
     doc = "per-pixel L2 normalisation across channels"
 
     def forward(self, x: np.ndarray, net: RunState) -> np.ndarray:

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
 @register
 class LocalAvgpool(Pool):
     type = "local_avgpool"
+    example = "[local_avgpool]\nsize=2\nstride=2\n"
     aliases = ("local_avg",)
     doc = "windowed average pooling (mean over in-image cells)"
     options = dict(POOL_OPTIONS)

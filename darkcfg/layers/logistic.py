@@ -15,6 +15,8 @@ if TYPE_CHECKING:
 @register
 class Logistic(Layer):
     type = "logistic"
+    example = "[logistic]\n"
+    example_loss = 1.0
     doc = "sigmoid, with logistic cross-entropy loss in training"
 
     def forward(self, x: np.ndarray, net: RunState) -> np.ndarray:

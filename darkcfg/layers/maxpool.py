@@ -15,6 +15,7 @@ if TYPE_CHECKING:
 @register
 class Maxpool(Pool):
     type = "maxpool"
+    example = "[maxpool]\nsize=3\nstride=2\n"
     aliases = ("max",)
     doc = "max pooling; maxpool_depth pools across channels"
     options = {

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
 @register
 class Normalization(Layer):
     type = "normalization"
+    example = "[normalization]\nsize=3\nalpha=0.01\n"
     aliases = ("lrn",)
     doc = "local response normalisation across channels"
     options = {

@@ -15,6 +15,7 @@ if TYPE_CHECKING:
 @register
 class Reorg(Layer):
     type = "reorg"
+    example = "[reorg]\nstride=2\n"
     doc = "Darknet's reorg permutation (not the standard space-to-depth)"
     options = {
         "stride": Opt("int", 1, "block size", min=1),
@@ -85,6 +86,7 @@ class Reorg(Layer):
 @register
 class Reorg3d(Reorg):
     type = "reorg3d"
+    example = "[reorg3d]\nstride=2\n"
     doc = "space-to-depth (AH)"
     options = {"stride": Opt("int", 1, "block size", min=1),
                "reverse": Opt("int", 0, "inverse direction (depth-to-space)", min=0)}

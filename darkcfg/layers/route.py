@@ -15,6 +15,9 @@ if TYPE_CHECKING:
 @register
 class Route(Layer):
     type = "route"
+    example = ("[convolutional]\nfilters=2\nsize=3\npad=1\nactivation=logistic\n"
+               "batch_normalize=1\n[convolutional]\nfilters=3\nsize=3\npad=1\n"
+               "activation=logistic\nbatch_normalize=1\n[route]\nlayers=-1,-2\n")
     doc = "concatenate earlier layers' channels; groups/group_id take a slice of each"
     options = {
         "layers": Opt("layers", None, "source layers, relative or absolute", required=True),

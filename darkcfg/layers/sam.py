@@ -10,6 +10,9 @@ from .base import register
 @register
 class Sam(Product):
     type = "sam"
+    example = ("[convolutional]\nfilters=4\nsize=3\npad=1\nactivation=logistic\n"
+               "batch_normalize=1\n[convolutional]\nfilters=4\nsize=1\n"
+               "activation=logistic\n[sam]\nfrom=-2\n")
     doc = "spatial attention: previous * from, element-wise"
     options = {
         "from": Opt("layers", None, "the layer to multiply with", required=True),

@@ -10,6 +10,9 @@ from .base import register
 @register
 class ScaleChannels(Product):
     type = "scale_channels"
+    example = ("[convolutional]\nfilters=3\nsize=3\npad=1\nactivation=logistic\n"
+               "batch_normalize=1\n[avgpool]\n[convolutional]\nfilters=3\nsize=1\n"
+               "activation=logistic\n[scale_channels]\nfrom=-3\n")
     doc = "from-layer map x the previous layer's per-channel (scale_wh: per-pixel) factors"
     options = {
         "from": Opt("layers", None, "the feature map to scale", required=True),

@@ -16,6 +16,10 @@ if TYPE_CHECKING:
 @register
 class Shortcut(Layer):
     type = "shortcut"
+    example = ("[convolutional]\nfilters=4\nsize=3\npad=1\nactivation=logistic\n"
+               "batch_normalize=1\n[convolutional]\nfilters=4\nsize=3\npad=1\n"
+               "activation=logistic\nbatch_normalize=1\n[shortcut]\nfrom=-2\n"
+               "activation=logistic\n")
     doc = "residual add: act(alpha*previous + beta*from), over the overlapping channels"
     options = {
         "from": Opt("layers", None, "layer(s) added to the previous layer", required=True),

@@ -16,6 +16,8 @@ if TYPE_CHECKING:
 @register
 class Softmax(Layer):
     type = "softmax"
+    example = "[softmax]\ngroups=2\n"
+    example_loss = 1.0
     aliases = ("soft",)
     doc = "softmax over `groups` contiguous chunks of the flat input; cross-entropy loss"
     options = {

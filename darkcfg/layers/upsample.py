@@ -15,6 +15,7 @@ if TYPE_CHECKING:
 @register
 class Upsample(Layer):
     type = "upsample"
+    example = "[upsample]\nstride=2\nscale=0.5\n"
     doc = "nearest-neighbour x stride, times scale; negative stride sums s x s blocks"
     options = {
         "stride": Opt("int", 2, "factor; negative downsamples"),
