@@ -57,8 +57,8 @@ def test_refusals_before_training(tmp_path):
     with pytest.raises(DarkcfgError, match="classes=3 but layer 7 \\[yolo\\].*classes=2"):
         train_detector(str(data), str(write_cfg(tmp_path)), None, TrainOptions(quiet=True))
     data = make_data(tmp_path, n=2)
-    with pytest.raises(CfgError, match="iou_loss=ciou"):
-        train_detector(str(data), str(write_cfg(tmp_path, extra="iou_loss=ciou")), None,
+    with pytest.raises(CfgError, match="delta_normalizer"):
+        train_detector(str(data), str(write_cfg(tmp_path, extra="delta_normalizer=2")), None,
                        TrainOptions(quiet=True))
 
 

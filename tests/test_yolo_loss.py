@@ -24,9 +24,10 @@ ANCHORS = np.array([[4, 5], [9, 7], [7, 13], [15, 14], [24, 20], [30, 30]], floa
 ANCHOR_TEXT = ", ".join(f"{w:g},{h:g}" for w, h in ANCHORS)
 
 
-def yolo_net(mask=(0, 1, 2), classes=3, extra="", dialect=None) -> Network:
+def yolo_net(mask=(0, 1, 2), classes=3, extra="", dialect="pjreddie") -> Network:
     """A 32 x 32 net whose [yolo] head sees a 4 x 4 grid (an 8 x 8 max pool before it);
-    tests feed the head directly with `run`."""
+    tests feed the head directly with `run`. The dialect is given: AB keys in `extra`
+    would otherwise choose alexeyab, whose loss is not the naive statement's."""
     c = len(mask) * (5 + classes)
     text = (f"[net]\nwidth=32\nheight=32\nchannels={c}\n\n[maxpool]\nsize=8\nstride=8\n\n"
             f"[yolo]\nmask={','.join(map(str, mask))}\nanchors={ANCHOR_TEXT}\nnum=6\n"

@@ -15,13 +15,17 @@ if TYPE_CHECKING:
 
 # Detector-training and tracking knobs darkcfg accepts without modelling (they change
 # nothing darkcfg computes; a key that would change the math and is not implemented is an
-# error instead).
+# error instead: `map` is refused when training starts, see check_trainable).
 YOLO_QUIET = frozenset({
-    "random", "resize", "focal_loss", "max_delta", "objectness_smooth",
-    "counters_per_class", "label_smooth_eps", "track_history_size", "track_ciou_norm",
-    "sim_thresh", "dets_for_track", "dets_for_show", "embedding_layer", "show_details",
-    "map", "uc_normalizer", "yolo_point", "iou_thresh_kind", "stretch_sway", "rotate",
+    "random", "resize", "track_history_size", "track_ciou_norm", "sim_thresh",
+    "dets_for_track", "dets_for_show", "embedding_layer", "map", "uc_normalizer",
+    "yolo_point", "stretch_sway", "rotate",
 })
+# AB's loss options (src/parser.c: parse_yolo); under dialect=pjreddie training with any
+# of them written is refused (pjreddie Darknet has none of them)
+AB_LOSS_KEYS = ("iou_loss", "iou_thresh", "iou_thresh_kind", "max_delta", "new_coords",
+                "focal_loss", "label_smooth_eps", "objectness_smooth", "counters_per_class",
+                "show_details")
 
 
 @register
@@ -35,7 +39,7 @@ class Yolo(Layer):
         "anchors": Opt("floats", None, "anchor w,h pairs in network-input pixels"),
         "ignore_thresh": Opt("float", 0.5, "no objectness loss above this IoU"),
         "truth_thresh": Opt("float", 1.0, "IoU making a prediction a positive"),
-        "max": Opt("int", 90, "max truth boxes per image", min=1),
+        "max": Opt("int", 90, "max truth boxes per image (AB: 200)", min=1),
         "jitter": Opt("float", 0.2, "training crop: each side moves by up to this fraction",
                       min=0),
         "scale_x_y": Opt("float", 1.0, "x,y scaling (AH)"),
@@ -47,6 +51,16 @@ class Yolo(Layer):
         "cls_normalizer": Opt("float", 1.0, "class loss weight (AH)"),
         "delta_normalizer": Opt("float", 1.0, "delta weight (AH)"),
         "iou_thresh": Opt("float", 1.0, "extra anchors above this IoU (AH)"),
+        "iou_thresh_kind": Opt("str", "iou", "shape IoU kind for iou_thresh (AH)",
+                               choices=("iou", "giou", "diou", "ciou")),
+        "max_delta": Opt("float", float(np.finfo(np.float32).max),
+                         "clip of each IoU-loss box delta (AH)", min=0),
+        "focal_loss": Opt("int", 0, "focal loss on the classes (AH)", min=0),
+        "label_smooth_eps": Opt("float", 0.0, "class label smoothing (AH)", min=0),
+        "objectness_smooth": Opt("int", 0, "objectness targets from the IoU (AH)", min=0),
+        "counters_per_class": Opt("ints", None, "per-class counts: class weights (AH)"),
+        "show_details": Opt("int", 1, "AH's cost: 1 IoU-loss mean + the rest, 0 sum of "
+                            "squares", min=0),
         "nms_kind": Opt("str", "default", "NMS kind (AH)",
                         choices=("default", "greedynms", "diounms", "cornersnms")),
         "beta_nms": Opt("float", 0.6, "DIoU-NMS beta (AH)"),
@@ -86,7 +100,12 @@ class Yolo(Layer):
                 f"the previous layer has {c} channels but this head needs "
                 f"{len(self.mask)} anchors x ({self.classes} classes + {self.per_anchor}) = "
                 f"{want}: set filters={want} in the [convolutional] before it", "classes")
-        self.truths = o["max"] * 5
+        # AB reads 6 floats per truth box (x y w h class track_id; make_yolo_layer's
+        # truth_size) and `max` defaults to 200 there (parse_yolo)
+        ah = self.net.dialect == "alexeyab"
+        self.truth_size = 6 if ah else 5
+        self.max_boxes = o["max"] if ("max" in self.section.entries or not ah) else 200
+        self.truths = self.max_boxes * self.truth_size
 
     def forward(self, x: np.ndarray, net: RunState) -> np.ndarray:
         # x (N, A*(5+classes), H, W) -> same shape; per anchor a, channel
@@ -157,7 +176,10 @@ class Yolo(Layer):
         self.check_trainable()
         o = self.opts
         _, net_h, net_w = self.net.input_shape
-        truth = detection_truth(self, net, out.shape[0], o["max"])
+        truth = detection_truth(self, net, out.shape[0], self.max_boxes)
+        if self.net.dialect == "alexeyab":
+            self._loss_ab(out, truth, net_w, net_h)
+            return
         target, weight, stats = yolo_targets(
             out, truth, o["max"], self.anchor_array(), np.array(self.mask), net_w, net_h,
             o["ignore_thresh"], o["truth_thresh"], *self.normalizers())
@@ -166,6 +188,57 @@ class Yolo(Layer):
         n, a, k, h, w = out.shape
         self._grad = np.negative(delta).reshape(n, a * k, h, w)
         self.stats = detection_stats(stats, out.shape, len(self.mask))
+
+    def _loss_ab(self, out: np.ndarray, truth: np.ndarray, net_w: int, net_h: int) -> None:
+        # AlexeyAB's loss (src/yolo_layer.c: process_batch; kernels/yolo_loss.py:
+        # yolo_delta_ab), pinned by the reference case ab_train_yolo_ciou. Its box deltas
+        # for iou/giou/diou/ciou are AB's dx_box_iou, not the gradient of a loss darkcfg
+        # could write down (README, "AlexeyAB's [yolo] deltas"); the gradient passed
+        # down is minus Darknet's delta, as for pjreddie.
+        from ..kernels import yolo_loss as yl
+        o = self.opts
+        norm_iou, norm_obj, norm_cls = self.normalizers()
+        delta, s = yl.yolo_delta_ab(
+            out, truth, self.truth_size, self.max_boxes, self.anchor_array(),
+            np.array(self.mask), net_w, net_h, ignore_thresh=o["ignore_thresh"],
+            truth_thresh=o["truth_thresh"], iou_normalizer=norm_iou,
+            obj_normalizer=norm_obj, cls_normalizer=norm_cls, iou_loss=o["iou_loss"],
+            max_delta=o["max_delta"], iou_thresh=o["iou_thresh"],
+            iou_thresh_kind=o["iou_thresh_kind"], new_coords=bool(o["new_coords"]),
+            focal_loss=bool(o["focal_loss"]), label_smooth_eps=o["label_smooth_eps"],
+            objectness_smooth=bool(o["objectness_smooth"]),
+            classes_multipliers=self.classes_multipliers())
+        n, a, k, h, w = out.shape
+        squares = np.square(delta, dtype=np.float64)
+        count = max(s[yl.S_COUNT], 1)
+        if o["iou_loss"] == "mse" or not o["show_details"]:
+            self.cost = float(squares.sum())
+        else:
+            # forward_yolo_layer with show_details: the IoU-loss mean (1 - GIoU for giou)
+            # plus obj_normalizer * the squares of the non-box entries
+            box_loss = s[yl.S_GIOU_LOSS if o["iou_loss"] == "giou" else yl.S_IOU_LOSS]
+            rest = float(squares[:, :, 4:].sum())
+            self.cost = norm_iou * box_loss / count * (s[yl.S_COUNT] > 0) + norm_obj * rest
+        self._grad = np.negative(delta).reshape(n, a * k, h, w)
+        self.stats = detection_stats(
+            np.array([s[yl.S_IOU], s[yl.S_CLASS], s[yl.S_OBJ], s[yl.S_ANYOBJ], s[yl.S_R50],
+                      s[yl.S_R75], s[yl.S_COUNT], s[yl.S_COUNT]]), out.shape, a)
+        self.stats["total_bbox"] = int(s[yl.S_BBOX])
+        self.stats["rewritten_bbox"] = int(s[yl.S_REWRITTEN])
+
+    def classes_multipliers(self) -> np.ndarray | None:
+        """AB's counters_per_class as class weights (src/parser.c: get_classes_multipliers):
+        the largest count over each class's count (counts below 1 count as 1), at most
+        max_delta; None when the key is absent."""
+        counts = self.opts["counters_per_class"]
+        if counts is None:
+            return None
+        if len(counts) != self.classes:
+            raise self.error(f"counters_per_class has {len(counts)} values for classes="
+                             f"{self.classes}: give one count per class",
+                             "counters_per_class")
+        c = np.maximum(np.array(counts, np.float64), 1.0)
+        return np.minimum(c.max() / c, self.opts["max_delta"])
 
     def backward(self, dy: np.ndarray | None, net: RunState) -> np.ndarray | None:
         # Darknet passes the delta down unchanged: no logistic derivative (it is already
@@ -190,8 +263,18 @@ class Yolo(Layer):
 
     def check_trainable(self) -> None:
         """Options whose training math darkcfg does not implement: refused when training
-        starts (inference with them is fine)."""
+        starts (inference with them is fine). Under dialect=alexeyab every AB loss option
+        trains; under pjreddie they are refused (they are AB's)."""
         o, written = self.opts, self.section.entries
+        if "map" in written:
+            raise self.error("training with map= (AB's class-id remapping file) is not "
+                             "implemented by darkcfg; remove it", "map")
+        if o["delta_normalizer"] != 1:
+            raise self.error("training with delta_normalizer != 1 (AB's GPU-only delta "
+                             "factor) is not implemented by darkcfg; only 1 is",
+                             "delta_normalizer")
+        if self.net.dialect == "alexeyab":
+            return
         why = None
         if o["iou_loss"] != "mse":
             why = f"iou_loss={o['iou_loss']} (AH's IoU-family box loss); only mse is"
@@ -199,18 +282,17 @@ class Yolo(Layer):
             why = "new_coords=1 (scaled-YOLOv4 box coding); only new_coords=0 is"
         elif o["iou_thresh"] < 1:
             why = "iou_thresh < 1 (AH's extra anchors per truth); only 1 is"
-        elif o["delta_normalizer"] != 1:
-            why = "delta_normalizer != 1 (AH); only 1 is"
         else:
-            for key, off in (("focal_loss", "0"), ("label_smooth_eps", "0"),
-                             ("objectness_smooth", "0"), ("counters_per_class", None)):
+            for key in AB_LOSS_KEYS:
                 entry = written.get(key)
-                if entry is not None and (off is None or float(entry.value) != float(off)):
+                if entry is not None and key not in ("iou_loss", "new_coords", "iou_thresh"):
                     why = f"{key}={entry.value} (AH); leave it out:"
                     break
         if why:
             key = why.split("=")[0].split(" ")[0]
-            raise self.error(f"training with {why} implemented by darkcfg", key)
+            raise self.error(f"training with {why} implemented by darkcfg for dialect="
+                             "pjreddie (these are AlexeyAB's loss options: load the network "
+                             "with dialect=alexeyab, --dialect alexeyab)", key)
 
     def row(self):
         return "yolo"

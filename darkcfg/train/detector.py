@@ -62,6 +62,7 @@ def train_detector(data_file: str, cfg_file: str, weights: str | None, opts: Tra
     from ..data.classifier import read_data_config
     from ..data.detection import DetAugment, open_detection_dataset
     from ..graph import load_graph
+    from ..layers._detection_head import widen_truth
     from ..schedule import check_schedule
 
     opts.check()
@@ -86,7 +87,7 @@ def train_detector(data_file: str, cfg_file: str, weights: str | None, opts: Tra
         raise DarkcfgError(f"{data_file}: no 'train' key: nothing to train on")
     valid_set = open_detection_dataset(data_cfg, "valid")
     train_set.skip_unreadable = True     # skipped with a warning, not a crash mid-run
-    most = graph.truths // 5
+    most = graph.truths // getattr(head, "truth_size", 5)
     batch = graph.net.batch * netopts["subdivisions"]
     max_batches = max_batches_of(cfg_file, netopts, opts)
     base = Path(cfg_file).stem
@@ -98,7 +99,8 @@ def train_detector(data_file: str, cfg_file: str, weights: str | None, opts: Tra
 
     def sample(i: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         idx = batch_indices(n, i, batch, opts.seed)
-        return train_set.batch(idx, net.input_shape, augment, rng, most)
+        x, truth = train_set.batch(idx, net.input_shape, augment, rng, most)
+        return x, widen_truth(truth, getattr(head, "truth_size", 5))
 
     validate = None
     if valid_set is not None:
