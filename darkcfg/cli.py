@@ -17,9 +17,22 @@ def _shape_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--channels", type=int, help="override [net] channels")
     p.add_argument("--batch", type=int, help="override [net] batch (subdivisions become 1)")
     p.add_argument("--dialect", choices=DIALECTS,
-                   help="which Darknet lineage's numbers to follow (default pjreddie)")
+                   help="which Darknet lineage's numbers to follow (default: alexeyab for "
+                   "weights of header revision >= 5 or a cfg using an AlexeyAB-only "
+                   "feature, else pjreddie)")
     p.add_argument("--lenient", action="store_true",
                    help="turn unknown keys and other fixable cfg problems into warnings")
+
+
+def _letter_args(p: argparse.ArgumentParser) -> None:
+    what = p.add_mutually_exclusive_group()
+    what.add_argument("--letter-box", dest="letter_box", action="store_const", const=True,
+                      help="letterbox each image to the network size, keeping its aspect "
+                      "ratio (default: pjreddie always; alexeyab only with letter_box=1 in "
+                      "[net], as AlexeyAB's -letter_box)")
+    what.add_argument("--no-letter-box", dest="letter_box", action="store_const",
+                      const=False, help="stretch each image to the network size "
+                      "(AlexeyAB's default)")
 
 
 def cmd_summary(args: argparse.Namespace) -> int:
@@ -215,7 +228,7 @@ def cmd_detect(args: argparse.Namespace) -> int:
             failed += 1
             continue
         start = time.perf_counter()
-        found = detect(net, image, args.thresh, args.nms)
+        found = detect(net, image, args.thresh, args.nms, args.letter_box)
         seconds = time.perf_counter() - start
         stem = os.path.splitext(os.path.basename(path))[0]
         png = os.path.join(args.out_dir, f"{stem}_boxes.png")
@@ -265,6 +278,7 @@ def cmd_map(args: argparse.Namespace) -> int:
               file=sys.stderr, flush=True)
 
     result = evaluate_network(net, images, classes, thresh=args.thresh, nms=args.nms,
+                              letter=args.letter_box,
                               progress=None if args.quiet else progress)
     print(format_report(result, data.names))
     return 0
@@ -377,6 +391,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print JSON instead of text")
     p.add_argument("--out-dir", default=".",
                    help="where <image>_boxes.png goes (default: the current folder)")
+    _letter_args(p)
     _shape_args(p)
     p.set_defaults(func=cmd_detect)
 
@@ -386,6 +401,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("weights", help="the .weights file")
     p.add_argument("--thresh", type=float, default=0.005, help="probability floor (0.005)")
     p.add_argument("--nms", type=float, default=0.45, help="NMS IoU threshold (0.45)")
+    _letter_args(p)
     p.add_argument("--width", type=int, help="override [net] width")
     p.add_argument("--height", type=int, help="override [net] height")
     p.add_argument("--quiet", action="store_true", help="no progress line")

@@ -11,7 +11,14 @@ from dataclasses import dataclass, field
 from .cfg import NET_NAMES, Section, read_cfg
 from .errors import CfgError
 from .layers import REGISTRY, Layer
-from .netcfg import DIALECTS, NET_OPTIONS, NET_QUIET, NetInfo
+from .netcfg import (
+    DIALECTS,
+    NET_OPTIONS,
+    NET_QUIET,
+    DialectChoice,
+    NetInfo,
+    choose_dialect,
+)
 from .options import read_options
 
 
@@ -42,7 +49,8 @@ class Graph:
         return [(lay, why) for lay in self.layers if (why := lay.unsupported())]
 
 
-def _net_info(sec: Section, *, width, height, channels, batch, dialect, strict) -> NetInfo:
+def _net_info(sec: Section, *, width, height, channels, batch, dialect: DialectChoice,
+              strict) -> NetInfo:
     opts = read_options(sec, NET_OPTIONS, NET_QUIET, strict=strict)
     for key, value in (("width", width), ("height", height), ("channels", channels),
                        ("batch", batch)):
@@ -66,10 +74,10 @@ def _net_info(sec: Section, *, width, height, channels, batch, dialect, strict) 
         raise sec.error("no input shape: give width, height and channels (or inputs= for a "
                         f"non-image net); missing {', '.join(missing)}",
                         missing[0] if missing[0] in sec.entries else None)
-    if dialect not in DIALECTS:
-        raise CfgError(f"unknown dialect '{dialect}'; use one of {', '.join(DIALECTS)}",
-                       file=sec.file)
-    return NetInfo(opts, shape, dialect, sec)
+    if dialect.dialect not in DIALECTS:
+        raise CfgError(f"unknown dialect '{dialect.dialect}'; use one of "
+                       f"{', '.join(DIALECTS)}", file=sec.file)
+    return NetInfo(opts, shape, dialect.dialect, sec, dialect)
 
 
 def section_names() -> dict[str, type[Layer]]:
@@ -98,12 +106,16 @@ def resolve_names(sections: list[Section]) -> None:
 
 def build_graph(sections: list[Section], *, width: int | None = None,
                 height: int | None = None, channels: int | None = None,
-                batch: int | None = None, dialect: str | None = None,
+                batch: int | None = None, dialect: str | DialectChoice | None = None,
                 strict: bool = True) -> Graph:
+    """The graph of a cfg's sections. `dialect`: a name, a `DialectChoice` a caller made
+    (Network.load: from a weights header), or None to choose from the cfg itself
+    (netcfg.choose_dialect); `graph.net.dialect_choice` says which rule applied."""
     resolve_names(sections)
     net_sec, *layer_secs = sections
+    choice = choose_dialect(sections, dialect, net_sec.file)
     net = _net_info(net_sec, width=width, height=height, channels=channels, batch=batch,
-                    dialect=dialect or "pjreddie", strict=strict)
+                    dialect=choice, strict=strict)
     if not layer_secs:
         raise CfgError("the cfg has a [net] section but no layers", file=net_sec.file,
                        line=net_sec.line, section=net_sec.written)

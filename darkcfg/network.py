@@ -62,10 +62,19 @@ class Network:
     def load(cls, cfg: str | os.PathLike, weights: str | os.PathLike | None = None, *,
              batch: int | None = 1, dialect: str | None = None, strict: bool = True,
              **sizes) -> Network:
+        # precedence: `dialect` > a weights header of revision >= 5 > the cfg's content
+        # (graph.build_graph) > pjreddie
+        choice = dialect
         if weights is not None and dialect is None:
+            from .netcfg import DialectChoice
             from .weights import read_header
-            dialect = read_header(weights).dialect
-        graph = load_graph(cfg, batch=batch, dialect=dialect, strict=strict, **sizes)
+            header = read_header(weights)
+            if header.dialect == "alexeyab":
+                choice = DialectChoice(
+                    "alexeyab", "weights", f"{os.fspath(weights)}: header version "
+                    f"{header.major}.{header.minor}.{header.revision} (revision >= 5 is "
+                    "AlexeyAB's format)")
+        graph = load_graph(cfg, batch=batch, dialect=choice, strict=strict, **sizes)
         net = cls(graph)
         if weights is not None:
             net.load_weights(weights)

@@ -90,14 +90,26 @@ def format_table(graph: Graph) -> str:
         f"({t['conv_bflops']:.3f} in convolutions), weights file {t['weights_bytes']:,} "
         f"bytes, activations {_size(t['activation_bytes'])} at batch {graph.net.batch}, "
         f"input {w} x {h} x {c}")
+    lines.append(dialect_line(graph))
     return "\n".join(lines)
+
+
+def dialect_line(graph: Graph) -> str:
+    """Which lineage's numbers the network follows, which rule chose it and why."""
+    choice = graph.net.dialect_choice
+    if choice is None:
+        return f"dialect {graph.net.dialect}"
+    return choice.describe()
 
 
 def to_json(graph: Graph) -> str:
     facts = layer_facts(graph)
     c, h, w = graph.net.input_shape
+    choice = graph.net.dialect_choice
     doc = {"file": graph.file, "input": [c, h, w], "batch": graph.net.batch,
-           "dialect": graph.net.dialect, "layers": facts, "totals": totals(graph, facts)}
+           "dialect": graph.net.dialect, "dialect_rule": choice and choice.rule,
+           "dialect_reason": choice and choice.reason, "layers": facts,
+           "totals": totals(graph, facts)}
     return json.dumps(doc, indent=1)
 
 

@@ -6,8 +6,13 @@ The numbers follow pjreddie/darknet f6afaab, as `darknet detect` computes them:
 1. `network_boxes` is `get_network_boxes(net, img_w, img_h, thresh, hier, 0, relative=1)`:
    every head (a layer with `is_head`) in network order decodes its (already activated)
    output into Darknet's `dets` array with its own `decode` (layers/yolo.py,
-   layers/region.py), then the boxes are mapped from the letterboxed network input back
-   to the original image (`geometry.correct_boxes`; relative coordinates, not clipped).
+   layers/region.py), then, when the image was letterboxed, the boxes are mapped from the
+   network input back to the original image (`geometry.correct_boxes`; relative
+   coordinates, not clipped). `letter` is AlexeyAB's last argument of get_network_boxes:
+   pjreddie always letterboxes; AlexeyAB's `detector test`/`map` letterbox only with
+   `letter_box=1` in [net] (or `-letter_box`) and otherwise stretch the image to the
+   network size (resize_image), so its boxes need no correction
+   (src/yolo_layer.c: correct_yolo_boxes; tests/test_reference_alexeyab_boxes.py).
 2. `geometry.nms_sort` is `do_nms_sort(dets, n, classes, nms)`; when the last head asks
    for `nms_kind=diounms` (or greedynms/cornersnms) it is AlexeyAB's `diounms_sort`.
 3. `detections` lists every (entry, class) whose probability survived, as `darknet
@@ -55,22 +60,40 @@ def nms_kind(graph: Graph) -> tuple[str, float]:
             float(last.opts.get("beta_nms", 0.6)))
 
 
+def letterboxes(graph: Graph, letter: bool | None = None) -> bool:
+    """Whether an image is letterboxed for this network (else stretched to its size):
+    `letter` when given; else the lineage's rule: pjreddie always letterboxes, AlexeyAB
+    only with `letter_box=1` in [net] (src/detector.c: test_detector, validate_detector_map)."""
+    if letter is not None:
+        return bool(letter)
+    if graph.net.dialect == "alexeyab":
+        return bool(graph.net.opts["letter_box"])
+    return True
+
+
 def network_boxes(graph: Graph, outputs: Mapping[int, np.ndarray] | Sequence[Any],
-                  img_w: int, img_h: int, thresh: float = 0.5) -> Boxes:
+                  img_w: int, img_h: int, thresh: float = 0.5,
+                  letter: bool | None = None) -> Boxes:
     """Darknet's get_network_boxes (relative = 1) for one image.
 
     outputs[i]: layer i's output for this image, (C, H, W) or flat; a `Network.outputs`
     list (take one sample of each) or a {layer index: array} mapping both work.
+    letter: whether the image was letterboxed (undo it on the boxes) or stretched (boxes
+    stay as decoded); None: the lineage's rule (`letterboxes`).
     """
     _, net_h, net_w = graph.net.input_shape
     found = heads(graph)
+    undo = letterboxes(graph, letter)
     parts = []
     for head in found:
         out = outputs[head.index]
         if out is None:
             raise DarkcfgError(f"layer {head.index} has no output yet: run the network first")
         part = head.decode(out, net_w, net_h, thresh)
-        part.xywh = correct_boxes(part.xywh, img_w, img_h, net_w, net_h)
+        if undo:
+            # stretched: AH's correction with new_w = net_w, new_h = net_h is x/1.0 and
+            # w*1.0f, the identity, so there is nothing to do
+            part.xywh = correct_boxes(part.xywh, img_w, img_h, net_w, net_h)
         parts.append(part)
     return Boxes.concat(parts, found[-1].classes)
 
@@ -132,29 +155,33 @@ def detections(boxes: Boxes, img_w: int, img_h: int) -> list[Detection]:
 
 
 def detect_boxes(net: Network, image: np.ndarray, thresh: float = 0.5,
-                 nms: float = 0.45) -> Boxes:
-    """Letterbox `image` (C, H, W) float32 in [0, 1] to the network size, run the network,
-    decode and apply NMS: Darknet's dets array for this image."""
-    from ..data.images import letterbox
+                 nms: float = 0.45, letter: bool | None = None) -> Boxes:
+    """Letterbox (or, with letter False, stretch: Darknet's resize_image) `image` (C, H, W)
+    float32 in [0, 1] to the network size, run the network, decode and apply NMS:
+    Darknet's dets array for this image. letter None: the lineage's rule (`letterboxes`)."""
+    from ..data.images import letterbox, resize
     c, net_h, net_w = net.input_shape
     image = np.asarray(image, dtype=F32)
     if image.ndim != 3 or image.shape[0] != c:
         raise DarkcfgError(f"the network takes {c}-channel images (C, H, W); got an array "
                            f"of shape {image.shape}")
     _, img_h, img_w = image.shape
-    net.forward(letterbox(image, net_w, net_h)[None])
+    boxed = letterboxes(net.graph, letter)
+    fit = letterbox if boxed else resize
+    net.forward(fit(image, net_w, net_h)[None])
     outputs = {i: out[0] for i, out in enumerate(net.outputs) if net.layers[i].is_head}
-    boxes = network_boxes(net.graph, outputs, img_w, img_h, thresh)
+    boxes = network_boxes(net.graph, outputs, img_w, img_h, thresh, boxed)
     kind, beta = nms_kind(net.graph)
     return nms_sort(boxes, nms, kind, beta)
 
 
 def detect(net: Network, image: np.ndarray | str | os.PathLike, thresh: float = 0.5,
-           nms: float = 0.45) -> list[Detection]:
+           nms: float = 0.45, letter: bool | None = None) -> list[Detection]:
     """Objects in one image (a file or a (C, H, W) float32 array in [0, 1]), as `darknet
-    detect` finds them: letterbox, forward, decode, NMS, every class above thresh."""
+    detect` (AH: `darknet detector test`) finds them: letterbox or stretch (`letter`; None:
+    the lineage's rule), forward, decode, NMS, every class above thresh."""
     if not isinstance(image, np.ndarray):
         from ..data.images import load_image
         image = load_image(image, channels=net.input_shape[0])
-    boxes = detect_boxes(net, image, thresh, nms)
+    boxes = detect_boxes(net, image, thresh, nms, letter)
     return detections(boxes, image.shape[2], image.shape[1])

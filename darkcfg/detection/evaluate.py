@@ -179,9 +179,10 @@ def read_image_list(path: str) -> list[str]:
 
 
 def evaluate_network(net: Network, images: Sequence[str], classes: int, *,
-                     thresh: float = 0.005, nms: float = 0.45,
+                     thresh: float = 0.005, nms: float = 0.45, letter: bool | None = None,
                      progress: Callable[[int, int], None] | None = None) -> MapResult:
-    """Run `net` on each image (letterboxed, as `darknet detect`), keep every class with
+    """Run `net` on each image (letterboxed or stretched as `detect` does it: `letter`,
+    None for the lineage's rule, as AH's validate_detector_map), keep every class with
     prob > thresh after NMS (Darknet's mAP defaults: 0.005 and 0.45) and score them
     against the YOLO label files. Images without a label file count as having no objects
     (one warning names how many)."""
@@ -191,7 +192,7 @@ def evaluate_network(net: Network, images: Sequence[str], classes: int, *,
     dets, truths, unlabelled = [], [], []
     for n, path in enumerate(images):
         image = load_image(path, channels=net.input_shape[0])
-        found = detect(net, image, thresh, nms)
+        found = detect(net, image, thresh, nms, letter)
         dets.append((np.array([[d.x, d.y, d.w, d.h] for d in found]).reshape(-1, 4),
                      np.array([d.prob for d in found]),
                      np.array([d.class_id for d in found], np.int64)))
