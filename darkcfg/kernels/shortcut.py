@@ -140,3 +140,99 @@ def shortcut_sum_backward(g: np.ndarray, add_shapes: list[tuple[int, ...]]) -> l
         flat[:, :m] = gf[:, :m]
         out.append(da)
     return out
+
+
+# --- AH's weighted [shortcut] (src/blas.c: shortcut_multilayer_cpu) ----------------------
+EPS_FUSION = np.float32(1e-4)        # the `eps` of shortcut_multilayer_cpu's normaliser
+
+
+def normalize_fusion(w: np.ndarray, kind: str) -> np.ndarray:
+    """w (n+1, k) raw fusion weights (k = 1 per_feature, C per_channel) -> the weights
+    shortcut_multilayer_cpu multiplies by, normalised over the n+1 inputs (axis 0), in
+    float32 as Darknet: relu: max(w, 0) / (1e-4 + Σ max(w, 0)); softmax: exp(w - max) /
+    (1e-4 + Σ exp(w - max)); none: w itself."""
+    w = np.asarray(w, np.float32)
+    if kind == "relu":
+        r = np.maximum(w, np.float32(0))
+    elif kind == "softmax":
+        r = np.exp(w - w.max(axis=0, keepdims=True))
+    else:
+        return w.copy()
+    return (r / (EPS_FUSION + r.sum(axis=0, keepdims=True, dtype=np.float32))).astype(
+        np.float32)
+
+
+def normalize_fusion_backward(w: np.ndarray, wn: np.ndarray, dwn: np.ndarray,
+                              kind: str) -> np.ndarray:
+    """The gradient at the raw weights w (n+1, k) from the one at the normalised wn =
+    normalize_fusion(w, kind): the exact derivative, including the 1e-4 in the sum and
+    (softmax) the subtracted max, which the 1e-4 makes count. (Darknet's CPU backward
+    adds the gradient at wn to w unchanged: README, "Deliberate differences".)"""
+    w, wn, dwn = (np.asarray(a, np.float64) for a in (w, wn, dwn))
+    if kind == "none":
+        return dwn.astype(np.float32)
+    dot = (dwn * wn).sum(axis=0, keepdims=True)          # Σ_i dwn_i wn_i per column
+    if kind == "relu":
+        r = np.maximum(w, 0)
+        s = EPS_FUSION + r.sum(axis=0, keepdims=True)
+        return ((w > 0) / s * (dwn - dot)).astype(np.float32)
+    # softmax: wn_i = e_i / S, e = exp(w - m), S = eps + Σ e; d/dw_j with m fixed is
+    # wn_j (dwn_j - dot); m = max(w) (the first one, as `max_val < w` keeps it) adds
+    # dL/dm = -eps/S * dot to that entry
+    e = np.exp(w - w.max(axis=0, keepdims=True))
+    s = EPS_FUSION + e.sum(axis=0, keepdims=True)
+    g = wn * (dwn - dot)
+    first = w.argmax(axis=0)
+    cols = np.arange(w.shape[1])
+    g[first, cols] += (-float(EPS_FUSION) / s * dot)[0]
+    return g.astype(np.float32)
+
+
+def _per_flat(wn_k: np.ndarray, c: int, hw: int, m: int) -> np.ndarray:
+    # one input's weights (k,) -> one per flat C,H,W index, its first m
+    return np.repeat(np.broadcast_to(wn_k, (c,)), hw)[:m]
+
+
+def shortcut_weighted(x: np.ndarray, adds: list[np.ndarray], wn: np.ndarray) -> np.ndarray:
+    """x (N, C, H, W), adds [(N, ...)], wn (n+1, k) normalised weights (k = 1 or C) ->
+    (N, C, H, W): wn[0]*x + Σ wn[j+1]*adds[j] over each add's first min(len) values of the
+    flat per-sample buffer, per channel of the output (shortcut_multilayer_cpu)."""
+    n, c, h, w = x.shape
+    hw = h * w
+    wn = np.asarray(wn, np.float32)
+    out = x * np.broadcast_to(wn[0], (c,))[None, :, None, None]
+    flat = out.reshape(n, -1)
+    for j, a in enumerate(adds):
+        af = a.reshape(n, -1)
+        m = min(flat.shape[1], af.shape[1])
+        flat[:, :m] += af[:, :m] * _per_flat(wn[j + 1], c, hw, m)
+    return out
+
+
+def shortcut_weighted_backward(g: np.ndarray, x: np.ndarray, adds: list[np.ndarray],
+                               wn: np.ndarray) -> tuple[np.ndarray, list[np.ndarray],
+                                                        np.ndarray]:
+    """g (N, C, H, W) = dLoss/d(shortcut_weighted output) -> (dx (N, C, H, W), [dadd
+    (N, ...)], dwn (n+1, k)): the transpose of `shortcut_weighted` and the gradient at
+    its normalised weights (per_feature: summed over the channels)."""
+    n, c, h, w = g.shape
+    hw = h * w
+    wn = np.asarray(wn, np.float32)
+    k = wn.shape[1]
+    dx = g * np.broadcast_to(wn[0], (c,))[None, :, None, None]
+    dwn = np.zeros((wn.shape[0], c), np.float64)
+    dwn[0] = np.einsum("bchw,bchw->c", g, x, dtype=np.float64)
+    gf = g.reshape(n, -1)
+    dadds = []
+    for j, a in enumerate(adds):
+        af = a.reshape(n, -1)
+        m = min(gf.shape[1], af.shape[1])
+        da = np.zeros(a.shape, np.float32)
+        da.reshape(n, -1)[:, :m] = gf[:, :m] * _per_flat(wn[j + 1], c, hw, m)
+        dadds.append(da)
+        prod = np.zeros(c * hw, np.float64)
+        prod[:m] = np.einsum("bi,bi->i", gf[:, :m], af[:, :m], dtype=np.float64)
+        dwn[j + 1] = prod.reshape(c, hw).sum(axis=1)
+    if k == 1:
+        dwn = dwn.sum(axis=1, keepdims=True)
+    return dx, dadds, dwn.astype(np.float32)

@@ -59,18 +59,45 @@ class Shortcut(Layer):
         if len(self.sources) > 1 and any(f[:2] != (w, h) for f in self.factors):
             raise self.error("with several 'from' layers every one must have the previous "
                              f"layer's spatial size {w} x {h}", "from")
-        wt = self.opts["weights_type"]
-        self.nweights = 0
-        if wt in ("per_feature", "per_layer"):
-            self.nweights = len(self.sources) + 1
-        elif wt == "per_channel":
-            self.nweights = (len(self.sources) + 1) * c
+        self._setup_weights()
+
+    def _setup_weights(self) -> None:
+        """AH's learnable fusion weights (src/parser.c: parse_shortcut, make_shortcut_layer):
+        one per input (per_feature; per_layer is the same) or one per input and channel
+        (per_channel), in the file as (n+1) x k, input-major."""
+        wt, norm = self.opts["weights_type"], self.opts["weights_normalization"]
+        self.wshape: tuple[int, int] | None = None
+        if wt == "none":
+            return
+        if norm == "none":
+            key = "weights_normalization"
+            raise self.error(f"'weights_type={wt}' needs 'weights_normalization=relu', "
+                             "'avg_relu' or 'softmax' (AlexeyAB's Darknet stops with "
+                             "\"Incorrect weights_normalization\" without one); add it",
+                             key if key in self.section.entries else "weights_type")
+        for key in ("alpha", "beta"):
+            if key in self.section.entries:
+                raise self.error(f"'{key}' (P) cannot be combined with 'weights_type' (AH); "
+                                 "the fusion weights scale every input", key)
+        c, h, w = self.in_shape
+        if any(f[:2] != (w, h) for f in self.factors):
+            raise self.error("with 'weights_type' every 'from' layer must have the previous "
+                             f"layer's spatial size {w} x {h} (AlexeyAB asserts it)", "from")
+        self.wshape = (len(self.sources) + 1, c if wt == "per_channel" else 1)
+        # AH: avg_relu is read as relu (parse_shortcut)
+        self.normalization = "softmax" if norm == "softmax" else "relu"
+
+    @property
+    def nweights(self) -> int:
+        return self.wshape[0] * self.wshape[1] if self.wshape else 0
 
     def forward(self, x: np.ndarray, net: RunState) -> np.ndarray:
         # x (N, C, H, W) -> same shape, activation applied last.
         from ..kernels.activations import activate, needs_input
         from ..kernels.shortcut import shortcut_mix, shortcut_sum
         adds = [net.outputs[i] for i in self.sources]
+        if self.wshape:
+            return self._forward_weighted(x, adds, net)
         if len(adds) == 1:
             # P: alpha*x + beta*from over the overlapping channels, a larger `from` sampled,
             # a smaller one added sparsely; the rest of x passes unscaled (case `shortcut`).
@@ -99,6 +126,8 @@ class Shortcut(Layer):
         from ..kernels.activations import gradient
         from ..kernels.shortcut import shortcut_mix_backward, shortcut_sum_backward
         g = gradient(dy, self._y, self._pre, self.activation)
+        if self.wshape:
+            return self._backward_weighted(g, net)
         shapes = [net.outputs[i].shape for i in self.sources]
         if len(self.sources) == 1:
             dx, dadd = shortcut_mix_backward(g, shapes[0], self.opts["alpha"],
@@ -109,8 +138,43 @@ class Shortcut(Layer):
             net.add_grad(i, da)
         return g
 
+    def _forward_weighted(self, x: np.ndarray, adds: list[np.ndarray],
+                          net: RunState) -> np.ndarray:
+        # AH: act(wn0*x + Σ wn_j*from_j) on the flat buffers, wn the normalised weights
+        from ..kernels.activations import activate, needs_input
+        from ..kernels.shortcut import normalize_fusion, shortcut_weighted
+        wn = normalize_fusion(self.params["weights"].reshape(self.wshape), self.normalization)
+        out = shortcut_weighted(x, adds, wn)
+        if net.train:
+            self._x, self._wn, self._y = x, wn, out
+            self._pre = out.copy() if needs_input(self.activation) else None
+        return activate(out, self.activation)
+
+    def _backward_weighted(self, g: np.ndarray, net: RunState) -> np.ndarray:
+        # the transpose of the weighted sum to every input, and the exact gradient at the
+        # raw weights through the normalisation (kernels/shortcut.py)
+        from ..kernels.shortcut import normalize_fusion_backward, shortcut_weighted_backward
+        adds = [net.outputs[i] for i in self.sources]
+        dx, dadds, dwn = shortcut_weighted_backward(g, self._x, adds, self._wn)
+        w = self.params["weights"].reshape(self.wshape)
+        dw = normalize_fusion_backward(w, self._wn, dwn, self.normalization)
+        self.grads["weights"] += dw.reshape(self.grads["weights"].shape)
+        for i, da in zip(self.sources, dadds):
+            net.add_grad(i, da)
+        return dx
+
     def param_shapes(self):
         return [("weights", (self.nweights,))] if self.nweights else []
+
+    def allocate(self) -> None:
+        # make_shortcut_layer starts every fusion weight at 1 (equal shares)
+        super().allocate()
+        if self.nweights:
+            self.params["weights"][...] = 1
+
+    def init_params(self, rng: np.random.Generator) -> None:
+        if self.nweights:
+            self.params["weights"][...] = 1
 
     def flops(self):
         return float(self.outputs * len(self.sources)) * (2 if self.nweights else 1)
@@ -123,8 +187,3 @@ class Shortcut(Layer):
         fw, fh, fc = self.factors[0]
         return (f"res  {src:3d}                {dims((fc, fh, fw))}   ->  "
                 f"{dims(self.out_shape)}")
-
-    def unsupported(self):
-        if self.nweights:
-            return "'weights_type' (learnable fusion weights) is not computed by darkcfg"
-        return None
