@@ -303,3 +303,153 @@ def test_no_truth_means_no_loss_and_inference_has_none():
     assert head.cost is None and head.backward(None, net) is None
     net.forward(np.zeros((1, 24, 32, 32), np.float32))
     assert head.cost is None
+
+
+# --- AlexeyAB's IoU-family box deltas (src/box.c: dx_box_iou) ------------------------------
+# AB's delta is not the gradient of its printed loss: w, h come from d/d(right) -
+# d/d(left) (twice d/d(size)) for the IoU/GIoU part; the DIoU centre term is
+# -d(S/C)/d(box) with exponent 1 (box_diou prints 0.6) and, when the enclosing box moves
+# with the centre, the opposite sign on that part; the CIoU aspect term lacks the
+# 1/(w^2+h^2) factor. Each part is checked against finite differences of the NumPy
+# formula where the stated relation is exact.
+
+def _sides(b):
+    x, y, w, h = b
+    return x - w / 2, x + w / 2, y - h / 2, y + h / 2
+
+
+def np_iou(p, t):
+    pl, pr, pt, pb = _sides(p)
+    tl, tr, tt, tb = _sides(t)
+    inter = max(min(pr, tr) - max(pl, tl), 0) * max(min(pb, tb) - max(pt, tt), 0)
+    union = p[2] * p[3] + t[2] * t[3] - inter
+    return inter / union, union
+
+
+def np_giou(p, t):
+    iou, union = np_iou(p, t)
+    pl, pr, pt, pb = _sides(p)
+    tl, tr, tt, tb = _sides(t)
+    c = (max(pr, tr) - min(pl, tl)) * (max(pb, tb) - min(pt, tt))
+    return iou - (c - union) / c
+
+
+def np_centre_penalty(p, t):
+    """-S/C: minus the squared centre distance over the enclosing box's squared diagonal."""
+    pl, pr, pt, pb = _sides(p)
+    tl, tr, tt, tb = _sides(t)
+    c = (max(pr, tr) - min(pl, tl)) ** 2 + (max(pb, tb) - min(pt, tt)) ** 2
+    return -((p[0] - t[0]) ** 2 + (p[1] - t[1]) ** 2) / c
+
+
+def np_aspect(p, t):
+    return 4 / np.pi ** 2 * (np.arctan(t[2] / t[3]) - np.arctan(p[2] / p[3])) ** 2
+
+
+def ab_box_delta(p, t, kind: str) -> np.ndarray:
+    from darkcfg.kernels.yolo_loss import IOU_KINDS, dx_box_iou
+    return np.array(dx_box_iou(*map(float, p), *map(float, t), IOU_KINDS[kind]))
+
+
+def box_pairs(rng, nested: bool):
+    """(pred, truth) centre/size boxes overlapping in general position; nested: the
+    prediction strictly inside or strictly around the truth on both axes (the enclosing
+    box then does not move with the centre)."""
+    for _ in range(12):
+        t = np.array([*rng.uniform(0.3, 0.7, 2), *rng.uniform(0.15, 0.4, 2)])
+        if nested:
+            f = rng.choice([rng.uniform(0.5, 0.8), rng.uniform(1.3, 1.8)])
+            room = abs(1 - f) * t[2:] / 2
+            p = np.array([*(t[:2] + rng.uniform(-0.4, 0.4, 2) * room), *(t[2:] * f)])
+        else:
+            p = np.array([*(t[:2] + rng.uniform(-0.08, 0.08, 2)),
+                          *(t[2:] * rng.uniform(0.6, 1.5, 2))])
+        yield p, t
+
+
+@pytest.mark.parametrize("kind, formula", [("iou", lambda p, t: np_iou(p, t)[0]),
+                                           ("giou", np_giou)])
+def test_ab_iou_and_giou_box_deltas_are_their_gradients_with_doubled_size_terms(kind,
+                                                                                formula):
+    rng = np.random.default_rng(31)
+    for p, t in box_pairs(rng, nested=False):
+        d = ab_box_delta(p, t, kind)
+        ours = d * [1, 1, 0.5, 0.5]
+        check_gradient(lambda p=p, t=t: formula(p, t), p, ours, eps=1e-6, rtol=1e-6, atol=1e-9,
+                       what=kind)
+
+
+def test_ab_diou_centre_term_is_minus_the_gradient_of_s_over_c_for_nested_boxes():
+    rng = np.random.default_rng(32)
+    for p, t in box_pairs(rng, nested=True):
+        centre = ab_box_delta(p, t, "diou") - ab_box_delta(p, t, "iou")
+        check_gradient(lambda p=p, t=t: np_centre_penalty(p, t), p, centre, eps=1e-6, rtol=1e-6,
+                       atol=1e-9, what="diou")
+
+
+def test_ab_diou_centre_term_flips_the_enclosing_box_part_when_it_moves():
+    # the prediction sticks out on the right only: the enclosing width grows with x
+    p, t = np.array([0.56, 0.5, 0.3, 0.2]), np.array([0.5, 0.5, 0.3, 0.3])
+    centre = ab_box_delta(p, t, "diou") - ab_box_delta(p, t, "iou")
+    s = 0.06 ** 2
+    cw, ch = 0.71 - 0.35, 0.3
+    c = cw ** 2 + ch ** 2
+    true_dx = -(2 * 0.06 * c - s * 2 * cw) / c ** 2        # -d(S/C)/dx
+    assert centre[0] == pytest.approx((-2 * 0.06 * c - s * 2 * cw) / c ** 2, rel=1e-9)
+    assert centre[0] != pytest.approx(true_dx, rel=1e-2)
+
+
+def test_ab_ciou_aspect_term_is_the_gradient_of_alpha_v_times_w2_plus_h2():
+    rng = np.random.default_rng(33)
+    for p, t in box_pairs(rng, nested=False):
+        iou = np_iou(p, t)[0]
+        v = np_aspect(p, t)
+        alpha = v / (1 - iou + v + 1e-6)               # AB treats alpha as a constant
+        aspect = ab_box_delta(p, t, "ciou") - ab_box_delta(p, t, "diou")
+        ours = aspect / np.array([1, 1, p[2] ** 2 + p[3] ** 2, p[2] ** 2 + p[3] ** 2])
+        check_gradient(lambda p=p, t=t, a=alpha: -a * np_aspect(p, t), p, ours, eps=1e-6, rtol=1e-6,
+                       atol=1e-10, what="ciou")
+
+
+def test_ab_box_delta_in_the_head_scales_by_exp_tw_and_the_normalizer_then_clips():
+    """One truth, one cell: the [yolo] delta of x, y, tw, th under dialect=alexeyab is
+    dx_box_iou's, w and h times exp(tw), times iou_normalizer, clipped at max_delta."""
+    net = yolo_net((0, 1, 2), dialect="alexeyab",
+                   extra="iou_loss=giou\niou_normalizer=0.5\nmax_delta=0.02\n")
+    head = net.layers[-1]
+    z = np.zeros((1, 24, 4, 4), np.float32)
+    z[0, 8 + 2, 1, 1], z[0, 8 + 3, 1, 1] = 0.4, -0.3       # anchor 1's tw, th at (1, 1)
+    truth = np.zeros((1, head.truths), np.float32)
+    truth[0, :5] = [0.33, 0.36, 0.3, 0.2, 2]
+    head = run(net, z, truth)
+    d = -to5(head._grad, 3)[0, 1, :4, 1, 1]
+    p = np.array([(1 + 0.5) / 4, (1 + 0.5) / 4, np.exp(0.4) * 9 / 32, np.exp(-0.3) * 7 / 32])
+    raw = ab_box_delta(p, truth[0, :4].astype(np.float64), "giou")
+    want = raw * [1, 1, np.exp(0.4), np.exp(-0.3)] * 0.5
+    np.testing.assert_allclose(d, np.clip(want, -0.02, 0.02), rtol=1e-5)
+    assert np.abs(want).max() > 0.02 and np.abs(want).min() < 0.02   # both happened
+
+
+def test_ab_class_options_label_smoothing_focal_and_counters_per_class():
+    """delta_yolo_class's variants on one positive cell (classes at p = 0.5)."""
+    def class_delta(extra):
+        net = yolo_net((0, 1, 2), dialect="alexeyab", extra=extra)
+        head = net.layers[-1]
+        truth = np.zeros((1, head.truths), np.float32)
+        truth[0, :5] = [0.33, 0.36, 0.3, 0.2, 2]
+        head = run(net, np.zeros((1, 24, 4, 4), np.float32), truth)
+        return -to5(head._grad, 3)[0, 1, 4:, 1, 1]      # objectness, 3 classes
+    np.testing.assert_allclose(class_delta(""), [0.5, -0.5, -0.5, 0.5])
+    # label_smooth_eps: targets y(1 - eps) + eps/2
+    np.testing.assert_allclose(class_delta("label_smooth_eps=0.1\n"),
+                               [0.5, 0.05 - 0.5, 0.05 - 0.5, 0.95 - 0.5], rtol=1e-6)
+    # focal_loss: (onehot - p) * 0.5 * -(1 - p)(2 p log p + p - 1)
+    g = 0.5 * -(1 - 0.5) * (2 * 0.5 * np.log(0.5) + 0.5 - 1)
+    np.testing.assert_allclose(class_delta("focal_loss=1\n"),
+                               [0.5, -0.5 * g, -0.5 * g, 0.5 * g], rtol=1e-6)
+    # counters_per_class 10,40,20 -> multipliers 4, 1, 2: class 2's objectness and class
+    # delta x2 (the latter times cls_normalizer), the others unchanged
+    np.testing.assert_allclose(class_delta("counters_per_class=10,40,20\ncls_normalizer=3\n"),
+                               [1.0, -0.5, -0.5, 0.5 * 2 * 3], rtol=1e-6)
+    # cls_normalizer alone changes nothing in AB (it multiplies only with the counters)
+    np.testing.assert_allclose(class_delta("cls_normalizer=3\n"), [0.5, -0.5, -0.5, 0.5])
