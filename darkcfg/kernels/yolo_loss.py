@@ -662,7 +662,7 @@ def yolo_delta_ab(out: np.ndarray, truth: np.ndarray, truth_size: int, most: int
     """AlexeyAB's [yolo] delta (Darknet's sign: minus the gradient) and its sums (see
     S_*), from `out` (N, A, K, H, W) and the truth (N, T) with `truth_size` floats per
     box (6 in AB: x y w h class track_id). The order of the passes and every quirk is
-    AB's process_batch (README, "AlexeyAB's [yolo] loss")."""
+    AB's process_batch (README, "AlexeyAB's [yolo] deltas")."""
     _check(out, truth)
     delta = np.zeros_like(out)
     sums = np.zeros(11)

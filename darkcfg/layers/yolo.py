@@ -53,8 +53,8 @@ class Yolo(Layer):
         "iou_thresh": Opt("float", 1.0, "extra anchors above this IoU (AH)"),
         "iou_thresh_kind": Opt("str", "iou", "shape IoU kind for iou_thresh (AH)",
                                choices=("iou", "giou", "diou", "ciou")),
-        "max_delta": Opt("float", float(np.finfo(np.float32).max),
-                         "clip of each IoU-loss box delta (AH)", min=0),
+        "max_delta": Opt("float", float("inf"), "clip of each IoU-loss box delta (AH; "
+                         "default none, AH's FLT_MAX)", min=0),
         "focal_loss": Opt("int", 0, "focal loss on the classes (AH)", min=0),
         "label_smooth_eps": Opt("float", 0.0, "class label smoothing (AH)", min=0),
         "objectness_smooth": Opt("int", 0, "objectness targets from the IoU (AH)", min=0),
