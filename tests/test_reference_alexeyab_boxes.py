@@ -128,3 +128,41 @@ def test_letter_box_is_a_net_option(tmp_path):
     assert load_graph(CASE / "net.cfg").net.opts["letter_box"] == 0
     with pytest.raises(CfgError, match="letter_box"):
         graph_with(tmp_path, "letter_box=yes\n")
+
+
+def test_detect_command_letter_box_flags(tmp_path):
+    """--no-letter-box stretches a pjreddie net's input (AlexeyAB's default), --letter-box
+    letterboxes an AlexeyAB one; without either, the lineage's rule."""
+    import json
+
+    from PIL import Image
+
+    from darkcfg.data.images import load_image
+    from darkcfg.detection.detect import detect
+    from darkcfg.network import Network
+
+    from .helpers import darkcfg
+    from .test_detect import write_tiny_detector
+    cfg, weights = write_tiny_detector(tmp_path)
+    rng = np.random.default_rng(8)
+    Image.fromarray((rng.random((20, 44, 3)) * 255).astype(np.uint8)).save(tmp_path / "a.png")
+    net = Network.load(cfg, weights)
+    image = load_image(tmp_path / "a.png")
+
+    def boxes(*flags) -> list[list[float]]:
+        proc = darkcfg("detect", cfg, weights, tmp_path / "a.png", "--out-dir", tmp_path,
+                       "--json", *flags)
+        assert proc.returncode == 0, proc.stderr
+        return [[d["prob"], d["x"], d["y"], d["w"], d["h"]]
+                for d in json.loads(proc.stdout)["images"][0]["detections"]]
+
+    def ours(letter) -> list[list[float]]:
+        return [[d.prob, d.x, d.y, d.w, d.h] for d in detect(net, image, 0.5, 0.45, letter)]
+
+    assert boxes() == boxes("--letter-box") == ours(True)
+    assert boxes("--no-letter-box") == ours(False) != ours(True)
+    assert boxes("--dialect", "alexeyab") == ours(False)
+    assert boxes("--dialect", "alexeyab", "--letter-box") == ours(True)
+    proc = darkcfg("detect", cfg, weights, tmp_path / "a.png", "--letter-box",
+                   "--no-letter-box")
+    assert proc.returncode == 2 and "not allowed with" in proc.stderr
