@@ -43,11 +43,16 @@ def _iou(ax, ay, aw, ah, bx, by, bw, bh):
     # nopython kernel cannot call them. Unlike geometry.iou it computes in float64 (Numba
     # promotes `w / 2`) and keeps Darknet's plain division (0/0 is NaN, which compares
     # False everywhere it is used), as the reference training cases pin it.
+    inter, union = _inter_union(ax, ay, aw, ah, bx, by, bw, bh)
+    return inter / union
+
+
+@jit
+def _inter_union(ax, ay, aw, ah, bx, by, bw, bh):
     w = _overlap(ax, aw, bx, bw)
     h = _overlap(ay, ah, by, bh)
     inter = 0.0 if (w < 0 or h < 0) else w * h
-    union = aw * ah + bw * bh - inter
-    return inter / union
+    return inter, aw * ah + bw * bh - inter
 
 
 @jit
@@ -320,10 +325,7 @@ def _box_c(ax, ay, aw, ah, bx, by, bw, bh):
 @jit
 def _iou_ab(ax, ay, aw, ah, bx, by, bw, bh):
     # AB's box_iou: 0 when the intersection or the union is 0
-    w = _overlap(ax, aw, bx, bw)
-    h = _overlap(ay, ah, by, bh)
-    inter = 0.0 if (w < 0 or h < 0) else w * h
-    union = aw * ah + bw * bh - inter
+    inter, union = _inter_union(ax, ay, aw, ah, bx, by, bw, bh)
     if inter == 0 or union == 0:
         return 0.0
     return inter / union
