@@ -57,20 +57,29 @@ NET_OPTIONS = {
     "random": Opt("int", 0, "random input resizing (classifier)", min=0),
     "label_smooth_eps": Opt("float", 0.0, "label smoothing", min=0),
     # AH: `darknet detector test`/`map` letterbox the image (and undo it on the boxes)
-    # only with letter_box=1; otherwise they stretch it to the network size
+    # only with letter_box=1; otherwise they stretch it to the network size; detector
+    # training (dialect=alexeyab) letterboxes its crops too
     "letter_box": Opt("int", 0, "detection: letterbox instead of stretching (AH)", min=0),
+    # AH detector training (data/detection.py, dialect=alexeyab only)
+    "mosaic": Opt("int", 0, "detector training: 4-image mosaic half of the time (AH)",
+                  min=0),
+    "mosaic_bound": Opt("int", 0, "mosaic boxes clipped to their quadrant (AH)", min=0),
+    "blur": Opt("int", 0, "detector training: 1 blurs the background, k>1 the image (AH)",
+                min=0),
+    "resize_step": Opt("int", 32, "multi-scale training ([yolo] random=1): sizes are "
+                       "multiples of this (AH)", min=1),
 }
 
 # Detector-training, GPU and tracking knobs of the AH lineage that change nothing darkcfg
 # computes on a CPU: accepted silently (a key that would change the math and that darkcfg
 # does not implement is an error instead).
 NET_QUIET = frozenset({
-    "notruth", "clip", "blur", "gaussian_noise", "mixup", "cutmix", "mosaic",
-    "mosaic_bound", "track", "augment_speed", "sequential_subdivisions", "try_fix_nan",
+    "notruth", "clip", "gaussian_noise", "mixup", "cutmix", "track", "augment_speed",
+    "sequential_subdivisions", "try_fix_nan",
     "weights_reject_freq", "equidistant_point", "badlabels_rejection_percentage",
     "num_sigmas_reject_badlabels", "ema_alpha", "use_cuda_graph", "loss_scale",
     "dynamic_minibatch", "optimized_memory", "workspace_size_limit_MB", "contrastive",
-    "contrastive_jit_flip", "contrastive_color", "resize_step", "attention",
+    "contrastive_jit_flip", "contrastive_color", "attention",
     "adversarial_lr", "max_chart_loss", "show_receptive_field", "unsupervised",
     "seq_scales", "seen", "max_epochs", "beta1",
 })

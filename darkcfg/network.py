@@ -240,6 +240,24 @@ class Network:
                 update_layer(layer, rate, o["momentum"], o["decay"], mini * subs)
         return total / (subs * mini)
 
+    def resize(self, width: int, height: int) -> None:
+        """Darknet's resize_network, for multi-scale training: from now on the network
+        takes width x height input, with the very same parameter arrays (and their
+        gradients and momentum buffers), so an update at one size is the update at every
+        size. The layers of each size are kept for the next switch back."""
+        _, h, w = self.input_shape
+        if (width, height) == (w, h):
+            return
+        sizes = self.__dict__.setdefault("_sizes", {})
+        sizes[(w, h)] = self.graph
+        graph = sizes.get((width, height)) or _resized_graph(self.graph, width, height)
+        self.graph = graph
+        self.layers = graph.layers
+        self.outputs = [None] * len(self.layers)
+        self.grads = [None] * len(self.layers)
+        self._output_values = sum(lay.outputs for lay in self.layers)
+        self.params_changed()       # caches derived from params may predate an update
+
     def load_weights(self, path: str | os.PathLike):
         """Read a .weights file; returns a `weights.LoadReport`."""
         from .weights import load_weights
@@ -261,6 +279,35 @@ def own_graph(graph: Graph) -> Graph:
     for layer in graph.layers:
         memo[id(layer.section)] = layer.section
     return Graph(graph.file, graph.net, copy.deepcopy(graph.layers, memo))
+
+
+def _resized_graph(graph: Graph, width: int, height: int) -> Graph:
+    """`graph`'s layers rebuilt for a width x height input, holding the parameter,
+    gradient and momentum arrays of `graph`'s layers (not copies)."""
+    import dataclasses
+    import warnings
+
+    from .layers import REGISTRY
+    c = graph.net.input_shape[0]
+    net = dataclasses.replace(graph.net, opts={**graph.net.opts, "width": width,
+                                                "height": height},
+                              input_shape=(c, height, width))
+    new = Graph(graph.file, net)
+    with warnings.catch_warnings():     # a lenient cfg's warnings were shown at load
+        warnings.simplefilter("ignore")
+        for old in graph.layers:
+            new.layers.append(REGISTRY[old.section.name](old.section, net, new.layers,
+                                                         strict=old.strict))
+    for old, lay in zip(graph.layers, new.layers):
+        if dict(lay.param_shapes()) != {k: v.shape for k, v in old.params.items()}:
+            sec = old.section
+            raise CfgError(f"layer {old.index} [{old.type}] has parameters whose shape "
+                           f"depends on the input size: it cannot run at {width} x "
+                           f"{height} (multi-scale training, [yolo] random=1, needs a "
+                           "fully convolutional network; set random=0)", file=sec.file,
+                           line=sec.line, section=sec.written, index=old.index)
+        lay.params, lay.grads, lay.updates = old.params, old.grads, old.updates
+    return new
 
 
 def check_truth(truth, n: int) -> np.ndarray:

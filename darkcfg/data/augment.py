@@ -193,3 +193,55 @@ def hsv_to_rgb(h: np.ndarray, s: np.ndarray, v: np.ndarray) -> np.ndarray:
     rgb = np.stack([np.where(grey, v, r), np.where(grey, v, g), np.where(grey, v, b)], 1)
     return rgb.astype(np.float32)
 
+
+
+# ---------------------------------------------------------------------------------------
+# AlexeyAB's detector augmentation works on OpenCV images (src/image_opencv.cpp:
+# image_data_augmentation); these are the two OpenCV operations it uses, in float.
+
+def resize_linear(im: np.ndarray, w: int, h: int) -> np.ndarray:
+    """cv::resize(INTER_LINEAR) of im (C, H, W) to (C, h, w): pixel centres aligned
+    (source x = (j + 0.5) * W / w - 0.5), the edge pixels repeated beyond the border."""
+    _, ih, iw = im.shape
+    if (ih, iw) == (h, w):
+        return np.ascontiguousarray(im, dtype=np.float32)
+
+    def taps(n_in: int, n_out: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        s = np.clip((np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5, 0, n_in - 1)
+        i0 = np.floor(s).astype(np.int64)
+        i1 = np.minimum(i0 + 1, n_in - 1)
+        return i0, i1, (s - i0).astype(np.float32)
+
+    x0, x1, fx = taps(iw, w)
+    y0, y1, fy = taps(ih, h)
+    rows = im[:, y0] * (1 - fy)[:, None] + im[:, y1] * fy[:, None]
+    return np.ascontiguousarray(rows[:, :, x0] * (1 - fx) + rows[:, :, x1] * fx,
+                                dtype=np.float32)
+
+
+def gaussian_kernel(ksize: int) -> np.ndarray:
+    """cv::getGaussianKernel(ksize, sigma=0): sigma = 0.3 ((ksize - 1) / 2 - 1) + 0.8."""
+    sigma = 0.3 * ((ksize - 1) * 0.5 - 1) + 0.8
+    t = np.arange(ksize) - (ksize - 1) / 2
+    k = np.exp(-t * t / (2 * sigma * sigma))
+    return k / k.sum()
+
+
+def gaussian_blur(im: np.ndarray, ksize: int) -> np.ndarray:
+    """cv::GaussianBlur(ksize x ksize, sigma 0) of im (C, H, W): separable, with OpenCV's
+    default border BORDER_REFLECT_101 (numpy's 'reflect')."""
+    k = gaussian_kernel(ksize).astype(np.float32)
+    r = ksize // 2
+    out = im.astype(np.float32)
+    for axis in (1, 2):
+        if out.shape[axis] == 1:        # nothing to reflect: a constant along this axis
+            continue
+        pad = [(0, 0)] * 3
+        pad[axis] = (r, r)
+        p = np.pad(out, pad, mode="reflect")
+        n = out.shape[axis]
+        acc = np.zeros_like(out)
+        for t in range(ksize):
+            acc += k[t] * np.take(p, np.arange(t, t + n), axis=axis)
+        out = acc
+    return out

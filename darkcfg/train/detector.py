@@ -11,10 +11,12 @@ mAP@0.5 on it (darkcfg.detection.evaluate).
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
 
+from ..data.augment import rand_scale
 from ..errors import DarkcfgError
 from ..network import Network
 from .loop import (
@@ -52,6 +54,60 @@ def valid_map(net: Network, paths: list[str], classes: int) -> float:
     """mAP@0.5 of the network on the validation images."""
     from ..detection.evaluate import evaluate_network
     return float(evaluate_network(net, paths, classes).map50)
+
+
+# ---------------------------------------------------------------------------------------
+# multi-scale training (AlexeyAB's src/detector.c: train_detector, `random` of the last
+# [yolo]): every 10 iterations the network is resized, sharing its parameters
+
+def yolo_random(graph) -> float:
+    """The `random` of the last [yolo] (AB reads it from the last detection layer; a
+    float: 1 means a factor of 1.4, another value is the factor itself); 0 if absent."""
+    heads = [lay for lay in graph.layers if lay.type == "yolo"]
+    if not heads:
+        return 0.0
+    entry = heads[-1].section.entries.get("random")
+    if entry is None:
+        return 0.0
+    try:
+        value = float(entry.value)
+    except ValueError:
+        raise DarkcfgError(f"{entry_where(heads[-1], entry)}: random={entry.value} is not "
+                           "a number (0: one size; 1: multi-scale training)") from None
+    if not value >= 0:
+        raise DarkcfgError(f"{entry_where(heads[-1], entry)}: random={entry.value} must be "
+                           ">= 0")
+    return value
+
+
+def entry_where(layer, entry) -> str:
+    return f"{layer.section.file} line {entry.line} [{layer.section.written}]"
+
+
+def multiscale_size(iteration: int, init_w: int, init_h: int, random: float, step: int,
+                    max_batches: int, seed: int) -> tuple[int, int]:
+    """The input size of `iteration` under AB's rule, drawn once per block of 10
+    iterations from a generator seeded with (seed, block), so a resumed run trains at the
+    sizes an uninterrupted one would:
+
+        coef = 1.4 if random == 1 else random;   r = rand_scale(coef)   (u or 1/u)
+        size = round(r * init / step + 1) * step  (init if r < 1 and either side grows)
+        the largest, round(coef * init / step + 1) * step, in the first block and in the
+        last 100 iterations; never below step.
+    """
+    block = iteration // 10
+    coef = 1.4 if random == 1 else random
+    r = float(rand_scale(np.random.default_rng([seed, block, 3]), coef, 1)[0])
+
+    def dim(scale: float, init: int) -> int:
+        return math.floor(scale * init / step + 1 + 0.5) * step    # C's roundl
+
+    w, h = dim(r, init_w), dim(r, init_h)
+    if r < 1 and (w > init_w or h > init_h):
+        w, h = init_w, init_h
+    if block == 0 or block * 10 > max_batches - 100:
+        w, h = dim(coef, init_w), dim(coef, init_h)
+    return max(w, step), max(h, step)
 
 
 def train_detector(data_file: str, cfg_file: str, weights: str | None, opts: TrainOptions,
@@ -93,11 +149,22 @@ def train_detector(data_file: str, cfg_file: str, weights: str | None, opts: Tra
     base = Path(cfg_file).stem
     start = prepare_run(net, data_cfg, weights, opts, log, base=base,
                         max_batches=max_batches)
-    augment = DetAugment.from_net(netopts, head.opts["jitter"])
+    dialect = graph.net.dialect
+    augment = DetAugment.from_net(netopts, head.opts["jitter"], dialect)
+    if augment.mosaic and augment.letter_box:
+        sec = graph.net.section
+        raise DarkcfgError(f"{sec.file} line {sec.entries['mosaic'].line}: mosaic=1 with "
+                           "letter_box=1: AlexeyAB's Darknet refuses the combination "
+                           "(use only one of them)")
+    random = yolo_random(graph) if dialect == "alexeyab" else 0.0
+    _, init_h, init_w = net.input_shape
     n = len(train_set)
     boxes = sum(len(b) for b in train_set.boxes)
 
     def sample(i: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        if random:
+            net.resize(*multiscale_size(i, init_w, init_h, random, netopts["resize_step"],
+                                        max_batches, opts.seed))
         idx = batch_indices(n, i, batch, opts.seed)
         x, truth = train_set.batch(idx, net.input_shape, augment, rng, most)
         return x, widen_truth(truth, getattr(head, "truth_size", 5))
@@ -105,13 +172,20 @@ def train_detector(data_file: str, cfg_file: str, weights: str | None, opts: Tra
     validate = None
     if valid_set is not None:
         def validate() -> float:
+            net.resize(init_w, init_h)      # AB: the mAP at the cfg's size
             return valid_map(net, valid_set.paths, data_cfg.classes)
     task = Task(sample, n, opts.valid_every or max(1, 5 * n // batch), validate, "mAP@0.5",
                 status=lambda: head_summary(net))
     log(f"training {cfg_file} on {n} images with {boxes} boxes ({train_set.source}), batch "
         f"{batch}, {max_batches} iterations, jitter {augment.jitter:g}; checkpoints in "
         f"{start.backup}/")
-    return run_training(net, task, opts, base=base, backup=start.backup,
-                        max_batches=max_batches, history=start.history,
-                        resume_hint=f"darkcfg train {data_file} {cfg_file}", log=log,
-                        progress=progress)
+    if random:
+        log(f"multi-scale training: the input size changes every 10 iterations (last "
+            f"[yolo] random={random:g}, resize_step={netopts['resize_step']})")
+    try:
+        return run_training(net, task, opts, base=base, backup=start.backup,
+                            max_batches=max_batches, history=start.history,
+                            resume_hint=f"darkcfg train {data_file} {cfg_file}", log=log,
+                            progress=progress)
+    finally:
+        net.resize(init_w, init_h)
