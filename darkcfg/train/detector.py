@@ -128,8 +128,17 @@ def train_detector(data_file: str, cfg_file: str, weights: str | None, opts: Tra
     if not head.is_head:
         raise DarkcfgError(f"{cfg_file}: the last layer is [{head.type}], not [yolo] or "
                            "[region]: train it as a classifier")
-    net = Network(graph)
     netopts = graph.net.opts
+    dialect = graph.net.dialect
+    augment = DetAugment.from_net(netopts, head.opts["jitter"], dialect)
+    if augment.mosaic and augment.letter_box:
+        # src/data.c: load_data_detection stops at the first batch ("letter_box=1 &
+        # mosaic=1 - isn't supported"); refused here before anything is allocated
+        sec = graph.net.section
+        raise DarkcfgError(f"{sec.file} line {sec.entries['mosaic'].line}: mosaic=1 with "
+                           "letter_box=1: AlexeyAB's Darknet refuses the combination in "
+                           "training; set one of them to 0")
+    net = Network(graph)
     check_schedule(netopts, graph.net.section)
     for lay in graph.layers:
         if lay.is_head and lay.classes != data_cfg.classes:
@@ -149,13 +158,6 @@ def train_detector(data_file: str, cfg_file: str, weights: str | None, opts: Tra
     base = Path(cfg_file).stem
     start = prepare_run(net, data_cfg, weights, opts, log, base=base,
                         max_batches=max_batches)
-    dialect = graph.net.dialect
-    augment = DetAugment.from_net(netopts, head.opts["jitter"], dialect)
-    if augment.mosaic and augment.letter_box:
-        sec = graph.net.section
-        raise DarkcfgError(f"{sec.file} line {sec.entries['mosaic'].line}: mosaic=1 with "
-                           "letter_box=1: AlexeyAB's Darknet refuses the combination "
-                           "(use only one of them)")
     random = yolo_random(graph) if dialect == "alexeyab" else 0.0
     _, init_h, init_w = net.input_shape
     n = len(train_set)
