@@ -123,12 +123,14 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     float64; 0 where the boxes do not overlap. mAP uses it (COCO computes in double)."""
     a = np.asarray(a, np.float64).reshape(-1, 4)
     b = np.asarray(b, np.float64).reshape(-1, 4)
-    a0, a1 = a[:, None, :2] - a[:, None, 2:] / 2, a[:, None, :2] + a[:, None, 2:] / 2
-    b0, b1 = b[None, :, :2] - b[None, :, 2:] / 2, b[None, :, :2] + b[None, :, 2:] / 2
-    side = np.minimum(a1, b1) - np.maximum(a0, b0)                  # (N, M, 2)
-    inter = np.where((side > 0).all(axis=2), side[..., 0] * side[..., 1], 0.0)
-    union = (a[:, 2] * a[:, 3])[:, None] + (b[:, 2] * b[:, 3])[None, :] - inter
-    with np.errstate(divide="ignore", invalid="ignore"):
+    # an untrained head's boxes can be infinite: their IoU comes out 0 or NaN (never a
+    # match), quietly
+    with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
+        a0, a1 = a[:, None, :2] - a[:, None, 2:] / 2, a[:, None, :2] + a[:, None, 2:] / 2
+        b0, b1 = b[None, :, :2] - b[None, :, 2:] / 2, b[None, :, :2] + b[None, :, 2:] / 2
+        side = np.minimum(a1, b1) - np.maximum(a0, b0)                  # (N, M, 2)
+        inter = np.where((side > 0).all(axis=2), side[..., 0] * side[..., 1], 0.0)
+        union = (a[:, 2] * a[:, 3])[:, None] + (b[:, 2] * b[:, 3])[None, :] - inter
         return np.where(inter > 0, inter / union, 0.0)
 
 

@@ -191,3 +191,25 @@ def test_the_numba_iou_of_the_training_targets_mirrors_geometry(rng):
     np.testing.assert_allclose(numba, exact, rtol=1e-6, atol=1e-7)
     np.testing.assert_allclose([iou(x, y[None])[0] for x, y in zip(a, b, strict=True)],
                                exact, rtol=2e-6, atol=1e-7)
+
+
+def test_infinite_boxes_of_an_untrained_head_decode_quietly(write_cfg):
+    """exp(tw) overflows for a head whose w/h outputs are huge: detect() returns Darknet's
+    boxes (inf sizes clipped when drawn) without NumPy's overflow/invalid warnings, and
+    mAP's IoU of such a box with a real one is no match."""
+    import warnings
+
+    from darkcfg.detection.detect import detect
+    from darkcfg.network import Network
+    net = Network(graph_of(write_cfg, YOLO.format(head="yolo", filters=6, extra="")))
+    net.layers[0].params["biases"][:] = [0, 0, 200, 200, 5, 5]      # tw, th: exp(200)
+    net.params_changed()
+    image = np.full((3, 40, 24), 0.5, np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        found = detect(net, image, thresh=0.5, nms=0.45)
+        ious = iou_matrix(np.array([[0.5, 0.5, np.inf, np.inf]]),
+                          np.array([[0.5, 0.5, 0.2, 0.2]]))
+    assert found and all(np.isinf(d.w) and np.isinf(d.h) for d in found)
+    assert all(d.box == (0, 0, 23, 39) for d in found)          # clipped into the image
+    assert not ious[0, 0] > 0.5

@@ -170,9 +170,12 @@ def detect_boxes(net: Network, image: np.ndarray, thresh: float = 0.5,
     fit = letterbox if boxed else resize
     net.forward(fit(image, net_w, net_h)[None])
     outputs = {i: out[0] for i, out in enumerate(net.outputs) if net.layers[i].is_head}
-    boxes = network_boxes(net.graph, outputs, img_w, img_h, thresh, boxed)
-    kind, beta = nms_kind(net.graph)
-    return nms_sort(boxes, nms, kind, beta)
+    # an untrained or diverged head gives exp(tw) = inf boxes: they decode, compare and
+    # sort as Darknet's do (inf and NaN included), without NumPy's overflow chatter
+    with np.errstate(over="ignore", invalid="ignore"):
+        boxes = network_boxes(net.graph, outputs, img_w, img_h, thresh, boxed)
+        kind, beta = nms_kind(net.graph)
+        return nms_sort(boxes, nms, kind, beta)
 
 
 def detect(net: Network, image: np.ndarray | str | os.PathLike, thresh: float = 0.5,
