@@ -5,13 +5,12 @@ from src/data.c (blend_truth_mosaic, load_data_detection) and src/detector.c."""
 from __future__ import annotations
 
 import numpy as np
-import pytest
-from scipy.ndimage import convolve1d
 
 from darkcfg.data.augment import gaussian_blur, gaussian_kernel
 from darkcfg.data.detection import (
     ABTile,
     DetAugment,
+    ab_crop,
     ab_tile,
     blur_image,
     mosaic,
@@ -19,7 +18,6 @@ from darkcfg.data.detection import (
     mosaic_shifts,
     read_detection_list,
 )
-from darkcfg.errors import DarkcfgError
 from darkcfg.graph import load_graph
 from darkcfg.network import Network
 from darkcfg.train.detector import multiscale_size, train_detector
@@ -149,7 +147,7 @@ def test_gaussian_blur_is_opencvs_17_tap_kernel_with_reflect101_border():
     np.testing.assert_allclose(k, np.exp(-t**2 / (2 * sigma**2)) /
                                np.exp(-t**2 / (2 * sigma**2)).sum(), rtol=1e-12)
     im = np.random.default_rng(2).random((2, 20, 24)).astype(np.float32)
-    want = convolve1d(convolve1d(im, k, axis=1, mode="mirror"), k, axis=2, mode="mirror")
+    want = mirror_convolve(mirror_convolve(im.astype(np.float64), k, 1), k, 2)
     np.testing.assert_allclose(gaussian_blur(im, 17), want, atol=1e-6)
 
 
@@ -200,13 +198,36 @@ def test_pjreddie_dialect_ignores_ab_keys():
     assert (ab.dialect, ab.mosaic, ab.letter_box, ab.blur) == ("alexeyab", True, True, 1)
 
 
-def test_mosaic_with_letter_box_is_refused(tmp_path):
+def test_mosaic_with_letter_box_trains_with_letterboxed_tiles(tmp_path):
+    """The scaled-YOLOv4 cfgs set both (AlexeyAB's Darknet trained them from 2020 to 2023;
+    the pinned commit refuses the pair: README, "Deliberate differences"): each mosaic
+    tile's crop is widened to the network's aspect ratio like a single image's."""
+    aug = DetAugment(0.0, False, 1.0, 1.0, 0.0, "alexeyab", True, True)
+    rng = np.random.default_rng(0)
+    # a 40 x 20 image for a square net: 10 rows added above and below, whichever corner
+    for corner in range(4):
+        t = ab_crop(40, 20, 32, 32, aug, rng, corner)
+        assert (t.ptop + t.pbot, t.pleft + t.pright) == (-20, 0)
     data = make_data(tmp_path, n=2)
     cfg = (tmp_path / "x.cfg")
     cfg.write_text(write_cfg(tmp_path).read_text().replace(
         "flip=1", "flip=1\nmosaic=1\nletter_box=1"))
-    with pytest.raises(DarkcfgError, match="mosaic=1 with letter_box=1"):
-        train_detector(str(data), str(cfg), None, TrainOptions(quiet=True))
+    final = train_detector(str(data), str(cfg), None, TrainOptions(quiet=True))
+    assert final.exists()
+
+
+def mirror_convolve(x: np.ndarray, k: np.ndarray, axis: int) -> np.ndarray:
+    """A symmetric kernel along one axis, borders reflected without repeating the edge
+    (OpenCV's BORDER_REFLECT_101: d c b | a b c d | c b a), one output at a time."""
+    x = np.moveaxis(x, axis, -1)
+    n, r = x.shape[-1], len(k) // 2
+    out = np.zeros_like(x)
+    for i in range(n):
+        for j, w in enumerate(k):
+            p = i + j - r
+            p = -p if p < 0 else (2 * (n - 1) - p if p >= n else p)
+            out[..., i] += w * x[..., p]
+    return np.moveaxis(out, -1, axis)
 
 
 # --- multi-scale -----------------------------------------------------------------------

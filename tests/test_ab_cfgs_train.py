@@ -54,12 +54,6 @@ REFUSED = {
     "yolov3-tiny_xnor": r"'xnor=1' is not computed by darkcfg",
 }
 
-# AlexeyAB's Darknet stops at their first batch (src/data.c: load_data_detection,
-# "letter_box=1 & mosaic=1 - isn't supported"); darkcfg refuses them before training
-REFUSED.update({p.stem: r"mosaic=1 with letter_box=1" for p in CFGS if all(
-    re.search(rf"^{k}\s*=\s*1\s*$", p.read_text(errors="replace"), re.M)
-    for k in ("mosaic", "letter_box"))})
-
 
 def lenient_names() -> set[str]:
     """The cfgs README's "Cfgs that load only with `--lenient`" names (backquoted)."""

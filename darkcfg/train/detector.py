@@ -131,13 +131,6 @@ def train_detector(data_file: str, cfg_file: str, weights: str | None, opts: Tra
     netopts = graph.net.opts
     dialect = graph.net.dialect
     augment = DetAugment.from_net(netopts, head.opts["jitter"], dialect)
-    if augment.mosaic and augment.letter_box:
-        # src/data.c: load_data_detection stops at the first batch ("letter_box=1 &
-        # mosaic=1 - isn't supported"); refused here before anything is allocated
-        sec = graph.net.section
-        raise DarkcfgError(f"{sec.file} line {sec.entries['mosaic'].line}: mosaic=1 with "
-                           "letter_box=1: AlexeyAB's Darknet refuses the combination in "
-                           "training; set one of them to 0")
     net = Network(graph)
     check_schedule(netopts, graph.net.section)
     for lay in graph.layers:
