@@ -85,6 +85,29 @@ NET_QUIET = frozenset({
 })
 
 
+# Training techniques of AlexeyAB's [net] that darkcfg does not compute yet: accepted so the
+# cfgs load, but training says they are left out (`not_computed`).
+NOT_COMPUTED = ("gaussian_noise", "mixup", "cutmix", "dynamic_minibatch", "ema_alpha",
+                "adversarial_lr", "contrastive", "attention")
+
+
+def not_computed(section) -> list[str]:
+    """`file:line: key=value` for every NOT_COMPUTED key of [net] set to something other
+    than 0 (the value that switches it off)."""
+    out = []
+    for key in NOT_COMPUTED:
+        entry = section.entries.get(key)
+        if entry is None:
+            continue
+        try:
+            off = float(entry.value) == 0
+        except ValueError:
+            off = False
+        if not off:
+            out.append(f"{section.file}:{entry.line}: {key}={entry.value}")
+    return out
+
+
 # ---------------------------------------------------------------------------------------
 # which lineage a cfg was written for (DECISIONS.md 2: the `dialect`)
 

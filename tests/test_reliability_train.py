@@ -585,3 +585,20 @@ def test_every_file_training_writes_gets_the_umask_mode(tmp_path):
                                        "toy_final.weights", "toy_final.weights.state"]
     assert {p.name: oct(p.stat().st_mode & 0o777) for p in files} == \
         {p.name: oct(0o640) for p in files}
+
+
+# --- AlexeyAB [net] techniques darkcfg does not compute --------------------------------------
+
+def test_training_says_which_ab_techniques_it_leaves_out(tmp_path):
+    from darkcfg.train.detector import train_detector
+    data = det.make_data(tmp_path, n=4)
+    cfg = tmp_path / "ab.cfg"
+    cfg.write_text(det.write_cfg(tmp_path, max_batches=1).read_text().replace(
+        "flip=1", "flip=1\nmixup=1\ngaussian_noise=0\nema_alpha=0.9998"))
+    lines: list[str] = []
+    train_detector(str(data), str(cfg), None, TrainOptions(quiet=True), log=lines.append)
+    warned = [line for line in lines if "not computed by darkcfg" in line]
+    text = cfg.read_text().splitlines()
+    expect = [f"warning: {cfg.name}:{text.index(k) + 1}: {k} is not computed by darkcfg; "
+              "training goes on without it" for k in ("mixup=1", "ema_alpha=0.9998")]
+    assert warned == expect                  # gaussian_noise=0 is off: nothing to say

@@ -44,11 +44,14 @@ def train(data_file: str, cfg_file: str, weights: str | None, opts: TrainOptions
     from ..data.augment import Augment
     from ..data.classifier import open_dataset, read_data_config
     from ..graph import load_graph
+    from ..netcfg import not_computed
     from ..schedule import check_schedule
 
     opts.check()
     data_cfg = read_data_config(data_file, strict=strict)
     graph = load_graph(cfg_file, strict=strict)
+    for where in not_computed(graph.net.section):
+        log(f"warning: {where} is not computed by darkcfg; training goes on without it")
     net = Network(graph)
     netopts = graph.net.opts
     check_schedule(netopts, graph.net.section)

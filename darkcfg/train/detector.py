@@ -119,6 +119,7 @@ def train_detector(data_file: str, cfg_file: str, weights: str | None, opts: Tra
     from ..data.detection import DetAugment, open_detection_dataset
     from ..graph import load_graph
     from ..layers._detection_head import widen_truth
+    from ..netcfg import not_computed
     from ..schedule import check_schedule
 
     opts.check()
@@ -131,6 +132,8 @@ def train_detector(data_file: str, cfg_file: str, weights: str | None, opts: Tra
     netopts = graph.net.opts
     dialect = graph.net.dialect
     augment = DetAugment.from_net(netopts, head.opts["jitter"], dialect)
+    for where in not_computed(graph.net.section):
+        log(f"warning: {where} is not computed by darkcfg; training goes on without it")
     net = Network(graph)
     check_schedule(netopts, graph.net.section)
     for lay in graph.layers:
