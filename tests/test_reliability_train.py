@@ -602,3 +602,18 @@ def test_training_says_which_ab_techniques_it_leaves_out(tmp_path):
     expect = [f"warning: {cfg.name}:{text.index(k) + 1}: {k} is not computed by darkcfg; "
               "training goes on without it" for k in ("mixup=1", "ema_alpha=0.9998")]
     assert warned == expect                  # gaussian_noise=0 is off: nothing to say
+
+
+def test_a_head_before_an_unrunnable_last_layer_is_refused_by_that_layers_name(tmp_path):
+    """yolov4-tiny_contrastive ends in [contrastive] after its [yolo] heads: it is a
+    detector, refused for the section darkcfg cannot run (not sent to the classifier)."""
+    from darkcfg.train.detector import is_detector, train_detector
+    data = det.make_data(tmp_path, n=4)
+    cfg = det.write_cfg(tmp_path, max_batches=1, extra="[contrastive]\nclasses=2\n")
+    assert is_detector(str(cfg))
+    with pytest.raises(DarkcfgError, match=r"\[contrastive\] layers cannot run"):
+        train_detector(str(data), str(cfg), None, TrainOptions(quiet=True))
+    plain = write_cfg(tmp_path, 1)
+    assert not is_detector(str(plain))
+    with pytest.raises(DarkcfgError, match=r"no \[yolo\] or \[region\] layer"):
+        train_detector(str(data), str(plain), None, TrainOptions(quiet=True))

@@ -33,9 +33,10 @@ from .loop import (
 
 
 def is_detector(cfg_file: str, *, strict: bool = True) -> bool:
-    """Whether the cfg's last layer is a detection head (cheap: no Numba, no weights)."""
+    """Whether the cfg has a detection head (cheap: no Numba, no weights). A head need not
+    be the last layer (yolov4-tiny_contrastive ends in [contrastive] after its [yolo]s)."""
     from ..graph import load_graph
-    return load_graph(cfg_file, strict=strict).layers[-1].is_head
+    return any(lay.is_head for lay in load_graph(cfg_file, strict=strict).layers)
 
 
 def head_summary(net: Network) -> str:
@@ -125,10 +126,11 @@ def train_detector(data_file: str, cfg_file: str, weights: str | None, opts: Tra
     opts.check()
     data_cfg = read_data_config(data_file, strict=strict)
     graph = load_graph(cfg_file, strict=strict)
-    head = graph.layers[-1]
-    if not head.is_head:
-        raise DarkcfgError(f"{cfg_file}: the last layer is [{head.type}], not [yolo] or "
-                           "[region]: train it as a classifier")
+    found = [lay for lay in graph.layers if lay.is_head]
+    if not found:
+        raise DarkcfgError(f"{cfg_file}: no [yolo] or [region] layer: train it as a "
+                           "classifier")
+    head = found[-1]
     netopts = graph.net.opts
     dialect = graph.net.dialect
     augment = DetAugment.from_net(netopts, head.opts["jitter"], dialect)
