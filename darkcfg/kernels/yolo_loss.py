@@ -140,12 +140,7 @@ def _yolo(out, truth, most, anchors, mask, net_w, net_h, ignore_thresh, truth_th
             tw, th = truth[b, 5 * t + 2], truth[b, 5 * t + 3]
             i, j = _cell(tx, w), _cell(ty, h)
             # the best anchor over ALL anchors, by shape; the first maximum wins
-            best, best_n = 0.0, 0
-            for n in range(total):
-                iou = _iou(0.0, 0.0, anchors[n, 0] / net_w, anchors[n, 1] / net_h,
-                           0.0, 0.0, tw, th)
-                if iou > best:
-                    best, best_n = iou, n
+            best_n = _best_anchor(anchors, total, net_w, net_h, tw, th, False)
             a = -1
             for m in range(n_a):
                 if mask[m] == best_n:
@@ -329,6 +324,20 @@ def _iou_ab(ax, ay, aw, ah, bx, by, bw, bh):
     if inter == 0 or union == 0:
         return 0.0
     return inter / union
+
+@jit
+def _best_anchor(anchors, total, net_w, net_h, tw, th, ab):
+    """The anchor (of all `total`) whose shape best fits a truth of size tw x th, by IoU
+    of centred boxes; the first maximum wins. ab: AlexeyAB's box_iou (0 for an empty
+    union) instead of Darknet's."""
+    best, best_n = 0.0, 0
+    for n in range(total):
+        pw, ph = anchors[n, 0] / net_w, anchors[n, 1] / net_h
+        iou = _iou_ab(0.0, 0.0, pw, ph, 0.0, 0.0, tw, th) if ab else \
+            _iou(0.0, 0.0, pw, ph, 0.0, 0.0, tw, th)
+        if iou > best:
+            best, best_n = iou, n
+    return best_n
 
 
 @jit
@@ -593,12 +602,7 @@ def _yolo_ab(out, truth, tsize, most, anchors, mask, net_w, net_h, ignore_thresh
             cls = int(truth[b, o + 4])
             m = mult[cls] if has_mult else 1.0
             i, j = _cell(tx, w), _cell(ty, h)
-            best, best_n = 0.0, 0
-            for n in range(total):
-                iou = _iou_ab(0.0, 0.0, anchors[n, 0] / net_w, anchors[n, 1] / net_h,
-                              0.0, 0.0, tw, th)
-                if iou > best:
-                    best, best_n = iou, n
+            best_n = _best_anchor(anchors, total, net_w, net_h, tw, th, True)
             # the best anchor first, then (iou_thresh < 1) the others in order
             for step in range(total + 1):
                 n = best_n if step == 0 else step - 1
