@@ -110,6 +110,28 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def cmd_partial(args: argparse.Namespace) -> int:
+    import os
+
+    from .fileio import check_target
+    from .network import Network
+    from .weights import partial
+    check_target(args.out, "weights")           # before the work, not after it
+    for given, what in ((args.weights, "weights file"), (args.cfg, "cfg")):
+        if os.path.exists(args.out) and os.path.samefile(args.out, given):
+            raise DarkcfgError(f"{args.out}: is the input {what}; partial writes a new file "
+                               "(choose another name for OUT)")
+    net = Network.load(args.cfg, args.weights, dialect=args.dialect, strict=not args.lenient)
+    done = partial(net, args.out, args.n, net.loaded)
+    h = done.header
+    print(f"saved layers 0-{done.cutoff - 1} of {args.cfg} to {args.out}: "
+          f"{len(done.layers)} with parameters, {done.params:,} parameters, "
+          f"{done.bytes_written:,} bytes (header {h.major}.{h.minor}.{h.revision}, seen 0)")
+    for index, kind, params in done.layers:
+        print(f"  layer {index:3d} [{kind}] {params:,} parameters")
+    return 0
+
+
 class _StatusLine:
     """Training progress on stderr: one line redrawn in place on a terminal; otherwise a
     line every 10 s (and at iteration 1 and after each validation) so that a log file
@@ -370,6 +392,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress line")
     p.add_argument("--lenient", action="store_true", help="cfg problems become warnings")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("partial", help="the first N layers' parameters of a .weights "
+                       "file, seen reset (Darknet's partial: a backbone for transfer learning)")
+    p.add_argument("cfg", help="the .cfg file the weights belong to")
+    p.add_argument("weights", help="the .weights file")
+    p.add_argument("out", help="the .weights file to write (e.g. darknet53.conv.74)")
+    p.add_argument("n", type=int, help="how many layers to keep: layers 0..N-1, N counting "
+                   "every section after [net] as Darknet's layer index does")
+    p.add_argument("--dialect", choices=DIALECTS,
+                   help="which Darknet lineage's layout (default: as `run` chooses)")
+    p.add_argument("--lenient", action="store_true", help="cfg problems become warnings")
+    p.set_defaults(func=cmd_partial)
 
     p = sub.add_parser("valid", help="top-1 and top-k accuracy on the .data file's valid set")
     p.add_argument("data", help="the .data file")

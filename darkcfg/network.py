@@ -12,7 +12,7 @@ from .graph import Graph, load_graph
 from .memory import available_memory
 
 if TYPE_CHECKING:
-    from .weights import Header
+    from .weights import Header, LoadReport
 
 
 class Network:
@@ -48,6 +48,7 @@ class Network:
         self._keep = False
         self.last_rate: float | None = None     # train_step's latest learning rate
         self.header: Header | None = None       # the header of the .weights file loaded
+        self.loaded: LoadReport | None = None   # what the latest load_weights read
         self._output_values = sum(lay.outputs for lay in self.layers)   # per image
         self._param_values = sum(lay.nparams for lay in self.layers)
         check_memory(self, 0)
@@ -262,7 +263,8 @@ class Network:
         """Read a .weights file; returns a `weights.LoadReport`."""
         from .weights import load_weights
         try:
-            return load_weights(self, path)
+            self.loaded = load_weights(self, path)
+            return self.loaded
         finally:
             self.params_changed()
 

@@ -235,18 +235,70 @@ def save_weights(net: Weighted, path: str | os.PathLike) -> None:
 
     A network loaded from a file is written with that file's header layout, so load-then-
     save is byte-identical; otherwise 0.2.0 (pjreddie) or 0.2.5 (alexeyab)."""
-    path = os.fspath(path)
     header = net.header or default_header(net)
     header = Header(header.major, header.minor, header.revision, int(net.seen), header.size)
+    save_weights_upto(net, path, len(net.layers), header)
+
+
+def save_weights_upto(net: Weighted, path: str | os.PathLike, cutoff: int,
+                      header: Header) -> int:
+    """Darknet's src/parser.c: save_weights_upto: `header`, then the arrays of layers
+    0..cutoff-1 (dontsave layers skipped), written atomically. Returns the bytes written."""
+    path = os.fspath(path)
     _check_seen(header, path)
+    size = header.size
     with atomic_write(path, "weights") as f:
         f.write(header.pack())
-        for layer in net.layers:
+        for layer in net.layers[:cutoff]:
             if layer.opts.get("dontsave"):
                 continue
             for name, _ in layer.param_shapes():
                 arr = layer.weights_to_file(name, layer.params[name], header)
-                f.write(np.ascontiguousarray(arr, dtype="<f4").tobytes())
+                data = np.ascontiguousarray(arr, dtype="<f4").tobytes()
+                f.write(data)
+                size += len(data)
+    return size
+
+
+@dataclass
+class PartialReport:
+    """What `partial` wrote: layers 0..cutoff-1; of those, `layers` (index, type,
+    parameter count) hold parameters."""
+    cutoff: int
+    layers: list[tuple[int, str, int]]
+    params: int
+    bytes_written: int
+    header: Header
+
+
+def partial(net: Weighted, path: str | os.PathLike, cutoff: int,
+            loaded: LoadReport) -> PartialReport:
+    """Darknet's `partial CFG WEIGHTS OUT N` (src/darknet.c: partial): the parameters of
+    layers 0..N-1 of a network loaded from a .weights file (`loaded`, its LoadReport),
+    with `seen` 0, in the header Darknet writes (0.2.0; AlexeyAB's 0.2.5 in that
+    dialect). N counts every section after [net], as Darknet's layer index does:
+    `partial yolov3.cfg yolov3.weights darknet53.conv.74 74` keeps layers 0..73."""
+    n = len(net.layers)
+    if isinstance(cutoff, bool) or not isinstance(cutoff, (int, np.integer)) \
+            or not 1 <= cutoff <= n:
+        raise WeightsError(
+            f"partial: N = {cutoff!r}, but this cfg has {n} layers (0..{n - 1}): N counts "
+            f"every section after [net] (Darknet's layer index) and keeps layers 0..N-1, "
+            f"so it must be 1..{n}")
+    kept = [lay for lay in net.layers[:cutoff] if file_arrays(lay)]
+    with_params = [lay for lay in net.layers if file_arrays(lay)]
+    if len(kept) > loaded.layers_loaded:
+        first = with_params[loaded.layers_loaded]
+        held = f"parameters up to layer {with_params[loaded.layers_loaded - 1].index} " \
+            "only (a prefix file)" if loaded.layers_loaded else "no parameters"
+        raise WeightsError(
+            f"partial: the weights file holds {held}, but N = {cutoff} needs layer "
+            f"{first.index} [{first.type}] too: use N <= {first.index}, or the full file")
+    header = default_header(net)
+    size = save_weights_upto(net, path, cutoff, header)
+    layers = [(lay.index, lay.type, lay.nparams) for lay in net.layers[:cutoff]
+              if lay.params and not lay.opts.get("dontsave")]
+    return PartialReport(cutoff, layers, sum(p for *_, p in layers), size, header)
 
 
 def _check_seen(header: Header, path: str) -> None:
