@@ -12,6 +12,7 @@ from .graph import Graph, load_graph
 from .memory import available_memory
 
 if TYPE_CHECKING:
+    from .sgd import Frozen
     from .weights import Header, LoadReport
 
 
@@ -58,6 +59,7 @@ class Network:
                 layer.allocate_grads()
             except MemoryError:
                 raise out_of_memory(self, layer, 0) from None
+        self.freeze(1)
 
     @classmethod
     def load(cls, cfg: str | os.PathLike, weights: str | os.PathLike | None = None, *,
@@ -176,12 +178,25 @@ class Network:
         costs = [lay.cost for lay in self.layers if getattr(lay, "cost", None) is not None]
         return float(np.mean(costs)) if costs else 0.0
 
+    def freeze(self, iteration: int) -> Frozen:
+        """Mark the layers that iteration `iteration` (1-based) leaves unchanged
+        (stopbackward, train_only_bn, dont_update, burnin_update: sgd.frozen_layers);
+        train_step does it before each iteration. Returns the sgd.Frozen."""
+        from .sgd import frozen_layers
+        n = self.graph.net
+        self.frozen = frozen_layers(self.layers, iteration, n.dialect, n.opts["burn_in"])
+        for layer in self.layers:
+            layer.frozen = layer.index in self.frozen.why
+            layer.stops_backward = layer.index == self.frozen.stop
+        return self.frozen
+
     def backward(self, keep: bool = False, dy: np.ndarray | None = None) -> None:
         """Gradients of the last `forward_train`, last layer first; accumulates into every
-        layer's `grads`. Stops at a layer with stopbackward (it and earlier layers get
-        none). keep=True leaves each layer's gradient in `self.grads`: dLoss/d(output),
-        except that loss layers ([softmax], [logistic], [cost]) have added their own term
-        and [shortcut]/[scale_channels]/[sam] have applied their activation's derivative in
+        layer's `grads`. Stops at the top of the frozen layers (a stopbackward or
+        train_only_bn layer: it and earlier layers get none; see `freeze`). keep=True
+        leaves each layer's gradient in `self.grads`: dLoss/d(output), except that loss
+        layers ([softmax], [logistic], [cost]) have added their own term and
+        [shortcut]/[scale_channels]/[sam] have applied their activation's derivative in
         place, so there it is Darknet's delta (negated), as the reference cases record."""
         self.grads = [None] * len(self.layers)
         self._borrowed = set()
@@ -190,7 +205,7 @@ class Network:
             self.grads[-1] = np.ascontiguousarray(dy, np.float32).copy()
         for i in range(len(self.layers) - 1, -1, -1):
             layer = self.layers[i]
-            if layer.opts["stopbackward"]:
+            if layer.stops_backward:
                 break
             dy = self.grads[i]
             if not keep:
@@ -228,6 +243,7 @@ class Network:
             raise DarkcfgError(f"train_step takes batch={mini * subs} images (batch/"
                                f"subdivisions={mini} per pass, {subs} passes); got {len(x)}")
         check_schedule(o, self.graph.net.section)
+        frozen = self.freeze(self.iteration + 1).layers
         total = 0.0
         for k in range(subs):
             self.seen += mini
@@ -237,7 +253,10 @@ class Network:
         rate = learning_rate(o, self.iteration, self.rng)
         self.last_rate = rate
         for layer in self.layers:
-            if layer.grads:
+            if layer.index in frozen:       # not updated at all (sgd.frozen_layers)
+                for g in layer.grads.values():
+                    g[...] = 0
+            elif layer.grads:
                 update_layer(layer, rate, o["momentum"], o["decay"], mini * subs)
         return total / (subs * mini)
 
@@ -257,6 +276,7 @@ class Network:
         self.outputs = [None] * len(self.layers)
         self.grads = [None] * len(self.layers)
         self._output_values = sum(lay.outputs for lay in self.layers)
+        self.freeze(self.iteration + 1)
         self.params_changed()       # caches derived from params may predate an update
 
     def load_weights(self, path: str | os.PathLike):

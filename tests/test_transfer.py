@@ -14,7 +14,7 @@ from darkcfg.errors import WeightsError
 from darkcfg.network import Network
 from darkcfg.weights import partial
 
-from .helpers import darkcfg
+from .helpers import check_gradient, darkcfg
 
 # 1 x 8 x 8 input; layer 0 conv BN 4 3x3, 1 maxpool, 2 conv 6 3x3 (no BN), 3 maxpool,
 # 4 connected BN 5, 5 connected 3, 6 softmax
@@ -158,3 +158,159 @@ def test_partial_command(tmp_path, write_cfg, rng):
     r = darkcfg("partial", cfg, tmp_path / "w.weights", tmp_path / "w.weights", 3)
     assert r.returncode == 2 and "is the input weights file" in r.stderr
     assert (tmp_path / "w.weights").read_bytes() == whole
+
+
+# --- freezing ------------------------------------------------------------------------------
+
+def trained(cfg_text: str, tmp_path, iterations: int, seed: int = 0):
+    """A network of cfg_text initialised with random BN statistics, its arrays before
+    training (params and momentum buffers) and the network after `iterations` steps."""
+    from darkcfg.graph import load_graph
+    path = tmp_path / "f.cfg"
+    path.write_text(cfg_text)
+    net = Network(load_graph(path, batch=None))
+    net.init_weights(seed)
+    rng = np.random.default_rng(seed)
+    for layer in net.layers:        # rolling statistics away from their initial 0/1
+        for name in ("rolling_mean", "rolling_variance"):
+            if name in layer.params:
+                layer.params[name][...] = rng.uniform(0.5, 1.5, layer.params[name].shape)
+    net.params_changed()
+    before = snapshot(net)
+    n, (c, h, w) = net.train_batch, net.input_shape
+    for _ in range(iterations):
+        x = rng.random((n, c, h, w), dtype=np.float32)
+        truth = np.eye(3, dtype=np.float32)[rng.integers(0, 3, n)]
+        net.train_step(x, truth)
+    return net, before
+
+
+def snapshot(net) -> dict[tuple[int, str], np.ndarray]:
+    out = {}
+    for layer in net.layers:
+        for k, v in layer.params.items():
+            out[layer.index, k] = v.copy()
+        for k, v in layer.updates.items():
+            out[layer.index, f"momentum of {k}"] = v.copy()
+    return out
+
+
+def unchanged(net, before, index: int) -> bool:
+    """Every array of layer `index` (params and momentum buffers) bit-identical."""
+    now = snapshot(net)
+    keys = [k for k in before if k[0] == index]
+    assert keys, index
+    return all(np.array_equal(now[k], before[k]) for k in keys)
+
+
+def all_changed(net, before, index: int) -> bool:
+    """Every trained array and rolling statistic of layer `index` moved."""
+    now = snapshot(net)
+    keys = [k for k in before if k[0] == index and not k[1].startswith("momentum")]
+    assert keys, index
+    return all(not np.array_equal(now[k], before[k]) for k in keys)
+
+
+def with_key(cfg_text: str, layer: int, key: str) -> str:
+    """CFG with `key` added to the section of layer `layer` (after [net])."""
+    parts = cfg_text.split("\n[")
+    parts[layer + 1] = parts[layer + 1].rstrip("\n") + f"\n{key}\n\n"
+    return "\n[".join(parts)
+
+
+LAYERS_WITH_PARAMS = (0, 2, 4, 5)
+
+
+@pytest.mark.parametrize("key", ["stopbackward=1", "train_only_bn=1"])
+def test_layers_up_to_a_stop_stay_bit_identical(tmp_path, key):
+    # stop at layer 2: layers 0..2 frozen (BN conv 0, conv 2), 4 and 5 train
+    net, before = trained(with_key(CFG, 2, key), tmp_path, 3)
+    for i in (0, 2):
+        assert unchanged(net, before, i), i
+    for i in (4, 5):
+        assert all_changed(net, before, i), i
+
+
+def test_without_a_stop_every_layer_changes(tmp_path):
+    net, before = trained(CFG, tmp_path, 3)
+    for i in LAYERS_WITH_PARAMS:
+        assert all_changed(net, before, i), i
+
+
+def test_dont_update_freezes_one_layer_for_n_iterations(tmp_path):
+    # AB: layer updated when dont_update < iteration (1-based): frozen in iterations 1..2
+    cfg = with_key(CFG, 2, "dont_update=2")
+    net, before = trained(cfg, tmp_path, 2)
+    assert unchanged(net, before, 2)
+    for i in (0, 4, 5):     # the gradient still reaches layer 0 through layer 2
+        assert all_changed(net, before, i), i
+    net, before = trained(cfg, tmp_path, 3)
+    assert all_changed(net, before, 2)
+
+
+def test_burnin_update_freezes_one_layer_below_n_times_burn_in(tmp_path):
+    # AB: skipped while burnin_update * burn_in > iteration: 2 * 2 > t for t = 1..3
+    cfg = with_key(CFG.replace("max_batches=100", "max_batches=100\nburn_in=2"), 4,
+                   "burnin_update=2")
+    net, before = trained(cfg, tmp_path, 3)
+    assert unchanged(net, before, 4)
+    for i in (0, 2, 5):
+        assert all_changed(net, before, i), i
+    net, before = trained(cfg, tmp_path, 4)
+    assert all_changed(net, before, 4)
+
+
+def test_frozen_layers_normalise_with_their_rolling_statistics(tmp_path):
+    """In a training pass a frozen BN layer computes what inference computes."""
+    net, _ = trained(with_key(CFG, 2, "stopbackward=1"), tmp_path, 0)
+    x = np.random.default_rng(1).random((net.train_batch, 1, 8, 8), dtype=np.float32)
+    net.forward(x)
+    inference = net.outputs[0].copy()
+    net.forward_train(x, np.eye(3, dtype=np.float32)[np.zeros(len(x), int)])
+    np.testing.assert_allclose(net.outputs[0], inference, rtol=1e-6, atol=1e-6)
+    trainable, _ = trained(CFG, tmp_path, 0)        # batch statistics: different
+    trainable.forward_train(x, np.eye(3, dtype=np.float32)[np.zeros(len(x), int)])
+    assert np.abs(trainable.outputs[0] - inference).max() > 1e-2
+
+
+FROZEN_BN_BODIES = {
+    "conv-mish": "[convolutional]\nbatch_normalize=1\nfilters=3\nsize=3\npad=1\n"
+                 "activation=mish\n",
+    "conv-logistic": "[convolutional]\nbatch_normalize=1\nfilters=3\nsize=3\npad=1\n"
+                     "activation=logistic\n",
+    "connected": "[connected]\nbatch_normalize=1\noutput=5\nactivation=logistic\n",
+    "batchnorm": "[batchnorm]\n",
+}
+
+
+@pytest.mark.parametrize("dialect", ["pjreddie", "alexeyab"])
+@pytest.mark.parametrize("body", FROZEN_BN_BODIES)
+def test_gradient_through_a_frozen_bn_layer(tmp_path, body, dialect):
+    """What a frozen layer passes down (dont_update, burnin_update) is the derivative of
+    the function it computes with its rolling statistics: finite differences."""
+    from .test_backward_conv import EPS, analytic, build, loss_of
+    net = build(tmp_path, (2, 4, 5), FROZEN_BN_BODIES[body], batch=3, dialect=dialect)
+    layer = net.layers[1]
+    layer.frozen = True
+    x = np.random.default_rng(2).standard_normal((3, 2, 4, 5)).astype(np.float32)
+    R = np.random.default_rng(3).standard_normal((3, *layer.out_shape))
+    stats = {k: layer.params[k].copy() for k in ("rolling_mean", "rolling_variance")}
+    dx, _ = analytic(net, x, R)
+    check_gradient(loss_of(net, x, R), x, dx, eps=EPS, rtol=1e-3, floor=1e-3)
+    for k, v in stats.items():
+        np.testing.assert_array_equal(layer.params[k], v)
+
+
+@pytest.mark.parametrize("dialect, frozen_at", [("pjreddie", (1, 5, 6, 100)),
+                                                ("alexeyab", (1, 5))])
+def test_stopbackward_n_is_permanent_in_pjreddie_and_n_iterations_in_alexeyab(
+        tmp_path, dialect, frozen_at):
+    from darkcfg.graph import load_graph
+    from darkcfg.sgd import frozen_layers
+    path = tmp_path / "s.cfg"
+    path.write_text(with_key(CFG, 2, "stopbackward=5"))
+    layers = load_graph(path, dialect=dialect).layers
+    for t in (1, 5, 6, 100):
+        frozen = frozen_layers(layers, t, dialect, burn_in=0)
+        assert (frozen.layers == {0, 1, 2} and frozen.stop == 2) == (t in frozen_at), t
+        assert frozen.layers <= {0, 1, 2}

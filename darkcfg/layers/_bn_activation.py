@@ -37,7 +37,7 @@ class BNActivation:
         p = self.params
         if not self.batch_normalize:
             bn.add_bias(z, p["biases"])
-        elif net.train:
+        elif net.train and not self.frozen:   # frozen: the rolling statistics, as below
             check_bn_batch(self, z)
             self._xhat = conv.reuse(getattr(self, "_xhat", None), z.shape)
             # classic activations are applied in BN's normalising pass
@@ -81,6 +81,8 @@ class BNActivation:
         from ..kernels import activations, bn_train, conv
         self._dz = dz = conv.reuse(getattr(self, "_dz", None), dy.shape)
         p, g = self.params, self.grads
+        if self.batch_normalize and self.frozen:
+            return frozen_bn_grad(self, dy, dz)
         if self.activation in bn_train.FUSED:   # activation gradient and sums in one pass
             if self.batch_normalize:
                 return bn_train.backward(dy, self._xhat, p["scales"], self._var,
@@ -103,7 +105,20 @@ class BNActivation:
         """Whether the gradient for the input is used: not for the network input, nor
         when the previous layer stops the backward pass."""
         prev = self.prev
-        return prev is not None and not prev.opts["stopbackward"]
+        return prev is not None and not prev.stops_backward
+
+
+def frozen_bn_grad(layer: Layer, dy: np.ndarray, dz: np.ndarray) -> np.ndarray:
+    """dLoss/dz into dz for a frozen layer (sgd.frozen_layers), whose forward normalised
+    with the rolling statistics: constants, so BN is the per-channel affine map
+    z -> (z - rolling_mean) / D * scales + biases and dz = act'(y) dy * scales / D."""
+    from ..kernels import activations, bn
+    p = layer.params
+    np.copyto(dz, dy)
+    activations.gradient(dz, layer._out, layer._pre, layer.activation)
+    factor = p["scales"] / bn.bn_denominator(p["rolling_variance"], layer.net.dialect)
+    dz.reshape(len(dz), factor.size, -1)[...] *= factor.astype(np.float32)[:, None]
+    return dz
 
 
 def check_bn_batch(layer: Layer, z: np.ndarray) -> None:

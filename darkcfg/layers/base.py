@@ -31,15 +31,20 @@ REGISTRY: dict[str, type[Layer]] = {}
 # parse_network_cfg).
 COMMON = {
     "learning_rate": Opt("float", 1.0, "multiplier on the [net] learning rate", min=0),
-    "stopbackward": Opt("int", 0, "no gradient reaches this layer or earlier ones", min=0),
+    "stopbackward": Opt("int", 0, "this layer and earlier ones are frozen (alexeyab: N > 1 "
+                        "for the first N iterations)", min=0),
     "onlyforward": Opt("int", 0, "skip this layer's backward", min=0),
     "dontload": Opt("int", 0, "skip this layer when reading .weights", min=0),
     "dontloadscales": Opt("int", 0, "do not read the BN triplet from .weights", min=0),
     "dontsave": Opt("int", 0, "skip this layer when saving .weights", min=0),
+    # AlexeyAB's freezing keys (its GPU code honours them); darkcfg/sgd.py: frozen_layers
+    "dont_update": Opt("int", 0, "this layer is frozen for the first N iterations", min=0),
+    "burnin_update": Opt("int", 0, "this layer is frozen for the first N x burn_in "
+                         "iterations", min=0),
+    "train_only_bn": Opt("int", 0, "this layer and earlier ones are frozen", min=0),
 }
 # Accepted everywhere and ignored: GPU-only or scheduling switches with no CPU effect.
-COMMON_QUIET = frozenset({"clip", "stream", "wait_stream", "dont_update", "burnin_update",
-                          "train_only_bn"})
+COMMON_QUIET = frozenset({"clip", "stream", "wait_stream"})
 
 
 class RunState(Protocol):
@@ -199,6 +204,11 @@ class Layer:
 
     # Parameters that SGD trains (the rolling BN statistics are not among them).
     TRAINED = ("weights", "biases", "scales")
+    # Set by the network for each training iteration (darkcfg/sgd.py: frozen_layers):
+    # frozen layers keep every array, normalising with their rolling BN statistics;
+    # `stops_backward` is the frozen layer where the backward pass ends
+    frozen: bool = False
+    stops_backward: bool = False
 
     def allocate_grads(self) -> None:
         self.grads = {k: np.zeros_like(v) for k, v in self.params.items() if k in self.TRAINED}

@@ -46,7 +46,7 @@ class Batchnorm(Layer):
         p = self.params
         self._out = out = conv.reuse(getattr(self, "_out", None), x.shape)
         np.copyto(out, x)
-        if not net.train:
+        if not net.train or self.frozen:    # frozen (sgd.frozen_layers): rolling statistics
             return bn.bn_inference(out, p["scales"], p["rolling_mean"],
                                    p["rolling_variance"], p.get("biases"), self.net.dialect)
         check_bn_batch(self, out)
@@ -59,9 +59,14 @@ class Batchnorm(Layer):
         # dy -> dx (same shape), Darknet's BN backward rule (kernels/bn_train.py)
         if dy is None:
             return None
-        from ..kernels import bn_train, conv
+        from ..kernels import bn, bn_train, conv
         self._dx = dx = conv.reuse(getattr(self, "_dx", None), dy.shape)
         np.copyto(dx, dy)
+        if self.frozen:     # the rolling statistics are constants: dx = dy * scales / D
+            p = self.params
+            factor = p["scales"] / bn.bn_denominator(p["rolling_variance"], self.net.dialect)
+            dx.reshape(len(dx), factor.size, -1)[...] *= factor.astype(np.float32)[:, None]
+            return dx
         return bn_train.backward(dx, self._xhat, self.params["scales"], self._var,
                                  self.net.dialect, self.grads["scales"],
                                  self.grads.get("biases"), exact=self.exact_bn)

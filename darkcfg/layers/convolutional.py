@@ -137,7 +137,8 @@ class Convolutional(BNActivation, Layer):
         from ..kernels import conv
         tail = None if net.train else self.inference_tail()
         # training BN: the channel sums come from the product kernel
-        moments = np.empty((self.n, 2)) if net.train and self.batch_normalize else None
+        moments = np.empty((self.n, 2)) if net.train and self.batch_normalize \
+            and not self.frozen else None
         out, self._work = conv.conv2d(
             x, self.params["weights"], sy=self.stride_y, sx=self.stride_x,
             pad=self.pad * self.dilation, d=self.dilation, groups=self.groups,
