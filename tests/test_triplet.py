@@ -199,3 +199,116 @@ def test_inference_has_no_loss_and_passes_the_embedding():
 def test_bad_keys_are_refused_by_name(key, value):
     with pytest.raises(CfgError, match=key):
         tiny_net(f"[triplet]\n{key}={value}\n", c=D, h=1, w=1)
+
+
+# --- P x K batches ---------------------------------------------------------------------
+
+TRIPLET_CFG = """[net]
+batch=12
+subdivisions=2
+width=8
+height=8
+channels=1
+learning_rate=0.02
+momentum=0.9
+decay=0.0005
+max_batches={max_batches}
+flip=1
+[convolutional]
+filters=4
+size=3
+pad=1
+activation=leaky
+[maxpool]
+size=2
+stride=2
+[connected]
+output=8
+activation=linear
+[triplet]
+margin=0.2
+mining=hard
+normalize=1
+{pk}
+"""
+
+
+def test_pk_indices_hold_p_classes_of_k_images_each():
+    from darkcfg.data.classifier import pk_indices
+    labels = np.array([0] * 10 + [1] * 3 + [2] * 8 + [4] * 6)       # no class 3
+    idx = pk_indices(labels, 3, 4, 5, np.random.default_rng(7))
+    assert idx.shape == (5 * 3 * 4,)
+    for block in idx.reshape(5, 3, 4):                # mini-batch, class, image
+        classes = labels[block]
+        assert (classes == classes[:, :1]).all()                  # K images of one class
+        assert len(set(classes[:, 0])) == 3                       # P different classes
+        for own in block:
+            if labels[own[0]] != 1:                   # class 1 has 3 < K images
+                assert len(set(own)) == 4             # otherwise without replacement
+    again = pk_indices(labels, 3, 4, 5, np.random.default_rng(7))
+    other = pk_indices(labels, 3, 4, 5, np.random.default_rng(8))
+    assert np.array_equal(idx, again) and not np.array_equal(idx, other)
+
+
+def test_pk_indices_refuse_more_classes_than_the_data_has():
+    from darkcfg.data.classifier import pk_indices
+    from darkcfg.errors import DataError
+    with pytest.raises(DataError, match=r"train.npz: classes_per_batch=4, but the training "
+                       r"images hold only 3 classes \(0, 1, 2\)"):
+        pk_indices(np.arange(9) % 3, 4, 2, 1, np.random.default_rng(0), "train.npz")
+
+
+def record_training(tmp_path, monkeypatch, seed: int, pk: str = "images_per_class=3"):
+    """Train the triplet toy 3 iterations; returns the (x, truth) of every train_step."""
+    from darkcfg.network import Network
+    from darkcfg.train.classifier import train
+    from darkcfg.train.loop import TrainOptions
+
+    from .toy_classifier import make_data
+    tmp_path.mkdir(exist_ok=True)
+    data = make_data(tmp_path)
+    cfg = tmp_path / "trip.cfg"
+    cfg.write_text(TRIPLET_CFG.format(max_batches=3, pk=pk))
+    seen, steps = [], []
+    real = Network.train_step
+
+    def recording(self, x, truth):
+        seen.append((x.copy(), truth.copy()))
+        return real(self, x, truth)
+
+    monkeypatch.setattr(Network, "train_step", recording)
+    try:
+        train(str(data), str(cfg), None, TrainOptions(seed=seed, chart_every=1000),
+              log=lambda *a: None, progress=steps.append)
+    finally:
+        monkeypatch.undo()
+    return seen, steps
+
+
+def test_training_batches_are_p_classes_of_k_images_seeded(tmp_path, monkeypatch):
+    first, steps = record_training(tmp_path / "a", monkeypatch, seed=4)
+    assert len(first) == 3
+    for x, truth in first:
+        assert x.shape == (12, 1, 8, 8)
+        labels = truth.argmax(1).reshape(2, 2, 3)     # subdivision, class, image (K = 3)
+        assert (labels == labels[..., :1]).all()
+        assert all(len(set(mini[:, 0])) == 2 for mini in labels)          # P = 6 / 3
+    # the progress line carries the fraction of active triplets
+    assert all(s.status.startswith("  active ") for s in steps)
+    again, _ = record_training(tmp_path / "b", monkeypatch, seed=4)
+    other, _ = record_training(tmp_path / "c", monkeypatch, seed=5)
+    assert len(again) == len(other) == 3
+    for (xa, ta), (xb, tb) in zip(first, again):
+        assert np.array_equal(xa, xb) and np.array_equal(ta, tb)
+    assert any(not np.array_equal(ta, tc) for (_, ta), (_, tc) in zip(first, other))
+
+
+@pytest.mark.parametrize("pk,message", [
+    ("classes_per_batch=4\nimages_per_class=2",
+     r"trip.cfg:\d+: .*'classes_per_batch=4'.*classes_per_batch=4 x images_per_class=2 = 8 "
+     r"images, but a mini-batch \(batch/subdivisions\) holds 6"),
+    ("images_per_class=4", r"trip.cfg:\d+: .*'images_per_class=4'.*mini-batch .* of 6 cannot "
+     r"be classes_per_batch=1 x images_per_class=4")])
+def test_p_times_k_must_be_the_mini_batch(tmp_path, monkeypatch, pk, message):
+    with pytest.raises(CfgError, match=message):
+        record_training(tmp_path, monkeypatch, seed=0, pk=pk)

@@ -386,6 +386,31 @@ def _idx_labels_name(images: str, where: str, key: str) -> str:
 # ---------------------------------------------------------------------------------------
 # batches
 
+def pk_indices(labels: np.ndarray, classes_per_batch: int, images_per_class: int,
+               count: int, rng: np.random.Generator, source: str = "the dataset"
+               ) -> np.ndarray:
+    """Image indices of `count` mini-batches for metric learning ([triplet]), one after
+    the other: each holds P = classes_per_batch classes, drawn without replacement from
+    the classes that have images, with K = images_per_class images of each, consecutive
+    (drawn without replacement; with replacement from a class holding fewer than K)."""
+    present = np.unique(labels)
+    if len(present) < classes_per_batch:
+        raise DataError(f"{source}: classes_per_batch={classes_per_batch}, but the training "
+                        f"images hold only {len(present)} classes ({_shown(present)})")
+    members = {int(c): np.flatnonzero(labels == c) for c in present}
+    out = []
+    for _ in range(count):
+        for c in rng.choice(present, classes_per_batch, replace=False):
+            own = members[int(c)]
+            out.append(rng.choice(own, images_per_class, replace=len(own) < images_per_class))
+    return np.concatenate(out).astype(np.int64)
+
+
+def _shown(values: np.ndarray, most: int = 12) -> str:
+    text = ", ".join(str(int(v)) for v in values[:most])
+    return text + (", ..." if len(values) > most else "")
+
+
 def batches(data: Dataset, batch: int, *, classes: int, shape: tuple[int, int, int],
             seed: int | np.random.Generator = 0, augment: Augment | None = None,
             shuffle: bool = True, epochs: int | None = None

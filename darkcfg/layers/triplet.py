@@ -113,7 +113,30 @@ class Triplet(Layer):
         "distance": Opt("str", "euclidean", "embedding distance", choices=DISTANCES),
         "mining": Opt("str", "all", "which triplets of the mini-batch", choices=MINERS),
         "normalize": Opt("int", 0, "L2-normalise each embedding first", min=0),
+        "classes_per_batch": Opt("int", 0, "P: classes in each mini-batch of training "
+                                 "(0: mini-batch / images_per_class)", min=0),
+        "images_per_class": Opt("int", 0, "K: images of each class in a mini-batch of "
+                                "training (0: 4, or mini-batch / classes_per_batch)", min=0),
     }
+
+    def classes_and_images(self, mini_batch: int) -> tuple[int, int]:
+        """(P, K): training builds each mini-batch from P classes x K images of each
+        (data/classifier.py: pk_indices), so that every anchor has positives and
+        negatives. A key left 0 follows from the other (K defaults to 4)."""
+        p, k = self.opts["classes_per_batch"], self.opts["images_per_class"]
+        if p and k and p * k != mini_batch:
+            raise self.error(f"classes_per_batch={p} x images_per_class={k} = {p * k} "
+                             f"images, but a mini-batch (batch/subdivisions) holds "
+                             f"{mini_batch}: make the product equal it", "classes_per_batch")
+        k = k or (mini_batch // p if p else 4)
+        p = p or mini_batch // k
+        if p * k != mini_batch or p < 2 or k < 2:
+            raise self.error(f"a mini-batch (batch/subdivisions) of {mini_batch} cannot be "
+                             f"classes_per_batch={p} x images_per_class={k} with both >= 2 "
+                             "(a triplet needs two images of one class and one of another):"
+                             " set classes_per_batch and images_per_class so that their "
+                             "product is the mini-batch", "images_per_class")
+        return p, k
 
     def forward(self, x: np.ndarray, net: RunState) -> np.ndarray:
         # x (N, C, H, W) -> the embeddings, same shape (unit rows with normalize=1).

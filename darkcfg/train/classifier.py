@@ -36,13 +36,20 @@ def accuracy(net: Network, data, classes: int, top: int, batch: int = 100) -> tu
     return hit1 / count, hitk / count
 
 
+def triplet_status(net: Network) -> str:
+    """The progress line's text for a [triplet] net: the fraction of the mined triplets
+    that were active (loss > 0) in the last mini-batch."""
+    stats = net.layers[-1].stats
+    return f"  active {stats['active']:.3f}" if stats else ""
+
+
 def train(data_file: str, cfg_file: str, weights: str | None, opts: TrainOptions,
           *, strict: bool = True, log: Log = silent,
           progress: Progress | None = None) -> Path:
     """Train a classifier; returns the path of the final weights. `log` and `progress`:
     see run_training."""
     from ..data.augment import Augment
-    from ..data.classifier import open_dataset, read_data_config
+    from ..data.classifier import open_dataset, pk_indices, read_data_config
     from ..graph import load_graph
     from ..netcfg import not_computed
     from ..schedule import check_schedule
@@ -55,10 +62,13 @@ def train(data_file: str, cfg_file: str, weights: str | None, opts: TrainOptions
     net = Network(graph)
     netopts = graph.net.opts
     check_schedule(netopts, graph.net.section)
-    classes = graph.output_layer.outputs
+    metric = graph.layers[-1] if graph.layers[-1].type == "triplet" else None
+    classes = data_cfg.classes if metric else graph.output_layer.outputs
     if data_cfg.classes != classes:
         raise DarkcfgError(f"{data_file}: classes={data_cfg.classes} but {cfg_file} has "
                            f"{classes} outputs")
+    # a [triplet] net: each mini-batch P classes x K images (every anchor has positives)
+    pk = metric.classes_and_images(graph.net.batch) if metric else None
     train_set = open_dataset(data_cfg, "train")
     if train_set is None:
         raise DarkcfgError(f"{data_file}: no 'train' key: nothing to train on")
@@ -75,16 +85,19 @@ def train(data_file: str, cfg_file: str, weights: str | None, opts: TrainOptions
     eye = np.eye(classes, dtype=np.float32)
 
     def sample(i: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        idx = batch_indices(n, i, batch, opts.seed)
+        idx = batch_indices(n, i, batch, opts.seed) if metric is None else \
+            pk_indices(train_set.labels, *pk, netopts["subdivisions"], rng, train_set.source)
         # an unreadable image is replaced by the next readable one, its label with it
         x, used = train_set.train_batch(idx, net.input_shape, augment, rng)
         return x, eye[train_set.labels[used]]
 
     task = Task(sample, n, opts.valid_every or max(1, n // batch),
-                (lambda: accuracy(net, valid_set, classes, 1)[0]) if valid_set else None,
-                "top-1")
-    log(f"training {cfg_file} on {n} images ({train_set.source}), batch {batch}, "
-        f"{max_batches} iterations; checkpoints in {start.backup}/")
+                (lambda: accuracy(net, valid_set, classes, 1)[0])
+                if valid_set and not metric else None, "top-1",
+                status=(lambda: triplet_status(net)) if metric else (lambda: ""))
+    log(f"training {cfg_file} on {n} images ({train_set.source}), batch {batch}"
+        + (f" ({pk[0]} classes x {pk[1]} images per mini-batch)" if pk else "")
+        + f", {max_batches} iterations; checkpoints in {start.backup}/")
     return run_training(net, task, opts, base=base, backup=start.backup,
                         max_batches=max_batches, history=start.history,
                         resume_hint=f"darkcfg train {data_file} {cfg_file}", log=log,
