@@ -5,10 +5,16 @@ import json
 import math
 
 from .graph import Graph
+from .sgd import Frozen, frozen_layers
 
 HEADER = "layer     filters    size              input                output"
 EXTRA_COL = 86          # darkcfg's extra columns start here, after Darknet's text
 HEADER_SIZE = 20        # bytes of a 0.2.x .weights header (major, minor, revision, seen)
+
+
+def frozen_at_start(graph: Graph) -> Frozen:
+    """The layers the first training iteration leaves unchanged (sgd.frozen_layers)."""
+    return frozen_layers(graph.layers, 1, graph.net.dialect, graph.net.opts["burn_in"])
 
 
 def layer_facts(graph: Graph) -> list[dict]:
@@ -16,6 +22,7 @@ def layer_facts(graph: Graph) -> list[dict]:
     rf: list[tuple[float, float]] = []
     facts = []
     batch = graph.net.batch
+    frozen = frozen_at_start(graph).why
     for layer in graph.layers:
         rf.append(layer.receptive(rf))
         r, j = rf[-1]
@@ -32,6 +39,7 @@ def layer_facts(graph: Graph) -> list[dict]:
             "stride": j,
             "memory_bytes": 4 * layer.outputs * batch,
             "runnable": layer.unsupported() is None,
+            "frozen": frozen.get(layer.index),      # why, or None: trained
         })
     return facts
 
@@ -48,6 +56,8 @@ def totals(graph: Graph, facts: list[dict]) -> dict:
         "conv_bflops": sum(layer.conv_flops() for layer in graph.layers) / 1e9,
         "weights_bytes": HEADER_SIZE + 4 * params,
         "activation_bytes": sum(f["memory_bytes"] for f in facts),
+        "frozen_params": sum(f["params"] for f in facts if f["frozen"]),
+        "trainable_params": sum(f["params"] for f in facts if not f["frozen"]),
     }
 
 
@@ -78,6 +88,8 @@ def format_table(graph: Graph) -> str:
         first, *rest = text.split("\n")
         extra = (f"{f['params']:10,d} {_num(f['receptive_field']):>6} "
                  f"{_num(f['stride']):>7} {_size(f['memory_bytes']):>9}")
+        if f["frozen"]:
+            extra += "   frozen"
         if not f["runnable"]:
             extra += "   (summary only: " + layer.unsupported() + ")"
         lines.append(first.ljust(EXTRA_COL) + extra)
@@ -90,8 +102,36 @@ def format_table(graph: Graph) -> str:
         f"({t['conv_bflops']:.3f} in convolutions), weights file {t['weights_bytes']:,} "
         f"bytes, activations {_size(t['activation_bytes'])} at batch {graph.net.batch}, "
         f"input {w} x {h} x {c}")
+    lines.append(freeze_line(graph.layers, frozen_at_start(graph)))
     lines.append(dialect_line(graph))
     return "\n".join(lines)
+
+
+def freeze_line(layers: list, frozen: Frozen) -> str:
+    """'trainable: 132,874 parameters; frozen: 23,632 parameters in layers 0-5
+    (stopbackward=1 at layer 5)', the layers grouped by why they are frozen."""
+    params = {lay.index: lay.nparams for lay in layers}
+    still = sum(n for i, n in params.items() if i not in frozen.why)
+    if not frozen.why:
+        return f"trainable: all {still:,} parameters (no layer frozen)"
+    groups: dict[str, list[int]] = {}
+    for i, why in sorted(frozen.why.items()):
+        groups.setdefault(why, []).append(i)
+    where = "; ".join(f"{_runs(ix)} ({why})" for why, ix in groups.items())
+    cold = sum(params[i] for i in frozen.why)
+    return f"trainable: {still:,} parameters; frozen: {cold:,} parameters in {where}"
+
+
+def _runs(indices: list[int]) -> str:
+    """'layers 0-5, 9', 'layer 3' (indices sorted)."""
+    runs: list[list[int]] = []
+    for i in indices:
+        if runs and i == runs[-1][1] + 1:
+            runs[-1][1] = i
+        else:
+            runs.append([i, i])
+    word = "layer" if len(indices) == 1 else "layers"
+    return f"{word} " + ", ".join(f"{a}" if a == b else f"{a}-{b}" for a, b in runs)
 
 
 def dialect_line(graph: Graph) -> str:

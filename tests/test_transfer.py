@@ -314,3 +314,50 @@ def test_stopbackward_n_is_permanent_in_pjreddie_and_n_iterations_in_alexeyab(
         frozen = frozen_layers(layers, t, dialect, burn_in=0)
         assert (frozen.layers == {0, 1, 2} and frozen.stop == 2) == (t in frozen_at), t
         assert frozen.layers <= {0, 1, 2}
+
+
+# --- summary and train say what is frozen ---------------------------------------------------
+
+def test_summary_marks_frozen_layers_and_counts_them(tmp_path):
+    import json
+
+    from darkcfg.graph import load_graph
+    from darkcfg.summary import format_table, to_json
+    path = tmp_path / "s.cfg"
+    path.write_text(with_key(with_key(CFG, 2, "stopbackward=1"), 5, "dont_update=50"))
+    graph = load_graph(path)
+    lines = format_table(graph).splitlines()
+    rows = lines[1:8]
+    assert [r.rstrip().endswith("frozen") for r in rows] == [True] * 3 + [False, False,
+                                                                        True, False]
+    frozen = FLOATS[0] + FLOATS[2] + FLOATS[5]
+    assert lines[-2] == (f"trainable: {FLOATS[4]:,} parameters; frozen: {frozen:,} "
+                         "parameters in layers 0-2 (stopbackward=1 at layer 2); layer 5 "
+                         "(dont_update=50 (iterations 1-50))")
+    doc = json.loads(to_json(graph))
+    assert [row["frozen"] is not None for row in doc["layers"]] == \
+        [True] * 3 + [False, False, True, False]
+    assert doc["totals"]["frozen_params"] == frozen
+    assert doc["totals"]["trainable_params"] == FLOATS[4]
+
+
+def test_summary_of_a_cfg_without_freezing(tmp_path):
+    path = tmp_path / "s.cfg"
+    path.write_text(CFG)
+    r = darkcfg("summary", path)
+    assert r.returncode == 0, r.stderr
+    assert "frozen\n" not in r.stdout
+    total = sum(FLOATS.values())
+    assert r.stdout.splitlines()[-2] == f"trainable: all {total:,} parameters (no layer frozen)"
+
+
+def test_train_says_what_is_frozen_at_the_start(tmp_path):
+    from .toy_classifier import make_data
+    data = make_data(tmp_path)
+    cfg = tmp_path / "f.cfg"
+    cfg.write_text(with_key(CFG, 2, "stopbackward=1"))
+    r = darkcfg("train", data, cfg, "--max-batches", "1", "--quiet")
+    assert r.returncode == 0, r.stderr
+    frozen = FLOATS[0] + FLOATS[2]
+    assert (f"trainable: {FLOATS[4] + FLOATS[5]:,} parameters; frozen: {frozen:,} "
+            "parameters in layers 0-2 (stopbackward=1 at layer 2)") in r.stdout

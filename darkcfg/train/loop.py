@@ -282,11 +282,13 @@ def run_training(net: Network, task: Task, opts: TrainOptions, *, base: str, bac
                  progress: Progress | None = None, history: History | None = None) -> Path:
     """Darknet's training loop with darkcfg's checkpoints, chart, Ctrl-C/SIGTERM save and
     NaN stop; returns the final weights' path. `log` receives what a user should read
-    (resumed, interrupted, done), `progress` a Step after each iteration and a Validated
-    after each validation (none with opts.quiet). `history`: the chart's points before
-    this run (restored with a checkpoint)."""
+    (frozen layers, resumed, interrupted, done), `progress` a Step after each iteration
+    and a Validated after each validation (none with opts.quiet). `history`: the chart's
+    points before this run (restored with a checkpoint)."""
+    from ..summary import freeze_line
     from .chart import draw_chart
     check_run(net, task, opts, max_batches)
+    log(freeze_line(net.layers, net.freeze(net.iteration + 1)))     # what stays as it is
     backup = Path(check_folder(backup, "checkpoints"))
     batch = net.graph.net.batch * net.graph.net.opts["subdivisions"]
     hist = history if history is not None else History()
