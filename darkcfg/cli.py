@@ -206,6 +206,9 @@ def cmd_valid(args: argparse.Namespace) -> int:
     if head is not None:
         raise DarkcfgError(f"{args.cfg}: layer {head.index} is a [{head.type}]: `valid` "
                            "measures classifiers; use `darkcfg map` for a detector")
+    from .embed import metric_head
+    if metric_head(net.graph) is not None:
+        return _valid_embedding(args, data_cfg, net)
     classes = net.graph.output_layer.outputs
     if classes != data_cfg.classes:     # as `train` and `map` check it
         raise DataError(f"{args.data}: classes={data_cfg.classes}, but {args.cfg} has "
@@ -217,6 +220,106 @@ def cmd_valid(args: argparse.Namespace) -> int:
     top1, topk = accuracy(net, split, classes, top)
     print(f"{len(split)} images ({split.source}): top-1 {100 * top1:.2f}%, "
           f"top-{top} {100 * topk:.2f}%")
+    return 0
+
+
+def cmd_embed(args: argparse.Namespace) -> int:
+    from .embed import embed_images, embedding_layer, failed_list_path, save_embeddings
+    from .fileio import check_target
+    from .network import Network
+    if args.output:                             # before the work, not after it
+        check_target(args.output, "embeddings")
+        check_target(failed_list_path(args.output), "list of failed images")
+    net = Network.load(args.cfg, args.weights, strict=not args.lenient)
+    layer = embedding_layer(net.graph, args.layer)
+    emb, kept, failed = embed_images(net, args.images, layer)
+    for f in failed:
+        print(f"darkcfg: error: {f.reason} (image {f.index}, left out)", file=sys.stderr)
+    if args.output and len(emb):
+        listing = save_embeddings(args.output, emb, failed)
+        print(f"saved {len(emb)} x {emb.shape[1]} embeddings (layer {layer}, rows in input "
+              f"order) to {args.output}; {len(failed)} images left out, listed in {listing}")
+    elif args.output:
+        print(f"darkcfg: nothing saved to {args.output}: no image could be read",
+              file=sys.stderr)
+    else:
+        for i, row in zip(kept, emb):
+            print(f"{args.images[i]}: " + " ".join(f"{v:.6g}" for v in row))
+    return 1 if failed else 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from .embed import (
+        distance_of,
+        embed_images,
+        embedding_layer,
+        load_threshold,
+        pair_distance,
+        threshold_path,
+    )
+    from .network import Network
+    net = Network.load(args.cfg, args.weights, strict=not args.lenient)
+    layer = embedding_layer(net.graph, args.layer)
+    kind = distance_of(net.graph)
+    stored = load_threshold(args.weights) if args.threshold is None else None
+    if stored is not None and (stored.layer, stored.distance) != (layer, kind):
+        raise DarkcfgError(f"{threshold_path(args.weights)} holds a threshold for the "
+                           f"{stored.distance} distance at layer {stored.layer}, not {kind} "
+                           f"at layer {layer}: pass --threshold, or run `darkcfg valid` "
+                           "for this layer")
+    emb, _, failed = embed_images(net, [args.image_a, args.image_b], layer)
+    if failed:
+        raise DataError(failed[0].reason)
+    d = pair_distance(emb[0], emb[1], kind)
+    print(f"distance {d:.6g} ({kind}, layer {layer})")
+    if args.threshold is None and stored is None:
+        print(f"darkcfg: note: no threshold ({threshold_path(args.weights)} is absent): pass "
+              "--threshold T, or run `darkcfg valid` to choose one", file=sys.stderr)
+        return 0
+    t = args.threshold if args.threshold is not None else stored.threshold
+    source = "--threshold" if args.threshold is not None else \
+        f"{threshold_path(args.weights)}: balanced accuracy {100 * stored.accuracy:.2f}% on " \
+        f"{stored.valid}"
+    print(f"{'same' if d <= t else 'different'} (threshold {t:.6g}, {source})")
+    return 0
+
+
+def _valid_embedding(args: argparse.Namespace, data_cfg, net) -> int:
+    """`valid` on a [triplet] net: leave-one-out retrieval over the valid split, the
+    verification threshold (stored beside the weights for `compare`) and a PCA scatter."""
+    import os
+
+    from .data.classifier import open_dataset
+    from .embed import (
+        Threshold,
+        distance_of,
+        draw_scatter,
+        embedding_layer,
+        save_threshold,
+        threshold_path,
+        validate_embeddings,
+    )
+    from .fileio import check_target
+    stem = os.path.splitext(os.fspath(args.weights))[0]
+    scatter = args.scatter or f"{stem}_scatter.png"
+    check_target(scatter, "scatter plot")           # before the work, not after it
+    check_target(threshold_path(args.weights), "threshold file")
+    split = open_dataset(data_cfg, "valid")
+    if split is None:
+        raise DataError(f"{args.data}: no 'valid' key: nothing to validate on")
+    layer = embedding_layer(net.graph)
+    emb, r = validate_embeddings(net, split, layer)
+    kind = distance_of(net.graph)
+    print(f"{r.images} images ({split.source}), leave-one-out retrieval ({kind} distance): "
+          f"recall@1 {100 * r.recall_at_1:.2f}%, recall@5 {100 * r.recall_at_5:.2f}%, "
+          f"mAP@R {100 * r.map_at_r:.2f}%")
+    print(f"verification: same class when the distance is <= {r.threshold:.6g} (balanced "
+          f"accuracy {100 * r.accuracy:.2f}% over all pairs)")
+    saved = save_threshold(args.weights, Threshold(r.threshold, kind, layer, r.accuracy,
+                                                   f"{split.source}, {r.images} images"))
+    draw_scatter(scatter, emb, split.labels, split.names,
+                 title=f"{os.path.basename(args.cfg)}: {r.images} images, PCA")
+    print(f"threshold saved to {saved} (read by `darkcfg compare`); scatter plot {scatter}")
     return 0
 
 
@@ -405,14 +508,42 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lenient", action="store_true", help="cfg problems become warnings")
     p.set_defaults(func=cmd_partial)
 
-    p = sub.add_parser("valid", help="top-1 and top-k accuracy on the .data file's valid set")
+    p = sub.add_parser("valid", help="top-1 and top-k accuracy on the .data file's valid set "
+                       "(a [triplet] net: recall@1/@5, mAP@R, a threshold, a scatter plot)")
     p.add_argument("data", help="the .data file")
     p.add_argument("cfg", help="the .cfg file")
     p.add_argument("weights", help="the .weights file")
     p.add_argument("--top", type=_positive_int,
                    help="k for top-k (default: the .data top, at least 5)")
+    p.add_argument("--scatter", help="a [triplet] net: where the PCA scatter plot of the "
+                   "embeddings goes (default: <weights without .weights>_scatter.png)")
     p.add_argument("--lenient", action="store_true", help="cfg problems become warnings")
     p.set_defaults(func=cmd_valid)
+
+    p = sub.add_parser("embed", help="embeddings of images by a [triplet] net (or any "
+                       "layer's output)")
+    p.add_argument("cfg", help="the .cfg file")
+    p.add_argument("weights", help="the .weights file")
+    p.add_argument("images", nargs="+", help="image files (PNG, JPEG, ...)")
+    p.add_argument("--layer", type=int, help="the layer whose output is the embedding "
+                   "(negative: from the end; default: the network output, the [triplet])")
+    p.add_argument("--output", help="save the embeddings as a .npy array, rows in input "
+                   "order, to this exact path; images that cannot be read are left out and "
+                   "listed beside it in <output>.failed.txt")
+    p.add_argument("--lenient", action="store_true", help="cfg problems become warnings")
+    p.set_defaults(func=cmd_embed)
+
+    p = sub.add_parser("compare", help="the embedding distance of two images, and same or "
+                       "different under a threshold")
+    p.add_argument("cfg", help="the .cfg file")
+    p.add_argument("weights", help="the .weights file")
+    p.add_argument("image_a", help="an image file")
+    p.add_argument("image_b", help="another image file")
+    p.add_argument("--threshold", type=float, help="same when the distance is at most this "
+                   "(default: the one `darkcfg valid` stored in <weights>.threshold)")
+    p.add_argument("--layer", type=int, help="the layer whose output is the embedding")
+    p.add_argument("--lenient", action="store_true", help="cfg problems become warnings")
+    p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("detect", help="objects in images with a [yolo]/[region] detector")
     p.add_argument("cfg", help="the .cfg file")

@@ -7,7 +7,7 @@ only) goes to the same floor or a lower one, and no modules import each other in
     layers     darkcfg/layers: one file per section, helpers in layers/_*.py
     model      graph, weights, schedule, sgd, network, summary, docs
     data       darkcfg/data
-    detection  darkcfg/detection, predict
+    detection  darkcfg/detection, predict, embed
     train      darkcfg/train
     cli        cli, __main__, the package's __init__
 
@@ -27,7 +27,7 @@ FLOORS = [
     ("layers", ["layers"]),
     ("model", ["graph", "weights", "schedule", "sgd", "network", "summary", "docs"]),
     ("data", ["data"]),
-    ("detection", ["detection", "predict"]),
+    ("detection", ["detection", "predict", "embed"]),
     ("train", ["train"]),
     ("cli", ["cli", "__main__", "__init__"]),
 ]

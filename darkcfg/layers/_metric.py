@@ -57,8 +57,3 @@ def distance_backward(grad_d: np.ndarray, y: np.ndarray, d: np.ndarray,
     # d |y_i - y_j|^2 / d y_i = 2 (y_i - y_j)
     return 2.0 * (w.sum(1)[:, None] * y - w @ y)
 
-
-def pair_distance(a: np.ndarray, b: np.ndarray, kind: str) -> float:
-    """The distance between two embeddings (flat), as distance_matrix defines it."""
-    y = np.stack([np.ravel(a), np.ravel(b)]).astype(np.float64)
-    return float(distance_matrix(y, kind)[0, 1])

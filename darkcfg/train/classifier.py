@@ -91,9 +91,16 @@ def train(data_file: str, cfg_file: str, weights: str | None, opts: TrainOptions
         x, used = train_set.train_batch(idx, net.input_shape, augment, rng)
         return x, eye[train_set.labels[used]]
 
+    if metric:      # an embedding: leave-one-out retrieval over the valid split
+        from ..embed import validate_embeddings
+
+        def validate() -> float:
+            return validate_embeddings(net, valid_set, net.output_index)[1].recall_at_1
+    else:
+        def validate() -> float:
+            return accuracy(net, valid_set, classes, 1)[0]
     task = Task(sample, n, opts.valid_every or max(1, n // batch),
-                (lambda: accuracy(net, valid_set, classes, 1)[0])
-                if valid_set and not metric else None, "top-1",
+                validate if valid_set else None, "recall@1" if metric else "top-1",
                 status=(lambda: triplet_status(net)) if metric else (lambda: ""))
     log(f"training {cfg_file} on {n} images ({train_set.source}), batch {batch}"
         + (f" ({pk[0]} classes x {pk[1]} images per mini-batch)" if pk else "")
