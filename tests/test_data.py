@@ -547,3 +547,31 @@ def test_fashion_data_file():
     assert (cfg.path("train"), cfg.path("valid")) == ("fashion-mnist:train",
                                                       "fashion-mnist:test")
     assert cfg.backup == str(ROOT / "backup")
+
+
+def test_split_classes_keep_only_those_images(tmp_path):
+    x = tiny_images(8)
+    np.savez(tmp_path / "a.npz", x=x, y=np.array([0, 1, 2, 3, 0, 1, 2, 3]))
+    (tmp_path / "a.data").write_text("classes=4\ntrain=a.npz\nvalid=a.npz\n"
+                                     "train_classes=3, 1\nvalid_classes=2\n")
+    cfg = D.read_data_config(tmp_path / "a.data")
+    train = D.open_dataset(cfg, "train")
+    assert train.labels.tolist() == [1, 3, 1, 3]                   # labels keep their index
+    assert (train.images == x[[1, 3, 5, 7]][:, None]).all()
+    assert train.source.endswith("a.npz, classes 1,3")
+    assert D.open_dataset(cfg, "valid").labels.tolist() == [2, 2]
+    # an image list: paths and list lines follow the images kept
+    ds = D.open_dataset(D.read_data_config(make_image_set(tmp_path)), "train")
+    data = tmp_path / "set" / "my.data"
+    data.write_text(data.read_text() + "train_classes=1\n")
+    dogs = D.open_dataset(D.read_data_config(data), "train")
+    assert dogs.labels.tolist() == [1] and dogs.lines == [3] and dogs.paths == ds.paths[1:2]
+    np.savez(tmp_path / "b.npz", x=x[:2], y=np.array([1, 1]))
+    for train, line, message in (
+            ("a.npz", "train_classes=1 3", r"a.data:4: 'train_classes' must list class "
+             r"indices separated by commas \(e.g. 1,3,5\), got '1 3'"),
+            ("a.npz", "train_classes=4", r"a.data:4: class 4 is outside 0..3"),
+            ("b.npz", "train_classes=0", r"a.data:4: .*b.npz has no image of classes 0")):
+        (tmp_path / "a.data").write_text(f"classes=4\ntrain={train}\nvalid=a.npz\n{line}\n")
+        with pytest.raises(DataError, match=message):
+            D.open_dataset(D.read_data_config(tmp_path / "a.data"), "train")

@@ -13,6 +13,8 @@ Keys darkcfg reads:
     names   = names.txt         # display names (default: the labels)
     backup  = backup/           # where checkpoints go
     top     = 1                 # top-k accuracy to report
+    train_classes = 1,3,5       # only the images of these classes (indices; also
+                                # valid_classes, test_classes); labels keep their index
 
 Relative paths are read from the `.data` file's folder; when a path exists only relative
 to the current folder (Darknet's rule) that one is used.
@@ -66,7 +68,8 @@ from .images import load_image
 # .data files
 
 DATA_KEYS = ("classes", "train", "valid", "test", "labels", "names", "backup", "top",
-             "train_labels", "valid_labels", "test_labels")
+             "train_labels", "valid_labels", "test_labels", "train_classes",
+             "valid_classes", "test_classes")
 # Darknet keys for commands or data darkcfg does not model (detector evaluation, AH
 # checkpoint cadence): accepted, unused.
 DATA_QUIET = frozenset({"eval", "results", "map", "difficult", "saveweights", "savelast",
@@ -151,6 +154,10 @@ def read_data_config(path: str | os.PathLike, *, strict: bool = True) -> DataCon
             if not re.fullmatch(r"\d+", value) or int(value) < 1:
                 raise DataError(f"{path}:{lines[key]}: '{key}' must be a positive integer, "
                                 f"got '{value}'")
+        elif key.endswith("_classes"):
+            if not re.fullmatch(r"\d+(\s*,\s*\d+)*", value):
+                raise DataError(f"{path}:{lines[key]}: '{key}' must list class indices "
+                                f"separated by commas (e.g. 1,3,5), got '{value}'")
         elif key not in DATA_QUIET:
             value = _resolve(value, folder)
         cfg.values[key] = value
@@ -355,7 +362,28 @@ def open_dataset(cfg: DataConfig, split: str = "train") -> Dataset | None:
         bad = int(ds.labels.max() if ds.labels.max() >= cfg.classes else ds.labels.min())
         raise DataError(f"{where}: {ds.source} has label {bad}, outside 0..{cfg.classes - 1}"
                         f" (classes={cfg.classes})")
+    if cfg.path(f"{split}_classes") is not None:
+        ds = only_classes(ds, cfg, f"{split}_classes")
     return ds
+
+
+def only_classes(ds: Dataset, cfg: DataConfig, key: str) -> Dataset:
+    """The images of `ds` whose class is one of those `key` lists (labels unchanged)."""
+    import dataclasses
+    keep = sorted({int(v) for v in cfg.values[key].split(",")})
+    where = cfg.where(key)
+    if keep[-1] >= cfg.classes:
+        raise DataError(f"{where}: class {keep[-1]} is outside 0..{cfg.classes - 1} "
+                        f"(classes={cfg.classes})")
+    mask = np.isin(ds.labels, keep)
+    if not mask.any():
+        raise DataError(f"{where}: {ds.source} has no image of classes {_shown(keep)}")
+    if isinstance(ds, ImageListDataset):     # its source stays the list file (file:line)
+        pick = np.flatnonzero(mask)
+        return dataclasses.replace(ds, paths=[ds.paths[i] for i in pick], labels=ds.labels[pick],
+                                   lines=[ds.lines[i] for i in pick])
+    return dataclasses.replace(ds, images=ds.images[mask], labels=ds.labels[mask],
+                               source=f"{ds.source}, classes {','.join(map(str, keep))}")
 
 
 def _sniff(path: str, where: str) -> str:
@@ -406,7 +434,7 @@ def pk_indices(labels: np.ndarray, classes_per_batch: int, images_per_class: int
     return np.concatenate(out).astype(np.int64)
 
 
-def _shown(values: np.ndarray, most: int = 12) -> str:
+def _shown(values, most: int = 12) -> str:
     text = ", ".join(str(int(v)) for v in values[:most])
     return text + (", ..." if len(values) > most else "")
 
