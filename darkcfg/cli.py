@@ -183,7 +183,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .train.loop import TrainOptions
     opts = TrainOptions(seed=args.seed, max_batches=args.max_batches,
                         save_every=args.save_every, backup_every=args.backup_every,
-                        valid_every=args.valid_every, quiet=args.quiet, clear=args.clear)
+                        valid_every=args.valid_every, quiet=args.quiet, clear=args.clear,
+                        weights_cfg=args.weights_cfg)
     # a cfg ending in [yolo]/[region] trains as a detector (YOLO-format labels)
     run = train_detector if is_detector(args.cfg, strict=not args.lenient) else train
     status = _StatusLine()
@@ -484,6 +485,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--clear", action="store_true",
                    help="count iterations from 0 after loading the weights, momentum from "
                    "zero (Darknet's -clear: transfer learning from trained weights)")
+    p.add_argument("--weights-cfg", metavar="CFG",
+                   help="the cfg the weights were made for: its layers that match this cfg "
+                   "load, the rest (a new head) is initialised (darkcfg's own checkpoints "
+                   "need no such hint)")
     p.add_argument("--seed", type=int, default=0, help="seed for initialisation and data")
     p.add_argument("--max-batches", type=count(1), help="override [net] max_batches")
     p.add_argument("--save-every", type=count(1), default=1000,

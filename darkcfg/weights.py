@@ -94,6 +94,7 @@ class LoadReport:
     layers_with_params: int
     bytes_read: int
     header: Header
+    mismatch: str | None = None   # load_matching: where the file stopped matching
 
     @property
     def complete(self) -> bool:
@@ -184,6 +185,98 @@ def load_weights(net: Weighted, path: str | os.PathLike) -> LoadReport:
     net.seen = header.seen
     net.header = header
     return LoadReport(loaded, len(with_params), header.size + 4 * pos, header)
+
+
+@dataclass(frozen=True)
+class FileLayer:
+    """One layer with parameters as a .weights file holds it, known from elsewhere (a
+    .weights file has no shapes): the cfg it was made for, or the momentum buffers darkcfg
+    keeps beside a checkpoint. `shapes`: every array (full) or only the trained ones
+    (weights, biases, scales); `size`: the floats the layer takes in the file."""
+    index: int
+    type: str | None
+    shapes: dict[str, tuple[int, ...]]
+    size: int
+    full: bool
+    source: str
+
+
+def file_layers_of(graph: Graph) -> list[FileLayer]:
+    """The layers a .weights file made for `graph`'s cfg holds, in file order."""
+    out = []
+    for layer in graph.layers:
+        shapes = dict(layer.param_shapes())
+        if shapes and not layer.opts.get("dontsave"):
+            sec = layer.section
+            out.append(FileLayer(layer.index, layer.type, shapes, layer.nparams, True,
+                                 f"{sec.file}:{sec.line}"))
+    return out
+
+
+def _fits(layer: Layer, have: FileLayer) -> bool:
+    mine = dict(layer.param_shapes())
+    if not have.full:
+        mine = {k: v for k, v in mine.items() if k in layer.TRAINED}
+    return (have.type in (None, layer.type)) and mine == have.shapes
+
+
+def _shapes_text(shapes: dict[str, tuple[int, ...]]) -> str:
+    return ", ".join(f"{k} {tuple(v)}" for k, v in shapes.items())
+
+
+def load_matching(net: Weighted, path: str | os.PathLike,
+                  file_layers: list[FileLayer]) -> LoadReport:
+    """Load the layers of a .weights file that match the cfg, for training a new head on
+    a trained network: `file_layers` says what the file holds (its shapes); the cfg's
+    layers with parameters are compared with them in order, and those before the first
+    difference (another section, another shape, or the file's end) are read. The others
+    keep their values; LoadReport.mismatch says exactly where and how the two part. The
+    file must hold exactly what `file_layers` says (otherwise they describe another
+    file: a WeightsError)."""
+    path = os.fspath(path)
+    name = os.path.basename(path)
+    header = read_header(path)
+    for problem in header.problems():
+        warnings.warn(f"{name}: {problem}", WeightsWarning, stacklevel=2)
+    floats = (os.path.getsize(path) - header.size) / 4
+    described = sum(f.size for f in file_layers)
+    if floats != described:
+        where = file_layers[0].source.rsplit(":", 1)[0] if file_layers else "nothing"
+        raise WeightsError(
+            f"{name}: {os.path.getsize(path)} bytes, but {where} describes a file of "
+            f"{header.size + 4 * described} bytes: those are not the shapes of this file")
+    data = np.fromfile(path, dtype="<f4", offset=header.size)
+    with_params = [lay for lay in net.layers if file_arrays(lay)]
+    pos, loaded = 0, 0
+    for layer, have in zip(with_params, file_layers):
+        if not _fits(layer, have) or file_arrays(layer) != list(dict(
+                layer.param_shapes())):     # dontloadscales: a layer read in part
+            break
+        for arr_name in file_arrays(layer):
+            arr = layer.params[arr_name]
+            arr[...] = layer.weights_from_file(arr_name, data[pos:pos + arr.size], header)
+            pos += arr.size
+        loaded += 1
+    mismatch = None
+    if loaded < len(with_params):
+        layer = with_params[loaded]
+        sec = layer.section
+        mine = dict(layer.param_shapes())
+        if loaded < len(file_layers):
+            have = file_layers[loaded]
+            if not have.full:
+                mine = {k: v for k, v in mine.items() if k in layer.TRAINED}
+            kind = f"[{have.type}] " if have.type else ""
+            found = f"the file's layer {have.index} {kind}({have.source}) has " \
+                f"{_shapes_text(have.shapes)}"
+        else:
+            found = f"the file ends after {loaded} layers with parameters"
+        mismatch = (f"{name} stops matching at layer {layer.index} [{layer.type}] "
+                    f"({sec.file}:{sec.line}): it needs {_shapes_text(mine)}; {found}")
+    _warn_bad_values(name, with_params[:loaded])
+    net.seen = header.seen
+    net.header = header
+    return LoadReport(loaded, len(with_params), header.size + 4 * pos, header, mismatch)
 
 
 def _bad_values(layer: Layer) -> list[str]:

@@ -361,3 +361,116 @@ def test_train_says_what_is_frozen_at_the_start(tmp_path):
     frozen = FLOATS[0] + FLOATS[2]
     assert (f"trainable: {FLOATS[4] + FLOATS[5]:,} parameters; frozen: {frozen:,} "
             "parameters in layers 0-2 (stopbackward=1 at layer 2)") in r.stdout
+
+
+# --- a new head on a trained network ------------------------------------------------------
+
+HEAD_CFG = CFG.replace("output=3", "output={classes}")
+HEAD_FLOATS = {0: FLOATS[0], 2: FLOATS[2], 4: FLOATS[4]}     # + connected 5: c + 5c
+
+
+def checkpoint(tmp_path, classes: int, state: bool = True):
+    """A trained-looking `classes`-class network saved as darkcfg saves checkpoints (the
+    .weights and, with state, its .state beside it)."""
+    from darkcfg.train.loop import save_checkpoint
+    cfg = tmp_path / f"c{classes}.cfg"
+    cfg.write_text(HEAD_CFG.format(classes=classes))
+    net = Network.load(cfg, batch=None)
+    net.init_weights(seed=7)
+    rng = np.random.default_rng(5)
+    for layer in net.layers:
+        for arr in layer.params.values():
+            arr[...] = rng.uniform(0.5, 1.5, arr.shape)
+    net.seen = 4 * 30
+    path = tmp_path / f"c{classes}.weights"
+    if state:
+        save_checkpoint(net, path)
+    else:
+        net.save_weights(path)
+    return net, path
+
+
+def start(tmp_path, weights, classes: int = 4, weights_cfg=None):
+    """A `classes`-class network started from `weights` as `darkcfg train` starts it;
+    returns it, what it said and a twin initialised with the same seed."""
+    from darkcfg.train.loop import TrainOptions, load_start
+    cfg = tmp_path / f"new{classes}.cfg"
+    cfg.write_text(HEAD_CFG.format(classes=classes))
+    net, fresh = Network.load(cfg, batch=None), Network.load(cfg, batch=None)
+    net.init_weights(0)
+    fresh.init_weights(0)
+    said: list[str] = []
+    load_start(net, str(weights), TrainOptions(weights_cfg=weights_cfg and str(weights_cfg)),
+               100, said.append)
+    return net, said, fresh
+
+
+def assert_same_layer(a, b, index):
+    assert a.layers[index].params.keys() == b.layers[index].params.keys()
+    for k, v in a.layers[index].params.items():
+        np.testing.assert_array_equal(v, b.layers[index].params[k], err_msg=f"{index} {k}")
+
+
+def test_a_ten_class_checkpoint_starts_a_four_class_cfg(tmp_path):
+    old, weights = checkpoint(tmp_path, 10)
+    net, said, fresh = start(tmp_path, weights)
+    for i in HEAD_FLOATS:           # the backbone: the checkpoint's arrays
+        assert_same_layer(net, old, i)
+    assert_same_layer(net, fresh, 5)        # the new head: Darknet's initialisation
+    message = next(m for m in said if "stops matching" in m)
+    # [connected] output=4 is on line 37 of HEAD_CFG
+    assert message.startswith("c10.weights stops matching at layer 5 [connected] "
+                              "(new4.cfg:37): it needs biases (4,), weights (4, 5); the "
+                              "file's layer 5 (c10.weights.state) has ")
+    assert "biases (10,)" in message and "weights (10, 5)" in message
+    assert message.endswith(f". layers 0-4 from {weights} (3 of 4 layers with parameters); "
+                            "layer 5 initialised randomly (seed 0)")
+
+
+def test_the_cfg_the_weights_were_made_for_names_the_shapes(tmp_path):
+    old, weights = checkpoint(tmp_path, 10, state=False)    # a Darknet file: no .state
+    with pytest.raises(WeightsError, match="--weights-cfg"):
+        start(tmp_path, weights)
+    net, said, fresh = start(tmp_path, weights, weights_cfg=tmp_path / "c10.cfg")
+    for i in HEAD_FLOATS:
+        assert_same_layer(net, old, i)
+    assert_same_layer(net, fresh, 5)
+    message = next(m for m in said if "stops matching" in m)
+    assert ("it needs biases (4,), weights (4, 5); the file's layer 5 [connected] "
+            "(c10.cfg:37) has biases (10,), weights (10, 5). layers 0-4") in message
+
+
+def test_a_wrong_weights_cfg_is_refused(tmp_path):
+    _, weights = checkpoint(tmp_path, 10, state=False)
+    (tmp_path / "c6.cfg").write_text(HEAD_CFG.format(classes=6))
+    with pytest.raises(WeightsError, match=r"c6.cfg describes a file of \d+ bytes: those "
+                       "are not the shapes of this file"):
+        start(tmp_path, weights, weights_cfg=tmp_path / "c6.cfg")
+
+
+def test_the_same_cfg_resumes_as_before(tmp_path):
+    old, weights = checkpoint(tmp_path, 10)
+    net, said, _ = start(tmp_path, weights, classes=10)
+    for i in LAYERS_WITH_PARAMS:
+        assert_same_layer(net, old, i)
+    assert not any("stops matching" in m for m in said)
+    assert any(m.startswith(f"resuming from {weights}") for m in said)
+
+
+def test_train_and_run_with_a_ten_class_checkpoint(tmp_path):
+    _, weights = checkpoint(tmp_path, 10)
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "four.npz", x=rng.integers(0, 255, (16, 8, 8), dtype=np.uint8),
+             y=np.arange(16) % 4)
+    (tmp_path / "four.data").write_text("classes=4\ntrain=four.npz\nbackup=backup/\n")
+    cfg = tmp_path / "new4.cfg"
+    cfg.write_text(HEAD_CFG.format(classes=4))
+    r = darkcfg("train", tmp_path / "four.data", cfg, weights, "--max-batches", "1",
+                "--clear", "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert "c10.weights stops matching at layer 5 [connected]" in r.stdout
+    # outside training a file that does not fit its cfg stays an error
+    from PIL import Image
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "x.png")
+    r = darkcfg("run", cfg, weights, tmp_path / "x.png")
+    assert r.returncode == 2 and "c10.weights" in r.stderr and "Traceback" not in r.stderr

@@ -71,6 +71,7 @@ class TrainOptions:
     chart_every: int = 20
     quiet: bool = False                # no progress events (the CLI's --quiet)
     clear: bool = False                # Darknet's -clear: count from iteration 0 (transfer)
+    weights_cfg: str | None = None     # the cfg the starting weights were made for
 
     def __post_init__(self) -> None:
         self.check()
@@ -415,10 +416,20 @@ def load_start(net: Network, weights: str, opts: TrainOptions, max_batches: int,
     checkpoint to resume (momentum and history restored when they match), a prefix file
     (the other layers keep their initialisation), or, with --clear, a new start. Weights
     that have reached max_batches are refused: training them would do nothing."""
-    from ..weights import WeightsWarning
+    from ..weights import WeightsError, WeightsWarning, load_matching
+    shapes = weights_shapes(net, weights, opts.weights_cfg)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", WeightsWarning)
-        report = net.load_weights(weights)
+        try:
+            if shapes is None:
+                report = net.load_weights(weights)
+            else:       # what the file holds is known: its matching layers load
+                report = net.loaded = load_matching(net, weights, shapes)
+                net.params_changed()
+        except WeightsError as e:
+            raise WeightsError(f"{e} To train on its first layers (a new head), give "
+                               "the cfg it was made for with --weights-cfg, or cut them "
+                               "with `darkcfg partial`.") from None
     for w in caught:        # the prefix warning is said below, with the layers; others stay
         if report.complete or not issubclass(w.category, WeightsWarning):
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
@@ -431,7 +442,7 @@ def load_start(net: Network, weights: str, opts: TrainOptions, max_batches: int,
             f"N > {reached}); to start a new training from them (transfer learning), pass "
             "--clear (Darknet's -clear: the count starts again from 0).")
     if not report.complete:
-        log(prefix_message(net, weights, report.layers_loaded, opts.seed))
+        log(prefix_message(net, weights, report.layers_loaded, opts.seed, report.mismatch))
     if opts.clear:
         net.seen = 0
         log(f"--clear: counting starts from iteration 0 (the file had reached iteration "
@@ -447,7 +458,40 @@ def load_start(net: Network, weights: str, opts: TrainOptions, max_batches: int,
     return history if history is not None else History()
 
 
-def prefix_message(net: Network, weights: str, loaded: int, seed: int) -> str:
+def weights_shapes(net: Network, weights: str, weights_cfg: str | None):
+    """What the starting weights hold (a list of weights.FileLayer), when it is known:
+    from the cfg they were made for (--weights-cfg), else from the momentum buffers
+    darkcfg keeps beside its checkpoints (X.weights.state) when their sizes add up to
+    the file's; None otherwise (a .weights file has no shapes of its own)."""
+    from ..graph import load_graph
+    from ..weights import FileLayer, file_layers_of, read_header
+    if weights_cfg is not None:
+        return file_layers_of(load_graph(weights_cfg, dialect=net.graph.net.dialect))
+    state = Path(f"{weights}.state")
+    try:
+        with np.load(state, allow_pickle=False) as z:
+            shapes = {k: z[k].shape for k in z.files if "." in k and k[0].isdigit()}
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zlib.error):
+        return None
+    layers: dict[int, dict[str, tuple[int, ...]]] = {}
+    for key, shape in shapes.items():
+        index, name = key.split(".", 1)
+        layers.setdefault(int(index), {})[name] = shape
+    out = []
+    for index in sorted(layers):
+        arrays = layers[index]
+        # in the file a BN layer's scales come with rolling_mean and rolling_variance
+        size = sum(int(np.prod(v)) for v in arrays.values()) + \
+            2 * int(np.prod(arrays.get("scales", 0)))
+        out.append(FileLayer(index, None, arrays, size, False, state.name))
+    header = read_header(weights)
+    if 4 * sum(f.size for f in out) != Path(weights).stat().st_size - header.size:
+        return None
+    return out
+
+
+def prefix_message(net: Network, weights: str, loaded: int, seed: int,
+                   mismatch: str | None = None) -> str:
     """'layers 0-7 from X.weights (...); layers 8-10 initialised randomly (seed 0)'."""
     from ..weights import file_arrays
     order = [lay.index for lay in net.layers if lay.params]     # layers with parameters
@@ -455,6 +499,9 @@ def prefix_message(net: Network, weights: str, loaded: int, seed: int) -> str:
     rest = [i for i in order if i not in from_file]
     first = f"{_span(from_file, order)} from {weights}" if from_file else \
         f"no layer from {weights}"
+    if mismatch:        # a new head: where the file and the cfg part, then the layers
+        return (f"{mismatch}. {first} ({loaded} of {len(order)} layers with parameters); "
+                f"{_span(rest, order)} initialised randomly (seed {seed})")
     return (f"{first} (a prefix file: {loaded} of {len(order)} layers with parameters); "
             f"{_span(rest, order)} initialised randomly (seed {seed})")
 
