@@ -68,15 +68,18 @@ def mine(d: np.ndarray, labels: np.ndarray, margin: float, miner: str
     pos, neg = pair_masks(labels)
     grad = np.zeros_like(d)
     if miner == "all":
-        loss = d[:, :, None] - d[:, None, :] + margin           # (a, p, n)
-        valid = pos[:, :, None] & neg[:, None, :]
+        # rows: the positive pairs (a, p), grouped by anchor; columns: the candidate n
+        a_idx, p = np.nonzero(pos)
+        loss = d[a_idx, p][:, None] - d[a_idx] + margin
+        valid = neg[a_idx]
         active = valid & (loss > 0)
         count, total = int(active.sum()), int(valid.sum())
         if not count:
             return 0.0, grad, 0.0, active
         w = active / count
-        grad += w.sum(2)
-        grad -= w.sum(1)
+        grad[a_idx, p] += w.sum(1)                              # each pair once
+        anchors, first = np.unique(a_idx, return_index=True)
+        grad[anchors] -= np.add.reduceat(w, first, axis=0)
         return float((loss * w).sum()), grad, count / total, active
     if miner == "hard":
         anchors = np.flatnonzero(pos.any(1) & neg.any(1))
