@@ -512,7 +512,9 @@ def test_export_idx_writes_darknet_layout(tmp_path, capsys):
 
 # --- cfg/fashion_*.cfg and cfg/fashion.data --------------------------------------------
 
-FASHION_CFGS = sorted((ROOT / "cfg").glob("fashion_*.cfg"))
+# fashion_backbone.cfg pre-trains on 6 of the classes (README, "Transfer learning")
+FASHION_CFGS = sorted(p for p in (ROOT / "cfg").glob("fashion_*.cfg")
+                      if p.stem != "fashion_backbone")
 
 
 def test_the_five_fashion_cfgs_are_there():

@@ -351,16 +351,32 @@ def test_summary_of_a_cfg_without_freezing(tmp_path):
     assert r.stdout.splitlines()[-2] == f"trainable: all {total:,} parameters (no layer frozen)"
 
 
-def test_train_says_what_is_frozen_at_the_start(tmp_path):
+def test_train_says_what_is_frozen_at_the_start(tmp_path, rng):
+    from .toy_classifier import make_data
+    data = make_data(tmp_path)
+    cfg = tmp_path / "f.cfg"
+    cfg.write_text(with_key(CFG, 2, "stopbackward=1"))
+    random_weights(tmp_path / "w.weights", rng)
+    r = darkcfg("train", data, cfg, tmp_path / "w.weights", "--clear", "--max-batches", "1",
+                "--quiet")
+    assert r.returncode == 0, r.stderr
+    frozen = FLOATS[0] + FLOATS[2]
+    assert (f"trainable: {FLOATS[4] + FLOATS[5]:,} parameters; frozen: {frozen:,} "
+            "parameters in layers 0-2 (stopbackward=1 at layer 2)") in r.stdout
+
+
+def test_a_frozen_layer_needs_trained_statistics(tmp_path):
+    """Frozen, a layer normalises with its rolling statistics: Darknet's initial variance
+    0 would send the loss to inf in the first iteration."""
     from .toy_classifier import make_data
     data = make_data(tmp_path)
     cfg = tmp_path / "f.cfg"
     cfg.write_text(with_key(CFG, 2, "stopbackward=1"))
     r = darkcfg("train", data, cfg, "--max-batches", "1", "--quiet")
-    assert r.returncode == 0, r.stderr
-    frozen = FLOATS[0] + FLOATS[2]
-    assert (f"trainable: {FLOATS[4] + FLOATS[5]:,} parameters; frozen: {frozen:,} "
-            "parameters in layers 0-2 (stopbackward=1 at layer 2)") in r.stdout
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert ("layer 0 [convolutional] (f.cfg:11) is frozen (stopbackward=1 at layer 2) but "
+            "its rolling_variance is all 0") in r.stderr
+    assert not (tmp_path / "backup" / "f_final.weights").exists()
 
 
 # --- a new head on a trained network ------------------------------------------------------
@@ -474,3 +490,50 @@ def test_train_and_run_with_a_ten_class_checkpoint(tmp_path):
     Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "x.png")
     r = darkcfg("run", cfg, weights, tmp_path / "x.png")
     assert r.returncode == 2 and "c10.weights" in r.stderr and "Traceback" not in r.stderr
+
+
+# --- tools/make_transfer_subsets.py ---------------------------------------------------------
+
+def idx(array: np.ndarray) -> bytes:
+    """An IDX file of uint8 values (the MNIST format: magic, sizes, data)."""
+    head = bytes([0, 0, 0x08, array.ndim]) + np.array(array.shape, ">u4").tobytes()
+    return head + array.astype(np.uint8).tobytes()
+
+
+def test_make_transfer_subsets(tmp_path, monkeypatch, capsys):
+    import importlib.util
+
+    from darkcfg.data.classifier import open_dataset, read_data_config
+
+    from .conftest import ROOT
+    # a small Fashion-MNIST: 12 train images per class, 3 test ones; pixel 0 = the index
+    src = tmp_path / "fm"
+    src.mkdir()
+    for prefix, per in (("train", 12), ("t10k", 3)):
+        labels = np.tile(np.arange(10), per)
+        images = np.zeros((len(labels), 28, 28), np.uint8)
+        images[:, 0, 0] = np.arange(len(labels))
+        (src / f"{prefix}-images-idx3-ubyte").write_bytes(idx(images))
+        (src / f"{prefix}-labels-idx1-ubyte").write_bytes(idx(labels))
+    monkeypatch.setenv("DARKCFG_FASHION_MNIST", str(src))
+    spec = importlib.util.spec_from_file_location(
+        "make_transfer_subsets", ROOT / "tools" / "make_transfer_subsets.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    out = tmp_path / "out"
+    assert tool.main([str(out), "--per-class", "5", "--seed", "3"]) == 0
+    first = {p.name: p.read_bytes() for p in out.iterdir()}
+    cases = {("pretrain", "train"): ((1, 3, 5, 7, 8, 9), 12), ("pretrain", "valid"):
+             ((1, 3, 5, 7, 8, 9), 3), ("finetune", "train"): ((0, 2, 4, 6), 5),
+             ("finetune", "valid"): ((0, 2, 4, 6), 3)}
+    for (name, split), (classes, per) in cases.items():
+        ds = open_dataset(read_data_config(out / f"{name}.data"), split)
+        original = ds.images[:, 0, 0, 0].astype(int) % 10      # the class, from the index
+        assert len(ds) == per * len(classes)
+        assert [classes[k] for k in ds.labels] == original.tolist()
+        assert np.bincount(ds.labels).tolist() == [per] * len(classes)
+        assert ds.names == [tool.FASHION_MNIST_NAMES[c] for c in classes]
+    assert tool.main([str(out), "--per-class", "5", "--seed", "3"]) == 0
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == first      # deterministic
+    assert tool.main([str(out), "--per-class", "13"]) == 2
+    assert "class 0 has 12 images; --per-class 13 asks for more" in capsys.readouterr().err

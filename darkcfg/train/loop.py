@@ -278,6 +278,21 @@ def check_run(net: Network, task: Task, opts: TrainOptions, max_batches: int) ->
                            "max_batches, or set seen to 0 to start counting again)")
 
 
+def check_frozen_statistics(net: Network) -> None:
+    """A frozen layer normalises with its rolling statistics; Darknet's initial ones
+    (variance 0) would divide by 1e-6 and send the loss to inf at once."""
+    for layer in net.layers:
+        var = layer.params.get("rolling_variance")
+        if layer.frozen and var is not None and not var.any():
+            sec = layer.section
+            raise DarkcfgError(
+                f"layer {layer.index} [{layer.type}] ({sec.file}:{sec.line}) is frozen "
+                f"({net.frozen.why[layer.index]}) but its rolling_variance is all 0, "
+                "Darknet's initial value: a frozen layer normalises with its rolling "
+                "statistics, so they must come from trained weights (give a weights file "
+                "holding this layer, or do not freeze it)")
+
+
 def run_training(net: Network, task: Task, opts: TrainOptions, *, base: str, backup: Path,
                  max_batches: int, resume_hint: str, log: Log = silent,
                  progress: Progress | None = None, history: History | None = None) -> Path:
@@ -290,6 +305,7 @@ def run_training(net: Network, task: Task, opts: TrainOptions, *, base: str, bac
     from .chart import draw_chart
     check_run(net, task, opts, max_batches)
     log(freeze_line(net.layers, net.freeze(net.iteration + 1)))     # what stays as it is
+    check_frozen_statistics(net)
     backup = Path(check_folder(backup, "checkpoints"))
     batch = net.graph.net.batch * net.graph.net.opts["subdivisions"]
     hist = history if history is not None else History()
