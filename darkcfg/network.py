@@ -286,6 +286,7 @@ class Network:
             self.loaded = load_weights(self, path)
             return self.loaded
         finally:
+            self.freeze(self.iteration + 1)     # `seen` came with the file
             self.params_changed()
 
     def save_weights(self, path: str | os.PathLike) -> None:
