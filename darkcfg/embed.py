@@ -3,9 +3,9 @@ two images compared under a threshold (`darkcfg compare`), and the retrieval mea
 `darkcfg valid` (leave-one-out recall@k, mAP@R, the best verification threshold) with a
 2-D PCA scatter of the embeddings.
 
-The embedding is the output of the final [triplet] (unit length with normalize=1) or of
-any layer chosen by index; distances are the [triplet]'s `distance` (euclidean without
-one), as layers/_metric.py defines them.
+The embedding is the output of the final [triplet] (unit length with normalize=1) or
+[contrastive], or of any layer chosen by index; distances are the [triplet]'s `distance`
+(cosine for [contrastive], euclidean without either), as layers/_metric.py defines them.
 """
 from __future__ import annotations
 
@@ -30,9 +30,10 @@ if TYPE_CHECKING:
 # --- which layer, which distance -------------------------------------------------------
 
 def metric_head(graph: Graph) -> Layer | None:
-    """The network's final [triplet] (what makes it an embedding net), if it ends in one."""
+    """The network's final [triplet] or [contrastive] (what makes it an embedding net), if
+    it ends in one."""
     last = graph.layers[-1]
-    return last if last.type == "triplet" else None
+    return last if last.type in ("triplet", "contrastive") else None
 
 
 def embedding_layer(graph: Graph, index: int | None = None) -> int:
@@ -48,8 +49,11 @@ def embedding_layer(graph: Graph, index: int | None = None) -> int:
 
 
 def distance_of(graph: Graph) -> str:
+    """The [triplet]'s distance; cosine for [contrastive] (its similarity); else euclidean."""
     head = metric_head(graph)
-    return head.opts["distance"] if head is not None else "euclidean"
+    if head is None:
+        return "euclidean"
+    return head.opts["distance"] if head.type == "triplet" else "cosine"
 
 
 def distances_to(queries: np.ndarray, items: np.ndarray, kind: str) -> np.ndarray:

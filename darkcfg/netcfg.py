@@ -91,11 +91,13 @@ NOT_COMPUTED = ("gaussian_noise", "mixup", "cutmix", "dynamic_minibatch", "ema_a
                 "adversarial_lr", "contrastive", "attention")
 
 
-def not_computed(section) -> list[str]:
+def not_computed(section, computed: tuple[str, ...] = ()) -> list[str]:
     """`file:line: key=value` for every NOT_COMPUTED key of [net] set to something other
-    than 0 (the value that switches it off)."""
+    than 0 (the value that switches it off), except those the caller computes."""
     out = []
     for key in NOT_COMPUTED:
+        if key in computed:
+            continue
         entry = section.entries.get(key)
         if entry is None:
             continue

@@ -37,10 +37,33 @@ def accuracy(net: Network, data, classes: int, top: int, batch: int = 100) -> tu
 
 
 def triplet_status(net: Network) -> str:
-    """The progress line's text for a [triplet] net: the fraction of the mined triplets
-    that were active (loss > 0) in the last mini-batch."""
+    """The progress line's text for an embedding net: for [triplet] the fraction of the
+    mined triplets that were active (loss > 0) in the last mini-batch, for [contrastive]
+    AH's contrast accuracy."""
     stats = net.layers[-1].stats
-    return f"  active {stats['active']:.3f}" if stats else ""
+    if not stats:
+        return ""
+    if "active" in stats:
+        return f"  active {stats['active']:.3f}"
+    return f"  contrast acc {stats['accuracy']:.3f}"
+
+
+def two_views(graph) -> bool:
+    """AH's [net] contrastive=1 (src/data.c: load_image_augment_paths): each mini-batch
+    holds every image twice, consecutive, augmented independently (its two views). The
+    mini-batch must be even so that no pair is split."""
+    sec = graph.net.section
+    entry = sec.entries.get("contrastive")
+    try:
+        on = entry is not None and float(entry.value) != 0
+    except ValueError:
+        raise sec.error(f"'contrastive' must be a number, got '{entry.value}'",
+                        "contrastive") from None
+    if on and graph.net.batch % 2:
+        raise sec.error(f"two views of each image go in one mini-batch, but "
+                        f"batch/subdivisions is {graph.net.batch} (odd): make it even",
+                        "contrastive")
+    return on
 
 
 def train(data_file: str, cfg_file: str, weights: str | None, opts: TrainOptions,
@@ -57,18 +80,20 @@ def train(data_file: str, cfg_file: str, weights: str | None, opts: TrainOptions
     opts.check()
     data_cfg = read_data_config(data_file, strict=strict)
     graph = load_graph(cfg_file, strict=strict)
-    for where in not_computed(graph.net.section):
+    for where in not_computed(graph.net.section, ("contrastive",)):
         log(f"warning: {where} is not computed by darkcfg; training goes on without it")
     net = Network(graph)
     netopts = graph.net.opts
     check_schedule(netopts, graph.net.section)
-    metric = graph.layers[-1] if graph.layers[-1].type == "triplet" else None
+    metric = graph.layers[-1] if graph.layers[-1].type in ("triplet", "contrastive") else None
     classes = data_cfg.classes if metric else graph.output_layer.outputs
     if data_cfg.classes != classes:
         raise DarkcfgError(f"{data_file}: classes={data_cfg.classes} but {cfg_file} has "
                            f"{classes} outputs")
     # a [triplet] net: each mini-batch P classes x K images (every anchor has positives)
-    pk = metric.classes_and_images(graph.net.batch) if metric else None
+    pk = metric.classes_and_images(graph.net.batch) if metric and metric.type == "triplet" \
+        else None
+    views = two_views(graph)
     train_set = open_dataset(data_cfg, "train")
     if train_set is None:
         raise DarkcfgError(f"{data_file}: no 'train' key: nothing to train on")
@@ -85,8 +110,13 @@ def train(data_file: str, cfg_file: str, weights: str | None, opts: TrainOptions
     eye = np.eye(classes, dtype=np.float32)
 
     def sample(i: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        idx = batch_indices(n, i, batch, opts.seed) if metric is None else \
-            pk_indices(train_set.labels, *pk, netopts["subdivisions"], rng, train_set.source)
+        if pk:
+            idx = pk_indices(train_set.labels, *pk, netopts["subdivisions"], rng,
+                             train_set.source)
+        elif views:     # AH's contrastive=1: each image twice, augmented independently
+            idx = np.repeat(batch_indices(n, i, batch // 2, opts.seed), 2)
+        else:
+            idx = batch_indices(n, i, batch, opts.seed)
         # an unreadable image is replaced by the next readable one, its label with it
         x, used = train_set.train_batch(idx, net.input_shape, augment, rng)
         return x, eye[train_set.labels[used]]
