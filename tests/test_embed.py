@@ -231,3 +231,17 @@ def test_training_validates_by_recall_at_1(trained):
           log=lambda *a: None, progress=events.append)
     done = [e for e in events if isinstance(e, Validated)]
     assert len(done) == 1 and done[0].metric == "recall@1" and 0 < done[0].value <= 1
+
+
+def test_bad_layer_and_damaged_threshold_are_named(trained, tmp_path):
+    _, _, cfg, weights, pngs, _ = trained
+    res = darkcfg("embed", cfg, weights, pngs[0], "--layer", "9")
+    assert res.returncode == 2 and "--layer 9: the network has layers 0..3" in res.stderr
+    copy = tmp_path / "w.weights"
+    copy.write_bytes(weights.read_bytes())
+    (tmp_path / "w.weights.threshold").write_text("{not json")
+    res = darkcfg("compare", cfg, copy, pngs[0], pngs[1])
+    assert res.returncode == 2 and "w.weights.threshold: not a threshold file" in res.stderr
+    assert "Traceback" not in res.stderr
+    res = darkcfg("compare", cfg, copy, pngs[0], pngs[1], "--threshold", "0.5")
+    assert res.returncode == 0                    # a threshold given: the file is not read

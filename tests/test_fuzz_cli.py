@@ -225,7 +225,7 @@ def _huge(src: Path, w: int, h: int) -> bytes:
 @st.composite
 def command_line(draw):
     cmd = draw(st.sampled_from(["summary", "run", "detect", "valid", "map", "train",
-                                "calc_anchors", "partial"]))
+                                "calc_anchors", "partial", "embed", "compare"]))
     detector_only = ("detect", "map", "calc_anchors")
     kind = "det" if cmd in detector_only else draw(st.sampled_from(["cls", "det"]))
     names = [f"{kind}.cfg", f"{kind}.weights", f"{kind}.data", "imgs/cat_0.png",
@@ -256,6 +256,8 @@ def _argv(cmd, kind, paths, values, out: Path) -> list[str]:
         "calc_anchors": ["calc_anchors", data, "--num", "2", "--width", "16", "--height",
                          "16"],
         "partial": ["partial", cfg, weights, str(out / "p.weights"), "2"],
+        "embed": ["embed", cfg, weights, *images, "--output", str(out / "e.npy")],
+        "compare": ["compare", cfg, weights, *images],
     }[cmd]
     for opt, value in values.items():
         argv += [opt] if opt in ("--json", "--lenient", "--clear") else [opt, value]
