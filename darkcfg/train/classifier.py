@@ -94,6 +94,9 @@ def train(data_file: str, cfg_file: str, weights: str | None, opts: TrainOptions
     pk = metric.classes_and_images(graph.net.batch) if metric and metric.type == "triplet" \
         else None
     views = two_views(graph)
+    if pk and views:
+        log(f"warning: {graph.net.section.file}: contrastive=1 is not used: a [triplet] "
+            "net's mini-batches are P classes x K images")
     train_set = open_dataset(data_cfg, "train")
     if train_set is None:
         raise DarkcfgError(f"{data_file}: no 'train' key: nothing to train on")
