@@ -60,3 +60,18 @@ def test_nice_ticks_cover_the_range_with_round_steps():
     assert nice_ticks(1, 4000) == [0, 1000, 2000, 3000, 4000]
     assert nice_ticks(0, 1) == [0, 0.2, 0.4, 0.6, 0.8, 1.0]
     assert nice_ticks(0, 0.0034) == [0, 0.001, 0.002, 0.003, 0.004]
+
+
+def test_chart_draws_a_statistic_on_the_right_axis(tmp_path):
+    from darkcfg.train.chart import STAT
+    it, loss, avg = made_up(100)
+    out = tmp_path / "chart.png"
+    stat = [0.75] * 50 + [math.nan] * 10 + [0.25] * 40      # NaN: no value, a gap
+    draw_chart(out, it, loss, avg, stat=("active", stat), size=(600, 400))
+    _, cols, rgb = colours(out)
+    assert STAT in cols and ACC not in cols
+    # the plot spans rows 45..345: 0.75 and 0.25 of the right axis are rows 120 and 270
+    rows = {int(r) for r in np.flatnonzero((rgb == STAT).all(1)) // 600}
+    assert {120, 270} <= rows
+    with pytest.raises(ValueError):
+        draw_chart(out, it, loss, avg, stat=("active", stat[:-1]))

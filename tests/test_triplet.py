@@ -294,8 +294,14 @@ def test_training_batches_are_p_classes_of_k_images_seeded(tmp_path, monkeypatch
         assert (labels == labels[..., :1]).all()
         assert all(len(set(mini[:, 0])) == 2 for mini in labels)          # P = 6 / 3
     # the progress line carries the fraction of active triplets
-    from darkcfg.train.loop import Step
-    assert all(s.status.startswith("  active ") for s in steps if isinstance(s, Step))
+    from darkcfg.train.loop import History, Step
+    steps = [s for s in steps if isinstance(s, Step)]
+    assert all(s.status.startswith("  active ") for s in steps)
+    # ... and the chart's history (kept in the checkpoint's .state for a resume)
+    with np.load(tmp_path / "a" / "backup" / "trip_final.weights.state") as z:
+        history = History.from_arrays({k: z[k] for k in z.files})
+    assert history.stat == pytest.approx([float(s.status.split()[1]) for s in steps],
+                                         abs=5e-4)
     again, _ = record_training(tmp_path / "b", monkeypatch, seed=4)
     other, _ = record_training(tmp_path / "c", monkeypatch, seed=5)
     assert len(again) == len(other) == 3
@@ -313,3 +319,13 @@ def test_training_batches_are_p_classes_of_k_images_seeded(tmp_path, monkeypatch
 def test_p_times_k_must_be_the_mini_batch(tmp_path, monkeypatch, pk, message):
     with pytest.raises(CfgError, match=message):
         record_training(tmp_path, monkeypatch, seed=0, pk=pk)
+
+
+def test_history_of_a_state_file_without_the_statistic():
+    from darkcfg.train.loop import History
+    kept = History([1, 2], [0.5, 0.4], [0.5, 0.49], [(2, 0.7)], [0.25, 0.5])
+    arrays = kept.arrays()
+    assert History.from_arrays(arrays) == kept
+    del arrays["history.stat"]                    # written before the statistic was kept
+    old = History.from_arrays(arrays)
+    assert old.iterations == [1, 2] and np.isnan(old.stat).all() and len(old.stat) == 2

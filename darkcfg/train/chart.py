@@ -20,6 +20,7 @@ from ..fileio import atomic_write
 LOSS = (160, 185, 230)         # raw loss: light, it is noisy
 AVG = (20, 60, 170)            # average loss
 ACC = (200, 40, 40)            # validation accuracy
+STAT = (40, 150, 70)           # a 0..1 statistic per iteration (fraction of active triplets)
 GRID = (228, 228, 228)
 INK = (40, 40, 40)
 
@@ -51,17 +52,22 @@ def draw_chart(path: str | os.PathLike, iterations: Sequence[int], losses: Seque
                avg_losses: Sequence[float] | None = None, *,
                accuracy: Sequence[tuple[int, float]] = (), title: str = "",
                accuracy_label: str = "accuracy",
-               size: tuple[int, int] = (900, 560), max_loss: float | None = None) -> None:
+               size: tuple[int, int] = (900, 560), max_loss: float | None = None,
+               stat: tuple[str, Sequence[float]] | None = None) -> None:
     """Write the chart PNG. `accuracy` holds (iteration, fraction 0..1) pairs; losses
-    above `max_loss` (default: the largest finite loss) are clipped to the top edge."""
+    above `max_loss` (default: the largest finite loss) are clipped to the top edge.
+    `stat`: (name, a value in 0..1 per iteration, NaN where there is none), drawn thin on
+    the right-hand axis."""
     if len(iterations) != len(losses) or (avg_losses is not None and
-                                          len(avg_losses) != len(losses)):
-        raise ValueError("iterations, losses and avg_losses must have the same length")
+                                          len(avg_losses) != len(losses)) or \
+            (stat is not None and len(stat[1]) != len(losses)):
+        raise ValueError("iterations, losses, avg_losses and stat must have the same length")
     width, height = size
     img = Image.new("RGB", size, "white")
     draw = ImageDraw.Draw(img)
     font, small = _font(15), _font(12)
-    left, right = 70, 70 if accuracy else 25
+    right_axis = bool(accuracy) or stat is not None
+    left, right = 70, 70 if right_axis else 25
     top, bottom = 45, 55
     x0, y0, x1, y1 = left, top, width - right, height - bottom
 
@@ -90,22 +96,26 @@ def draw_chart(path: str | os.PathLike, iterations: Sequence[int], losses: Seque
         x = px(t)
         draw.line([(x, y0), (x, y1)], fill=GRID)
         draw.text((x, y1 + 6), _label(t), fill=INK, font=small, anchor="mt")
-    if accuracy:
+    if right_axis:
+        ink = ACC if accuracy else STAT
         for t in nice_ticks(0.0, 1.0):
-            draw.text((x1 + 6, py(t, 1.0)), f"{t * 100:.0f}%", fill=ACC, font=small,
+            draw.text((x1 + 6, py(t, 1.0)), f"{t * 100:.0f}%", fill=ink, font=small,
                       anchor="lm")
-        draw.text((x1 + 6, y0 - 8), accuracy_label, fill=ACC, font=small, anchor="lb")
+        draw.text((x1 + 6, y0 - 8), accuracy_label if accuracy else stat[0], fill=ink,
+                  font=small, anchor="lb")
 
-    def polyline(values: Sequence[float], colour, w: int) -> None:
+    def polyline(values: Sequence[float], colour, w: int, top_value: float = ytop) -> None:
         run: list[tuple[float, float]] = []
         for i, v in zip(xs, values):
             if math.isfinite(v):
-                run.append((px(i), py(v)))
+                run.append((px(i), py(v, top_value)))
             else:                                  # a NaN/inf loss breaks the line
                 _segment(draw, run, colour, w)
                 run = []
         _segment(draw, run, colour, w)
 
+    if stat is not None:
+        polyline(stat[1], STAT, 1, 1.0)
     polyline(losses, LOSS, 1)
     if avg_losses is not None:
         polyline(avg_losses, AVG, 2)
@@ -120,7 +130,8 @@ def draw_chart(path: str | os.PathLike, iterations: Sequence[int], losses: Seque
     draw.text((width / 2, 14), title or "training loss", fill=INK, font=font, anchor="mt")
     draw.text(((x0 + x1) / 2, height - 8), "iteration", fill=INK, font=small, anchor="mb")
     draw.text((x0 - 6, y0 - 8), "loss", fill=INK, font=small, anchor="rb")
-    legend = [("loss", LOSS), ("avg loss", AVG)] + ([(accuracy_label, ACC)] if accuracy else [])
+    legend = [("loss", LOSS), ("avg loss", AVG)] + ([(accuracy_label, ACC)] if accuracy else []) \
+        + ([(stat[0], STAT)] if stat is not None else [])
     lx = x1 - 8 - 90 * len(legend)
     for name, colour in legend:
         draw.line([(lx, y0 + 14), (lx + 22, y0 + 14)], fill=colour, width=3)

@@ -48,6 +48,22 @@ def triplet_status(net: Network) -> str:
     return f"  contrast acc {stats['accuracy']:.3f}"
 
 
+def metric_stat(net: Network) -> float | None:
+    """The chart's statistic of the last mini-batch (triplet_status's number), None when
+    there is none (AH's contrast accuracy is -1 without a positive and a negative)."""
+    stats = getattr(net.layers[-1], "stats", None)
+    if not stats:
+        return None
+    value = stats.get("active", stats.get("accuracy"))
+    return None if value is None or value < 0 else value
+
+
+def metric_stat_name(layer) -> str:
+    if layer is None:
+        return ""
+    return "active" if layer.type == "triplet" else "contrast acc"
+
+
 def two_views(graph) -> bool:
     """AH's [net] contrastive=1 (src/data.c: load_image_augment_paths): each mini-batch
     holds every image twice, consecutive, augmented independently (its two views). The
@@ -134,7 +150,8 @@ def train(data_file: str, cfg_file: str, weights: str | None, opts: TrainOptions
             return accuracy(net, valid_set, classes, 1)[0]
     task = Task(sample, n, opts.valid_every or max(1, n // batch),
                 validate if valid_set else None, "recall@1" if metric else "top-1",
-                status=(lambda: triplet_status(net)) if metric else (lambda: ""))
+                status=(lambda: triplet_status(net)) if metric else (lambda: ""),
+                stat=lambda: metric_stat(net), stat_name=metric_stat_name(metric))
     log(f"training {cfg_file} on {n} images ({train_set.source}), batch {batch}"
         + (f" ({pk[0]} classes x {pk[1]} images per mini-batch)" if pk else "")
         + f", {max_batches} iterations; checkpoints in {start.backup}/")

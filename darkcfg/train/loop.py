@@ -105,25 +105,32 @@ class History:
     losses: list[float] = field(default_factory=list)
     avg: list[float] = field(default_factory=list)
     accuracy: list[tuple[int, float]] = field(default_factory=list)
+    stat: list[float] = field(default_factory=list)     # Task.stat per iteration (NaN: none)
+
+    REQUIRED = ("history.iterations", "history.losses", "history.avg", "history.accuracy")
 
     def arrays(self) -> dict[str, np.ndarray]:
         return {"history.iterations": np.array(self.iterations, np.int64),
                 "history.losses": np.array(self.losses, np.float64),
                 "history.avg": np.array(self.avg, np.float64),
-                "history.accuracy": np.array(self.accuracy, np.float64).reshape(-1, 2)}
+                "history.accuracy": np.array(self.accuracy, np.float64).reshape(-1, 2),
+                "history.stat": np.array(self.stat, np.float64)}
 
     @classmethod
     def from_arrays(cls, state: dict[str, np.ndarray]) -> History | None:
-        """The history in a .state file; None when it has none or it is inconsistent."""
+        """The history in a .state file; None when it has none or it is inconsistent. A
+        file from before `stat` was kept gives NaN for it."""
         try:
-            its, losses, avg, acc = (state[k] for k in cls().arrays())
+            its, losses, avg, acc = (state[k] for k in cls.REQUIRED)
         except KeyError:
             return None
-        if not (its.ndim == losses.ndim == avg.ndim == 1 and len(its) == len(losses)
-                == len(avg) and acc.ndim == 2 and acc.shape[1] == 2):
+        stat = state.get("history.stat", np.full(len(its), np.nan))
+        if not (its.ndim == losses.ndim == avg.ndim == stat.ndim == 1 and len(its) ==
+                len(losses) == len(avg) == len(stat) and acc.ndim == 2 and acc.shape[1] == 2):
             return None
         return cls([int(i) for i in its], [float(v) for v in losses],
-                   [float(v) for v in avg], [(int(i), float(a)) for i, a in acc])
+                   [float(v) for v in avg], [(int(i), float(a)) for i, a in acc],
+                   [float(v) for v in stat])
 
 
 def batch_indices(n: int, iteration: int, batch: int, seed: int) -> np.ndarray:
@@ -227,6 +234,10 @@ class Task:
     validate: Callable[[], float] | None      # the validation metric, 0..1
     metric: str                               # its name: "top-1", "mAP@0.5"
     status: Callable[[], str] = lambda: ""    # extra text for the progress line (Step.status)
+    # a 0..1 statistic of each iteration drawn on the chart (e.g. the fraction of active
+    # triplets), and its name; None: nothing to draw
+    stat: Callable[[], float | None] = lambda: None
+    stat_name: str = ""
 
 
 class _Abort(KeyboardInterrupt):
@@ -333,7 +344,9 @@ def run_training(net: Network, task: Task, opts: TrainOptions, *, base: str, bac
     def draw() -> None:
         written(lambda: draw_chart(chart, hist.iterations, hist.losses, hist.avg,
                                    accuracy=hist.accuracy, title=f"{base}  (batch {batch})",
-                                   accuracy_label=task.metric))
+                                   accuracy_label=task.metric,
+                                   stat=(task.stat_name, hist.stat) if task.stat_name
+                                   else None))
 
     def finishing() -> None:
         log(f"stopping: finishing iteration {net.iteration + 1} (it can take a while), then "
@@ -358,6 +371,8 @@ def run_training(net: Network, task: Task, opts: TrainOptions, *, base: str, bac
                 hist.iterations.append(it)
                 hist.losses.append(loss)
                 hist.avg.append(avg)
+                value = task.stat()
+                hist.stat.append(math.nan if value is None else float(value))
                 elapsed = time.monotonic() - t_start
                 ips = (net.seen - seen_start) / max(elapsed, 1e-9)
                 eta = (max_batches - it) * batch / max(ips, 1e-9)
