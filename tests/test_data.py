@@ -512,9 +512,10 @@ def test_export_idx_writes_darknet_layout(tmp_path, capsys):
 
 # --- cfg/fashion_*.cfg and cfg/fashion.data --------------------------------------------
 
-# fashion_backbone.cfg pre-trains on 6 of the classes (README, "Transfer learning")
+# fashion_backbone.cfg pre-trains on 6 of the classes (README, "Transfer learning");
+# fashion_siamese.cfg is an embedding net (tests/test_embed.py)
 FASHION_CFGS = sorted(p for p in (ROOT / "cfg").glob("fashion_*.cfg")
-                      if p.stem != "fashion_backbone")
+                      if p.stem not in ("fashion_backbone", "fashion_siamese"))
 
 
 def test_the_five_fashion_cfgs_are_there():

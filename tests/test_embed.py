@@ -245,3 +245,18 @@ def test_bad_layer_and_damaged_threshold_are_named(trained, tmp_path):
     assert "Traceback" not in res.stderr
     res = darkcfg("compare", cfg, copy, pngs[0], pngs[1], "--threshold", "0.5")
     assert res.returncode == 0                    # a threshold given: the file is not read
+
+
+def test_the_siamese_cfg_and_data_file():
+    from darkcfg.data.classifier import read_data_config
+    from darkcfg.graph import load_graph
+
+    from .conftest import ROOT
+    g = load_graph(ROOT / "cfg" / "fashion_siamese.cfg")
+    last = g.layers[-1]
+    assert last.type == "triplet" and last.opts["normalize"] == 1
+    assert last.classes_and_images(g.net.batch) == (4, 32)
+    data = read_data_config(ROOT / "cfg" / "fashion_siamese.data")
+    assert data.values["train_classes"] == "1,3,5,7,8,9"
+    assert data.values["valid_classes"] == "0,2,4,6"         # never trained on
+    assert data.names[0] == "T-shirt/top" and data.backup == str(ROOT / "backup")
