@@ -204,3 +204,30 @@ def test_one_training_iteration(src, composed, tmp_path, capsys):
     net = Network(graph)
     net.load_weights(final)         # the header, then every layer's parameters, exactly
     assert net.seen == 2 and net.iteration == 1
+
+
+# What tools/make_detection_dataset.py's data needs changed in yolov4-tiny.cfg (README,
+# "Measured"): [net] size, channels, batch and schedule, mosaic; the heads' anchors,
+# classes, num and mask and the filters before them, as calc_anchors --write sets them.
+FASHION_NET_KEYS = {"batch", "subdivisions", "width", "height", "channels", "burn_in",
+                    "max_batches", "steps", "mosaic"}
+FASHION_HEAD_KEYS = {"anchors", "classes", "num", "mask"}
+
+
+def test_yolov4_tiny_fashion_is_alexeyabs_cfg_but_for_the_data():
+    ours = read_cfg(ROOT / "cfg" / "yolov4-tiny_fashion.cfg")
+    theirs = read_cfg(need(AB / "yolov4-tiny.cfg"))
+    assert [s.name for s in ours] == [s.name for s in theirs]
+    heads = [i for i, s in enumerate(ours) if s.name == "yolo"]
+    for i, (a, b) in enumerate(zip(ours, theirs)):
+        mine = {k: e.value for k, e in a.entries.items()}
+        orig = {k: e.value for k, e in b.entries.items()}
+        allowed = (FASHION_NET_KEYS if a.name == "net" else FASHION_HEAD_KEYS if i in heads
+                   else {"filters"} if i + 1 in heads else set())
+        changed = {k for k in mine.keys() | orig.keys() if mine.get(k) != orig.get(k)}
+        assert changed <= allowed, f"section {i} [{a.name}]: {sorted(changed - allowed)}"
+    g = load_graph(ROOT / "cfg" / "yolov4-tiny_fashion.cfg")
+    yolo = [lay for lay in g.layers if lay.type == "yolo"]
+    assert [h.in_shape[1:] for h in yolo] == [(6, 6), (12, 12)]     # yolo_fashion's cells
+    assert all(h.classes == 10 and h.total == 6 for h in yolo)
+    assert g.net.opts["mosaic"] == 1 and g.net.opts["channels"] == 1
