@@ -545,9 +545,12 @@ def detector_job(tmp: str) -> dict:
     """The composed Fashion-MNIST detection set (tools/make_detection_dataset.py, 512
     training images) for yolov4-tiny_fashion.cfg."""
     out = Path(tmp) / "fashion_det"
-    subprocess.run([sys.executable, str(ROOT / "tools" / "make_detection_dataset.py"),
-                    str(out), "--count", "512", "--valid", "32"], check=True,
-                   capture_output=True, env=worker_env())
+    r = subprocess.run([sys.executable, str(ROOT / "tools" / "make_detection_dataset.py"),
+                        str(out), "--count", "512", "--valid", "32"], capture_output=True,
+                       text=True, env=worker_env())
+    if r.returncode != 0:
+        sys.exit("bench.py --detector: tools/make_detection_dataset.py failed: "
+                 + r.stderr.strip())
     return {"kind": "detector", "name": "yolov4-tiny_fashion (detection set)",
             "cfg": str(DETECTOR_CFG), "data": str(out / "fashion_det.data")}
 
@@ -650,6 +653,9 @@ def main() -> None:
         return
     TORCH_ENV.update(kv.split("=", 1) for kv in args.torch_env)
     engines = [e for e in (args.engines or ENGINES) if installed(e)]
+    for e in set(args.engines or ()) - set(engines):
+        print(json.dumps({"skipped": e, "why": "not installed (see this file's docstring)"}),
+              flush=True)
     if "darkcfg" not in engines:
         engines.insert(0, "darkcfg")
     info = {**machine(), "threads": args.threads, "versions": versions(engines)}
@@ -702,8 +708,9 @@ def report(info: dict, recs: list[dict], engines: list[str]) -> str:
 
     if fwd:
         head = ["net", "batch", *(LABELS[e] for e in engines),
-                *(f"dk/{LABELS[e]}" for e in others), "max rel " + " / ".join(
-                    LABELS[e] for e in others)]
+                *(f"dk/{LABELS[e]}" for e in others)]
+        if others:
+            head.append("max rel " + " / ".join(LABELS[e] for e in others))
         out += ["| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
         for (net, size, batch, rng), fw in fwd.items():
             if rng:
@@ -713,9 +720,9 @@ def report(info: dict, recs: list[dict], engines: list[str]) -> str:
                       if e in fw and "median_ms" in fw[e] else "-" for e in others]
             rels = [f"{fw[e]['max_rel']:.1e}" if "max_rel" in fw.get(e, {}) else "-"
                     for e in others]
-            out.append(f"| {net} {size} | {batch} | " + " | ".join(ms(fw.get(e))
-                       for e in engines) + " | " + " | ".join(ratios) + " | "
-                       + " / ".join(rels) + " |")
+            cells = [ms(fw.get(e)) for e in engines] + ratios + (
+                [" / ".join(rels)] if others else [])
+            out.append(f"| {net} {size} | {batch} | " + " | ".join(cells) + " |")
         refusals = {(net, e): fw[e]["refuses"] for (net, _, _, _), fw in fwd.items()
                     for e in others if "refuses" in fw.get(e, {})}
         if refusals:
