@@ -260,3 +260,25 @@ def test_the_siamese_cfg_and_data_file():
     assert data.values["train_classes"] == "1,3,5,7,8,9"
     assert data.values["valid_classes"] == "0,2,4,6"         # never trained on
     assert data.names[0] == "T-shirt/top" and data.backup == str(ROOT / "backup")
+
+
+def test_shipped_siamese_weights_give_the_readme_numbers():
+    """weights/fashion_siamese.weights on the unseen classes' test images: the recall@1
+    of README "Embeddings", and the threshold file `valid` wrote beside it."""
+    from darkcfg import DarkcfgError
+    from darkcfg.data.classifier import open_dataset, read_data_config
+    from darkcfg.embed import load_threshold, validate_embeddings
+    from darkcfg.network import Network
+
+    from .conftest import ROOT
+    weights = ROOT / "weights" / "fashion_siamese.weights"
+    try:
+        split = open_dataset(read_data_config(ROOT / "cfg" / "fashion_siamese.data"), "valid")
+    except DarkcfgError as e:
+        pytest.skip(str(e))
+    net = Network.load(ROOT / "cfg" / "fashion_siamese.cfg", weights)
+    _, r = validate_embeddings(net, split, 8)
+    assert r.images == 4000 and r.recall_at_1 == pytest.approx(0.6138, abs=1e-3)
+    stored = load_threshold(weights)
+    assert stored.threshold == pytest.approx(r.threshold, rel=1e-5)
+    assert stored.accuracy == pytest.approx(r.accuracy, rel=1e-6)
