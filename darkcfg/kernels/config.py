@@ -7,11 +7,15 @@ sums, `pjit_dual` for kernels that also see small arrays) from here; never call
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
 import os
+import re
 import tempfile
 import types
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 
 import numba
 import numba.core.event
@@ -74,8 +78,91 @@ def _choose_cache() -> bool:
     return False
 
 
+# `from .x import ...`, `from . import x, y as z` and `from ..x import ...` (darkcfg's
+# base modules: their constants are compiled into the kernels too)
+_IMPORT = re.compile(r"^\s*from (\.\.?)(\w*) import (?:\(([^)]*)\)|([^\n#]*))", re.M)
+
+
+def module_digests(folder: Path) -> dict[str, str]:
+    """For each kernel module (file stem), a digest of its source, of the sources of every
+    module it imports from (kernel modules transitively), and of Numba's version."""
+    sources = {p.stem: p.read_bytes() for p in sorted(folder.glob("*.py"))}
+    for p in sorted(folder.parent.glob("*.py")):
+        sources[".." + p.stem] = p.read_bytes()
+    deps: dict[str, set[str]] = {name: set() for name in sources}
+    for name, text in sources.items():
+        if name.startswith(".."):
+            continue
+        found = set()
+        for dots, module, group, line in _IMPORT.findall(text.decode("utf-8", "replace")):
+            if dots == "..":
+                found.add(".." + module)
+            elif module:
+                found.add(module)
+            else:
+                found.update(re.findall(r"\w+", group or line))
+        deps[name] = found & sources.keys()
+    digests = {}
+    for name in (n for n in sources if not n.startswith("..")):
+        seen, todo = set(), [name]
+        while todo:
+            m = todo.pop()
+            if m not in seen:
+                seen.add(m)
+                todo.extend(deps[m])
+        h = hashlib.sha256(numba.__version__.encode())
+        for m in sorted(seen):
+            h.update(m.encode() + b"\0" + sources[m])
+        digests[name] = h.hexdigest()
+    return digests
+
+
+def clear_stale_cache(cache_dir: Path, sources: Path) -> list[str]:
+    """Delete the compiled kernels in `cache_dir` of every kernel module in `sources`
+    whose source, or the source of a module it imports from, changed since they were
+    compiled; returns those modules' names.
+
+    Numba checks only the timestamp of the file that defines a kernel, yet a kernel
+    carries compiled copies of the functions it calls or inlines from other files: after
+    an edit of kernels/activations.py (a `git pull` into an editable install), the conv
+    kernels of kernels/epilogue.py would go on computing the old activation from the
+    cache, silently. So each module's cache files (named `<module>.<function>-...`) are
+    stamped with a digest of everything they can have compiled in.
+    """
+    stamp = cache_dir / "darkcfg-kernels.json"
+    digests = module_digests(sources)
+    try:
+        old = json.loads(stamp.read_text())
+    except (OSError, ValueError):
+        old = {}
+    stale = sorted(m for m, d in digests.items() if old.get(m) != d)
+    if not stale:
+        return []
+    try:
+        for f in cache_dir.iterdir():
+            if f.suffix in (".nbi", ".nbc") and f.name.split(".", 1)[0] in stale:
+                f.unlink(missing_ok=True)
+        tmp = stamp.with_name(f"{stamp.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(digests, indent=0, sort_keys=True))
+        os.replace(tmp, stamp)      # atomic: a process starting now sees all or nothing
+    except OSError:
+        return []                   # a cache we cannot write is recompiled anyway
+    return stale
+
+
+def _probe_cache_dir() -> Path | None:
+    # where Numba keeps this folder's kernels (beside the source, NUMBA_CACHE_DIR or the
+    # user's cache folder), from its own locator
+    try:
+        return Path(numba.njit(cache=True)(_probe)._cache._cache_path)
+    except (AttributeError, RuntimeError):
+        return None
+
+
 _FLAGS = {"cache": _choose_cache(), "fastmath": False, "nogil": True,
           "error_model": "numpy"}
+if _FLAGS["cache"] and (_CACHE_DIR := _probe_cache_dir()) is not None:
+    clear_stale_cache(_CACHE_DIR, Path(__file__).parent)
 
 jit = functools.partial(numba.njit, **_FLAGS)
 pjit = functools.partial(numba.njit, parallel=True, **_FLAGS)
