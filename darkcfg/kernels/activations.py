@@ -12,8 +12,12 @@ same for gelu (AH's gradient_array hands gelu_gradient the output y, a bug: READ
 "Deliberate differences from Darknet"). A layer that trains keeps a copy of x before
 `activate` when `needs_input(name)`.
 
-Scalars are computed in float64 and rounded once: P's formulas are C `double`
-expressions on a float argument (`1./(1. + exp(-x))`), so this is what Darknet computes.
+The piecewise-linear activations are computed in float64 and rounded once: P's formulas
+are C `double` expressions on a float argument (`.1*x`), so this is exactly what Darknet
+computes. The ones with an exponential (logistic, tanh, loggy, elu, selu, gelu, swish,
+mish and their gradients) use kernels.vmath's float32 exp, within a few ulp of the exact
+value: a libm call per value would keep LLVM from vectorising the loops, and its time
+would depend on the values.
 """
 from __future__ import annotations
 
@@ -23,6 +27,7 @@ import numpy as np
 from numba import prange
 
 from ..activations import ACTIVATIONS, CODES
+from . import vmath as vm
 from .config import check_f32, jit, pjit, pjit_dual
 
 (LOGISTIC, RELU, RELIE, LINEAR, RAMP, TANH, PLSE, LEAKY, ELU, LOGGY, STAIR, HARDTAN, LHTAN,
@@ -44,40 +49,26 @@ GELU_B = 0.035677
 
 
 @jit(inline="always")
-def _softplus(x: float) -> float:
-    # AH's softplus with threshold 20 (mish)
-    if x > 20.0:
-        return x
-    if x < -20.0:
-        return math.exp(x)
-    return math.log1p(math.exp(x))
-
-
-@jit(inline="always")
 def _f(x: float, code: int) -> float:
     """One activation value, x float64."""
     if code == LEAKY or code == REVLEAKY:  # noqa: SIM109 (folds to a constant when inlined)
         return x if x > 0.0 else 0.1 * x
     if code == LOGISTIC:
-        return 1.0 / (1.0 + math.exp(-x))
+        return np.float64(vm.logistic(np.float32(x)))
     if code == RELU:
         return max(0.0, x)
     if code == MISH:
-        return x * math.tanh(_softplus(x))
+        return np.float64(vm.mish(np.float32(x)))
     if code == SWISH:
-        return x / (1.0 + math.exp(-x))
+        return np.float64(vm.swish(np.float32(x)))
     if code == RELIE:
         return x if x > 0.0 else 0.01 * x
     if code == RAMP:
         return max(0.0, x) + 0.1 * x
     if code == TANH:
         # P's (e^2x - 1)/(e^2x + 1) (src/activations.h: tanh_activate) is NaN once e^2x
-        # overflows (x > ~354 in double); tanh(x) is exactly 1.0 in float32 long before
-        # that, so darkcfg returns 1.0 there.
-        if x > 20.0:
-            return 1.0
-        e = math.exp(2.0 * x)
-        return (e - 1.0) / (e + 1.0)
+        # overflows (x > ~354 in double); darkcfg's tanh is 1.0 there.
+        return np.float64(vm.tanh(np.float32(x)))
     if code == PLSE:
         if x < -4.0:
             return 0.01 * (x + 4.0)
@@ -85,9 +76,9 @@ def _f(x: float, code: int) -> float:
             return 0.01 * (x - 4.0) + 1.0
         return 0.125 * x + 0.5
     if code == ELU:
-        return x if x >= 0.0 else math.exp(x) - 1.0
+        return x if x >= 0.0 else np.float64(vm.expm1(np.float32(x)))
     if code == LOGGY:
-        return 2.0 / (1.0 + math.exp(-x)) - 1.0
+        return np.float64(vm.loggy(np.float32(x)))
     if code == STAIR:
         n = math.floor(x)
         # C's n % 2 is -1 for odd negative n: "odd" is any non-zero remainder
@@ -103,11 +94,11 @@ def _f(x: float, code: int) -> float:
             return 0.001 * (x - 1.0) + 1.0
         return x
     if code == SELU:
-        return SELU_A * x if x >= 0.0 else SELU_B * (math.exp(x) - 1.0)
+        return SELU_A * x if x >= 0.0 else SELU_B * np.float64(vm.expm1(np.float32(x)))
     if code == RELU6:
         return min(max(x, 0.0), 6.0)
     if code == GELU:
-        return 0.5 * x * (1.0 + math.tanh(GELU_A * x + GELU_B * x * x * x))
+        return np.float64(vm.gelu(np.float32(x), np.float32(GELU_A), np.float32(GELU_B)))
     if code == HARD_MISH:
         if x > 0.0:
             return x
@@ -127,11 +118,9 @@ def _g(y: float, x: float, code: int) -> float:
     if code == RELU:
         return 1.0 if y > 0.0 else 0.0
     if code == MISH:
-        sp = _softplus(x)
-        t = math.tanh(sp)
-        return t + x * (1.0 - t * t) * (1.0 - math.exp(-sp))
+        return np.float64(vm.mish_gradient(np.float32(x)))
     if code == SWISH:
-        s = 1.0 / (1.0 + math.exp(-x))
+        s = np.float64(vm.logistic(np.float32(x)))
         return y + s * (1.0 - y)
     if code == RELIE:
         return 1.0 if y > 0.0 else 0.01
@@ -157,8 +146,8 @@ def _g(y: float, x: float, code: int) -> float:
     if code == RELU6:
         return 1.0 if (y > 0.0 and y < 6.0) else 0.0
     if code == GELU:
-        t = math.tanh(GELU_A * x + GELU_B * x * x * x)
-        return 0.5 * (1.0 + t) + 0.5 * x * (1.0 - t * t) * (GELU_A + 3.0 * GELU_B * x * x)
+        return np.float64(vm.gelu_gradient(np.float32(x), np.float32(GELU_A),
+                                           np.float32(GELU_B)))
     if code == HARD_MISH:
         if x > 0.0:
             return 1.0

@@ -1,0 +1,206 @@
+"""float32 exp and the activations built on it, written so that LLVM vectorises them.
+
+Numba compiles `math.exp` / `math.tanh` / `math.log1p` to calls into the C library: one
+value at a time, and slower for some values than others (glibc's exp takes a slow path
+for arguments that underflow, and denormal results cost microcode assists on Intel
+CPUs). The functions here are straight-line float32 arithmetic and selects (no calls, no
+branches left after if-conversion), so a loop over an array of them becomes AVX2/AVX-512
+code whose time does not depend on the values.
+
+exp: Cody-Waite range reduction x = n ln2 + r, |r| <= ln2/2, a degree-6 polynomial for
+e^r (the coefficients of Cephes' expf), and 2^n built from its bits in two halves so that
+n = 128 and gradual underflow need no special case. Every activation then needs one exp:
+
+    logistic(x) = 1 / (1 + e^-x)
+    tanh(x)     = x + x^3 P(x^2) for |x| < 0.625 (Cephes' tanhf), else
+                  sign(x) (1 - 2 / (e^2|x| + 1))
+    mish(x)     = x tanh(softplus(x)) = x n / (n + 2),  n = e^x (e^x + 2)
+    softplus(x) = log(1 + e^x)  (Darknet's threshold 20; log by the same reduction)
+
+Accuracy (tests/test_vmath.py measures it against float64 over the whole float32 range,
+including |x| > 20, denormals, +-inf and NaN): a few ulp where the exact result is at
+least 2^-100 in magnitude; smaller exact results may come back as 0 (absolute error
+below 2^-100: no activation value of interest is that small). NaN in, NaN out.
+"""
+from __future__ import annotations
+
+import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.extending import intrinsic
+
+from .config import jit
+
+F = np.float32
+
+
+@intrinsic
+def _f32_from_bits(typingctx, bits):
+    """The float32 whose IEEE bits are the low 32 bits of the integer `bits` (an LLVM
+    bitcast: vectorises)."""
+    if not isinstance(bits, types.Integer):
+        return None
+
+    def codegen(context, builder, signature, args):
+        v = args[0]
+        if bits.bitwidth > 32:
+            v = builder.trunc(v, ir.IntType(32))
+        return builder.bitcast(v, ir.FloatType())
+    return types.float32(bits), codegen
+
+
+_LOG2E = F(1.44269504088896341)
+_LN2_HI = F(0.693359375)               # ln 2 split so that n * _LN2_HI is exact
+_LN2_LO = F(-2.12194440e-4)
+_ROUND = F(12582912.0)                 # 1.5 * 2^23: adding and subtracting rounds to integer
+_EXP_HI = F(89.0)                      # e^89 overflows: inf
+_TINY = F(-87.0)                       # e^-87 ~ 2^-125.5: below, 0 (no denormal is made)
+
+
+@jit(inline="always")
+def _scale2(p, n):
+    # p 2^n for integer-valued float32 n in [-126, 129], in two normal steps (2^128 alone
+    # is not a float32)
+    k = np.int32(n)
+    h = k >> 1
+    return (p * _f32_from_bits((h + 127) << 23)) * _f32_from_bits((k - h + 127) << 23)
+
+
+@jit(inline="always")
+def _poly(r):
+    # e^r - 1 for |r| <= ln2/2 (no 1 added: expm1 needs it without the rounding of 1 + q)
+    p = F(1.9875691500e-4)
+    p = p * r + F(1.3981999507e-3)
+    p = p * r + F(8.3334519073e-3)
+    p = p * r + F(4.1665795894e-2)
+    p = p * r + F(1.6666665459e-1)
+    p = p * r + F(5.0000001201e-1)
+    return p * (r * r) + r
+
+
+@jit(inline="always")
+def _reduce(x):
+    # x = n ln2 + r, |r| <= ln2/2, for x clamped to [-87, 89]; returns n and e^r - 1
+    c = min(max(x, _TINY), _EXP_HI)
+    n = (c * _LOG2E + _ROUND) - _ROUND
+    return n, _poly((c - n * _LN2_HI) - n * _LN2_LO)
+
+
+@jit(inline="always")
+def exp_wide(v):
+    """e^v for a float64 argument v (one computed in float64, whose rounding to float32
+    would cost |v| / 2^24 of relative accuracy), to float32 accuracy."""
+    c = min(max(v, np.float64(_TINY)), np.float64(_EXP_HI))
+    n = (c * 1.4426950408889634 + 6755399441055744.0) - 6755399441055744.0
+    y = _scale2(_poly(F(c - n * 0.6931471805599453)) + F(1.0), F(n))
+    y = F(0.0) if v < _TINY else y
+    return F(v) if v != v else y
+
+
+@jit(inline="always")
+def exp(x):
+    """e^x for float32 x; 0 for x < -87 (results under 2^-125); NaN stays NaN."""
+    n, q = _reduce(x)
+    y = _scale2(q + F(1.0), n)
+    y = F(0.0) if x < _TINY else y
+    return x if x != x else y
+
+
+@jit(inline="always")
+def expm1(x):
+    """e^x - 1 without the cancellation near 0 (where n = 0, e^x - 1 is q itself)."""
+    n, q = _reduce(x)
+    y = q if n == F(0.0) else exp(x) - F(1.0)
+    return x if x != x else y
+
+
+@jit(inline="always")
+def logistic(x):
+    return F(1.0) / (F(1.0) + exp(-x))
+
+
+@jit(inline="always")
+def tanh(x):
+    a = abs(x)
+    z = x * x
+    p = F(-5.70498872745e-3)
+    p = p * z + F(2.06390887954e-2)
+    p = p * z + F(-5.37397155531e-2)
+    p = p * z + F(1.33314422036e-1)
+    p = p * z + F(-3.33332819422e-1)
+    small = x + x * z * p
+    big = F(1.0) - F(2.0) / (exp(F(2.0) * min(a, F(20.0))) + F(1.0))
+    big = big if x >= F(0.0) else -big
+    y = small if a < F(0.625) else big
+    return x if x != x else y
+
+
+@jit(inline="always")
+def _mish_n(x):
+    # n = e^x (e^x + 2) with x capped where mish(x) == x in float32 already
+    e = exp(min(x, F(20.0)))
+    return e, e * (e + F(2.0))
+
+
+@jit(inline="always")
+def mish(x):
+    """x tanh(softplus(x)) = x n / (n + 2), n = e^x (e^x + 2)."""
+    _, n = _mish_n(x)
+    return x * (n / (n + F(2.0))) if n != F(0.0) else F(0.0)   # mish(-inf) = 0
+
+
+@jit(inline="always")
+def mish_gradient(x):
+    """d mish / dx = t + x (1 - t^2) sigmoid(x), t = n / (n + 2): 1 - t^2 = 4 (n + 1) /
+    (n + 2)^2 and sigmoid(x) = e / (1 + e), all from one exp."""
+    e, n = _mish_n(x)
+    d = n + F(2.0)
+    t = n / d
+    g = t + x * (F(4.0) * (n + F(1.0)) / (d * d)) * (e / (F(1.0) + e))
+    g = F(1.0) if x > F(20.0) else g          # 1 - t^2 < 2^-50: the capped n would not say so
+    return g if e != F(0.0) else F(0.0)
+
+
+@jit(inline="always")
+def swish(x):
+    s = logistic(x)
+    return x * s if s != F(0.0) else F(0.0)      # swish(-inf) = 0
+
+
+@jit(inline="always")
+def loggy(x):
+    """Darknet's loggy 2 / (1 + e^-x) - 1, which is tanh(x / 2) (no cancellation at 0)."""
+    return tanh(x * F(0.5))
+
+
+# Beyond |x| = 20, gelu(x) is x or 0 and its gradient 1 or 0 in float32 (u > 300): x is
+# clamped there so that x^3 cannot overflow.
+_GELU_X = F(20.0)
+
+
+@jit(inline="always")
+def _gelu_e(x, a, b):
+    # e^-2u, u = a x + b x^3 in float64: gelu is ill-conditioned for negative x (at
+    # x = -9, u = -33 and one float32 rounding of u would cost ~60 ulp)
+    c = np.float64(min(max(x, -_GELU_X), _GELU_X))
+    return exp_wide(-2.0 * (np.float64(a) * c + np.float64(b) * c * c * c))
+
+
+@jit(inline="always")
+def gelu(x, a, b):
+    """0.5 x (1 + tanh(u)) = x logistic(2u), u = a x + b x^3 (Darknet's tanh
+    approximation): 1 + tanh(u) = 2 / (1 + e^-2u), no cancellation for negative u."""
+    s = F(1.0) / (F(1.0) + _gelu_e(x, a, b))
+    y = x * s if s != F(0.0) else F(0.0)        # gelu(-inf) = 0, not -inf * 0
+    return x if x != x else y
+
+
+@jit(inline="always")
+def gelu_gradient(x, a, b):
+    """0.5 (1 + t) + 0.5 x (1 - t^2) (a + 3 b x^2), t = tanh(u): with s = logistic(2u),
+    1 + t = 2 s and 1 - t^2 = 4 s (1 - s) = 4 / (2 + e + 1/e), e = e^-2u."""
+    c = min(max(x, -_GELU_X), _GELU_X)
+    e = _gelu_e(x, a, b)
+    s = F(1.0) / (F(1.0) + e)
+    y = s + F(2.0) * c * (a + F(3.0) * b * c * c) / (F(2.0) + e + F(1.0) / e)
+    return x if x != x else y
