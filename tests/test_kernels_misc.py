@@ -48,6 +48,28 @@ def test_maxpool_every_geometry(size, sy, sx, pad):
     np.testing.assert_array_equal(arg, ref_arg)
 
 
+@pytest.mark.parametrize("size,pad", [(3, 2), (5, 4), (9, 8), (13, 12), (3, 0), (5, 1),
+                                      (5, 7), (4, 3)])
+@pytest.mark.parametrize("shape", [(2, 3, 7, 8), (1, 8, 26, 24)])     # serial, parallel
+def test_maxpool_stride1_without_argmax_separable(size, pad, shape):
+    """The inference path at stride 1 (SPP's 5/9/13 windows) takes columns, then rows:
+    the same maxima as Darknet's cell-by-cell window, with -inf, NaN and ties."""
+    rng = np.random.default_rng(size * 10 + pad)
+    x = rand(rng, *shape)
+    x.flat[::7] = -np.inf
+    x.flat[5::13] = x.flat[4::13][:x.flat[5::13].size]
+    out, none = pool.maxpool(x, size, 1, 1, pad, want_arg=False)
+    ref, _ = naive.maxpool(x, size, 1, 1, pad)
+    assert none is None
+    np.testing.assert_array_equal(out, ref)
+    # NaN (strict >: never wins), against the cell-by-cell kernel in Darknet's order
+    x.flat[2::11] = np.nan
+    out, _ = pool.maxpool(x, size, 1, 1, pad, want_arg=False)
+    ref = np.empty_like(out)
+    pool._maxpool(x, size, 1, 1, pad, ref, np.zeros((1, 1, 1, 1), np.int32), False)
+    np.testing.assert_array_equal(out, ref)
+
+
 def test_maxpool_window_in_padding_gives_minus_flt_max():
     # padding 6 with size 2: the first window lies wholly left of / above the image
     out, arg = pool.maxpool(np.ones((1, 1, 3, 3), np.float32), 2, 1, 1, 6)

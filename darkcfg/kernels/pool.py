@@ -77,6 +77,43 @@ def _maxpool(x, size, sy, sx, pad, out, arg, want_arg):
                         dst[j] = v if v > dst[j] else dst[j]
 
 
+@pjit_dual
+def _maxpool_s1(x, size, pad, out):
+    # _maxpool at stride 1 without argmax (inference; the SPP blocks' 5/9/13 windows), as
+    # two 1-D passes: a max over the window's columns into `rows`, then over its rows: 2k
+    # comparisons an output instead of k^2. The cells compared are the same in-image ones,
+    # and the max of a set does not depend on the order (a NaN never wins either way), so
+    # the result equals _maxpool's.
+    n, c, h, w = x.shape
+    oh, ow = out.shape[2], out.shape[3]
+    off = pad // 2
+    for t in prange(n * c):
+        b, k = t // c, t % c
+        rows = np.empty((h, ow), np.float32)
+        for y in range(h):
+            src = x[b, k, y]
+            dst = rows[y]
+            dst[:] = -FLT_MAX
+            for dx in range(size):
+                o = dx - off
+                lo = 0 if o >= 0 else min(ow, -o)
+                hi = max(lo, min(ow, w - o))
+                for j in range(lo, hi):
+                    v = src[j + o]
+                    dst[j] = v if v > dst[j] else dst[j]
+        for i in range(oh):
+            dst = out[b, k, i]
+            dst[:] = -FLT_MAX
+            for dy in range(size):
+                y = i - off + dy
+                if y < 0 or y >= h:
+                    continue
+                src = rows[y]
+                for j in range(ow):
+                    v = src[j]
+                    dst[j] = v if v > dst[j] else dst[j]
+
+
 @jit(inline="always")
 def _take(v, idx, best, where):
     # one window cell in Darknet's order: strict >, so the first maximum wins
@@ -224,6 +261,8 @@ def maxpool(x: np.ndarray, size: int, stride_y: int, stride_x: int, padding: int
         arg = None
     if kernel is _maxpool2:
         _maxpool2(x, stride_x, out, _NO_ARG if arg is None else arg, want_arg)
+    elif not want_arg and stride_y == stride_x == 1 and size >= 3:
+        _maxpool_s1(x, size, padding, out)
     else:
         _maxpool(x, size, stride_y, stride_x, padding, out, _NO_ARG if arg is None else arg,
                  want_arg)
