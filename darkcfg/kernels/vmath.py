@@ -20,7 +20,9 @@ n = 128 and gradual underflow need no special case. Every activation then needs 
 Accuracy (tests/test_vmath.py measures it against float64 over the whole float32 range,
 including |x| > 20, denormals, +-inf and NaN): a few ulp where the exact result is at
 least 2^-100 in magnitude; smaller exact results may come back as 0 (absolute error
-below 2^-100: no activation value of interest is that small). NaN in, NaN out.
+below 2^-100: no activation value of interest is that small), and inputs under 2^-100
+count as 0. No function takes in or makes a denormal number, whose arithmetic costs a
+microcode assist on many x86 cores. NaN in, NaN out.
 """
 from __future__ import annotations
 
@@ -55,6 +57,16 @@ _LN2_LO = F(-2.12194440e-4)
 _ROUND = F(12582912.0)                 # 1.5 * 2^23: adding and subtracting rounds to integer
 _EXP_HI = F(89.0)                      # e^89 overflows: inf
 _TINY = F(-87.0)                       # e^-87 ~ 2^-125.5: below, 0 (no denormal is made)
+_FLUSH = F(2.0 ** -100)                # inputs smaller than this in magnitude count as 0
+_SQRT_EPS = F(2.0 ** -24)              # below, r^2 is lost beside r in float32
+
+
+@jit(inline="always")
+def _ftz(x):
+    # |x| < 2^-100 as 0 (NaN kept): arithmetic on denormal numbers, or making them, costs
+    # 5-10x on many x86 cores (a microcode assist), so no function here lets one in or
+    # makes one; a result that small is documented as possibly 0 anyway
+    return F(0.0) if abs(x) < _FLUSH else x
 
 
 @jit(inline="always")
@@ -75,7 +87,10 @@ def _poly(r):
     p = p * r + F(4.1665795894e-2)
     p = p * r + F(1.6666665459e-1)
     p = p * r + F(5.0000001201e-1)
-    return p * (r * r) + r
+    # r^2 is lost beside r below 2^-24 and could be a denormal: zero the factor first
+    # (both arms of a select are computed, so selecting the product would not help)
+    rs = r if abs(r) >= _SQRT_EPS else F(0.0)
+    return p * (rs * rs) + r
 
 
 @jit(inline="always")
@@ -100,6 +115,7 @@ def exp_wide(v):
 @jit(inline="always")
 def exp(x):
     """e^x for float32 x; 0 for x < -87 (results under 2^-125); NaN stays NaN."""
+    x = _ftz(x)
     n, q = _reduce(x)
     y = _scale2(q + F(1.0), n)
     y = F(0.0) if x < _TINY else y
@@ -109,6 +125,7 @@ def exp(x):
 @jit(inline="always")
 def expm1(x):
     """e^x - 1 without the cancellation near 0 (where n = 0, e^x - 1 is q itself)."""
+    x = _ftz(x)
     n, q = _reduce(x)
     y = q if n == F(0.0) else exp(x) - F(1.0)
     return x if x != x else y
@@ -116,19 +133,27 @@ def expm1(x):
 
 @jit(inline="always")
 def logistic(x):
-    return F(1.0) / (F(1.0) + exp(-x))
+    """1 / (1 + e^-x); 0 below x = -87 (the division would make a denormal there)."""
+    x = _ftz(x)
+    y = F(1.0) / (F(1.0) + exp(min(-x, -_TINY)))
+    y = F(0.0) if x < _TINY else y
+    return x if x != x else y
 
 
 @jit(inline="always")
 def tanh(x):
+    x = _ftz(x)
     a = abs(x)
-    z = x * x
+    # tanh(x) = x in float32 below 2^-12 (x^3/3 < x 2^-25): x^2 there could be a
+    # denormal, so the factor is zeroed first (both arms of a select are computed)
+    xs = x if a >= F(2.0 ** -12) else F(0.0)
+    z = xs * xs
     p = F(-5.70498872745e-3)
     p = p * z + F(2.06390887954e-2)
     p = p * z + F(-5.37397155531e-2)
     p = p * z + F(1.33314422036e-1)
     p = p * z + F(-3.33332819422e-1)
-    small = x + x * z * p
+    small = x + x * (z * p)
     big = F(1.0) - F(2.0) / (exp(F(2.0) * min(a, F(20.0))) + F(1.0))
     big = big if x >= F(0.0) else -big
     y = small if a < F(0.625) else big
@@ -145,6 +170,7 @@ def _mish_n(x):
 @jit(inline="always")
 def mish(x):
     """x tanh(softplus(x)) = x n / (n + 2), n = e^x (e^x + 2)."""
+    x = _ftz(x)
     _, n = _mish_n(x)
     return x * (n / (n + F(2.0))) if n != F(0.0) else F(0.0)   # mish(-inf) = 0
 
@@ -153,6 +179,7 @@ def mish(x):
 def mish_gradient(x):
     """d mish / dx = t + x (1 - t^2) sigmoid(x), t = n / (n + 2): 1 - t^2 = 4 (n + 1) /
     (n + 2)^2 and sigmoid(x) = e / (1 + e), all from one exp."""
+    x = _ftz(x)
     e, n = _mish_n(x)
     d = n + F(2.0)
     t = n / d
@@ -163,6 +190,7 @@ def mish_gradient(x):
 
 @jit(inline="always")
 def swish(x):
+    x = _ftz(x)
     s = logistic(x)
     return x * s if s != F(0.0) else F(0.0)      # swish(-inf) = 0
 
@@ -170,7 +198,7 @@ def swish(x):
 @jit(inline="always")
 def loggy(x):
     """Darknet's loggy 2 / (1 + e^-x) - 1, which is tanh(x / 2) (no cancellation at 0)."""
-    return tanh(x * F(0.5))
+    return tanh(_ftz(x) * F(0.5))
 
 
 # Beyond |x| = 20, gelu(x) is x or 0 and its gradient 1 or 0 in float32 (u > 300): x is
@@ -179,18 +207,23 @@ _GELU_X = F(20.0)
 
 
 @jit(inline="always")
-def _gelu_e(x, a, b):
-    # e^-2u, u = a x + b x^3 in float64: gelu is ill-conditioned for negative x (at
-    # x = -9, u = -33 and one float32 rounding of u would cost ~60 ulp)
+def _gelu_es(x, a, b):
+    # e = e^-2u, u = a x + b x^3 in float64 (gelu is ill-conditioned for negative x: at
+    # x = -9, u = -33 and one float32 rounding of u would cost ~60 ulp), and s =
+    # logistic(2u) = 1 / (1 + e), 0 where it would be under 2^-125 (a denormal)
     c = np.float64(min(max(x, -_GELU_X), _GELU_X))
-    return exp_wide(-2.0 * (np.float64(a) * c + np.float64(b) * c * c * c))
+    v = -2.0 * (np.float64(a) * c + np.float64(b) * c * c * c)
+    e = exp_wide(min(v, -np.float64(_TINY)))
+    s = F(1.0) / (F(1.0) + e)
+    return e, (F(0.0) if v > -np.float64(_TINY) else s)
 
 
 @jit(inline="always")
 def gelu(x, a, b):
     """0.5 x (1 + tanh(u)) = x logistic(2u), u = a x + b x^3 (Darknet's tanh
     approximation): 1 + tanh(u) = 2 / (1 + e^-2u), no cancellation for negative u."""
-    s = F(1.0) / (F(1.0) + _gelu_e(x, a, b))
+    x = _ftz(x)
+    _, s = _gelu_es(x, a, b)
     y = x * s if s != F(0.0) else F(0.0)        # gelu(-inf) = 0, not -inf * 0
     return x if x != x else y
 
@@ -199,8 +232,9 @@ def gelu(x, a, b):
 def gelu_gradient(x, a, b):
     """0.5 (1 + t) + 0.5 x (1 - t^2) (a + 3 b x^2), t = tanh(u): with s = logistic(2u),
     1 + t = 2 s and 1 - t^2 = 4 s (1 - s) = 4 / (2 + e + 1/e), e = e^-2u."""
+    x = _ftz(x)
     c = min(max(x, -_GELU_X), _GELU_X)
-    e = _gelu_e(x, a, b)
-    s = F(1.0) / (F(1.0) + e)
+    e, s = _gelu_es(x, a, b)
     y = s + F(2.0) * c * (a + F(3.0) * b * c * c) / (F(2.0) + e + F(1.0) / e)
+    y = y if s != F(0.0) else F(0.0)            # e^-2u past e^87: under 2^-100
     return x if x != x else y
