@@ -8,6 +8,7 @@ only) goes to the same floor or a lower one, and no modules import each other in
     model      graph, weights, schedule, sgd, network, summary, docs
     data       darkcfg/data
     detection  darkcfg/detection, predict, embed
+    export     darkcfg/export: ONNX (imports onnx only when used)
     train      darkcfg/train
     cli        cli, __main__, the package's __init__
 
@@ -28,6 +29,7 @@ FLOORS = [
     ("model", ["graph", "weights", "schedule", "sgd", "network", "summary", "docs"]),
     ("data", ["data"]),
     ("detection", ["detection", "predict", "embed"]),
+    ("export", ["export"]),
     ("train", ["train"]),
     ("cli", ["cli", "__main__", "__init__"]),
 ]
