@@ -221,13 +221,24 @@ class Network:
         """Images per `train_step`: the cfg's batch (mini-batch x subdivisions). A network
         loaded for inference (`darkcfg.load`'s default batch=1) has 1; load with
         batch=None to keep the cfg's."""
-        return self.graph.net.batch * self.graph.net.opts["subdivisions"]
+        return self.rows_per_pass * self.graph.net.opts["subdivisions"]
+
+    @property
+    def rows_per_pass(self) -> int:
+        """Rows of one forward/backward pass: batch/subdivisions x time_steps, as Darknet's
+        src/parser.c: parse_net_options sets net->batch (a recurrent net's rows are
+        time_steps x streams, step-major: layers/_recurrent.py)."""
+        return self.graph.net.batch * self.graph.net.opts["time_steps"]
 
     @property
     def iteration(self) -> int:
         """Darknet's get_current_batch: images seen / images per update."""
-        o = self.graph.net.opts
-        return self.seen // (self.graph.net.batch * o["subdivisions"])
+        return self.seen // self.train_batch
+
+    def reset_state(self) -> None:
+        """Zero the state recurrent layers carry from one forward call to the next."""
+        for layer in self.layers:
+            layer.reset_state()
 
     def train_step(self, x: np.ndarray, truth: np.ndarray) -> float:
         """One iteration under the cfg's rules: `subdivisions` forward/backward passes over
@@ -236,7 +247,7 @@ class Network:
         from .schedule import check_schedule, learning_rate
         from .sgd import update_layer
         o = self.graph.net.opts
-        mini, subs = self.graph.net.batch, o["subdivisions"]
+        mini, subs = self.rows_per_pass, o["subdivisions"]
         x = self._check_input(x)
         truth = check_truth(truth, len(x))
         if len(x) != mini * subs:

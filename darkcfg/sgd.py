@@ -25,7 +25,7 @@ def update_layer(layer: Layer, lr: float, momentum: float, decay: float, batch: 
         u = layer.updates[name]
         p = layer.params[name]
         u -= grad
-        if name == "weights":
+        if name.rsplit(".", 1)[-1] == "weights":    # recurrent sub-layers: "input.weights"
             u -= (decay * batch) * p
         p += (rate / batch) * u
         u *= momentum

@@ -47,7 +47,8 @@ FAST = {"yolov3-tiny", "yolov3-tiny-prn", "yolov3-tiny_3l", "yolov3-tiny_obj", "
 # and options whose math it does not compute ... are refused by name").
 REFUSED = {
     "Gaussian_yolov3_BDD": r"\[Gaussian_yolo\] layers cannot run in darkcfg",
-    "yolov3-tiny_occlusion_track": r"\[crnn\] layers cannot run in darkcfg",
+    "yolov3-tiny_occlusion_track": r"\[crnn\] \(line 112\): darkcfg does not train "
+                                   r"detectors on sequences",
     "yolov4-tiny_contrastive": r"\[contrastive\] layers cannot run in darkcfg",
     "resnet152_trident": r"'share_index' \(weights shared with another layer\) is not "
                          r"computed by darkcfg",

@@ -195,6 +195,10 @@ class Layer:
         or None (no gradient flows down)."""
         raise NotImplementedError(f"[{self.type}] has no backward pass yet")
 
+    def reset_state(self) -> None:
+        """Forget the state carried from one forward call to the next (recurrent layers,
+        layers/_recurrent.py); nothing for the others."""
+
     def params_changed(self) -> None:
         """Forget what was derived from `params` and kept between inference calls (a
         conv's packed or Winograd-transformed weights). darkcfg calls it after loading,

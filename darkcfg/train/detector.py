@@ -145,6 +145,12 @@ def train_detector(data_file: str, cfg_file: str, weights: str | None, opts: Tra
                                f"{lay.section.line}) has classes={lay.classes}")
         if lay.type == "yolo":
             lay.check_trainable()
+        if lay.type in ("rnn", "gru", "lstm", "crnn"):
+            # AlexeyAB's track=1 trains on video sequences (time_steps frames a row)
+            raise DarkcfgError(f"{cfg_file}: layer {lay.index} [{lay.type}] (line "
+                               f"{lay.section.line}): darkcfg does not train detectors on "
+                               "sequences of frames; recurrent layers train with "
+                               "`darkcfg rnn train` (text)")
     train_set = open_detection_dataset(data_cfg, "train")
     if train_set is None:
         raise DarkcfgError(f"{data_file}: no 'train' key: nothing to train on")
