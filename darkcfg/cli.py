@@ -132,6 +132,53 @@ def cmd_partial(args: argparse.Namespace) -> int:
     return 0
 
 
+def _batch_arg(text: str) -> int | str:
+    """argparse type for export's --batch: a whole number >= 1 or 'dynamic'."""
+    if text == "dynamic":
+        return text
+    try:
+        return _positive_int(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1 or 'dynamic', got "
+                                         f"{text!r}") from None
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    import os
+
+    from .export import check_opset, save_onnx, to_onnx
+    from .fileio import check_target
+    from .network import Network
+    check_opset(args.opset)             # says what to install when onnx is missing
+    check_target(args.out, "ONNX model")    # before the work, not after it
+    if os.path.exists(args.out) and not args.force:
+        raise DarkcfgError(f"{args.out}: exists; darkcfg does not replace it unasked (use "
+                           "--force, or choose another name)")
+    for given, what in ((args.weights, "weights file"), (args.cfg, "cfg")):
+        if os.path.exists(args.out) and os.path.exists(given) and \
+                os.path.samefile(args.out, given):
+            raise DarkcfgError(f"{args.out}: is the input {what}; choose another name for "
+                               "OUT.onnx")
+    net = Network.load(args.cfg, args.weights, dialect=args.dialect, strict=not args.lenient,
+                       width=args.width, height=args.height)
+    model = to_onnx(net, opset=args.opset, batch=args.batch, decode=args.decode,
+                    fuse=not args.no_fuse)
+    size = save_onnx(model, args.out, force=args.force)
+    dims = [d.dim_param or str(d.dim_value) for d in
+            model.graph.input[0].type.tensor_type.shape.dim]
+    props = {p.key: p.value for p in model.metadata_props}
+    bn = "batch norm kept as nodes" if args.no_fuse else \
+        f"batch norm folded into {props['bn_folded']} layers"
+    print(f"wrote {args.out}: opset {args.opset}, {len(model.graph.node)} nodes, "
+          f"{size:,} bytes; {bn}")
+    print(f"  input  input {' x '.join(dims)} (float32 NCHW in [0, 1])")
+    for out in model.graph.output:
+        shape = " x ".join(d.dim_param or str(d.dim_value)
+                           for d in out.type.tensor_type.shape.dim)
+        print(f"  output {out.name} {shape}")
+    return 0
+
+
 class _StatusLine:
     """Training progress on stderr: one line redrawn in place on a terminal; otherwise a
     line every 10 s (and at iteration 1 and after each validation) so that a log file
@@ -512,6 +559,30 @@ def build_parser() -> argparse.ArgumentParser:
                    help="which Darknet lineage's layout (default: as `run` chooses)")
     p.add_argument("--lenient", action="store_true", help="cfg problems become warnings")
     p.set_defaults(func=cmd_partial)
+
+    p = sub.add_parser("export", help="write the network (cfg + weights) as an ONNX model "
+                       "(needs darkcfg[onnx])")
+    p.add_argument("cfg", help="the .cfg file")
+    p.add_argument("weights", help="the .weights file")
+    p.add_argument("out", help="the .onnx file to write")
+    p.add_argument("--opset", type=int, default=17, help="ONNX opset, 13 or newer (17)")
+    p.add_argument("--batch", type=_batch_arg, default=1,
+                   help="images per run: a number (1) or 'dynamic'")
+    p.add_argument("--decode", action="store_true",
+                   help="detectors: decode every head into `boxes` (N, K, 4: x1 y1 x2 y2 in "
+                   "network-input pixels) and `scores` (N, K, classes) instead of the raw "
+                   "head outputs")
+    p.add_argument("--no-fuse", action="store_true",
+                   help="keep batch normalisation as BatchNormalization nodes (default: "
+                   "folded into the convolution weights)")
+    p.add_argument("--force", action="store_true", help="replace OUT if it exists")
+    p.add_argument("--width", type=int, help="override [net] width")
+    p.add_argument("--height", type=int, help="override [net] height")
+    p.add_argument("--dialect", choices=DIALECTS,
+                   help="which Darknet lineage's numbers to follow (default: as `run` "
+                   "chooses)")
+    p.add_argument("--lenient", action="store_true", help="cfg problems become warnings")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("valid", help="top-1 and top-k accuracy on the .data file's valid set "
                        "(a [triplet] net: recall@1/@5, mAP@R, a threshold, a scatter plot)")
