@@ -344,7 +344,7 @@ def test_detections_list_every_surviving_class_in_darknet_order():
 def test_a_network_without_heads_is_refused(tmp_path):
     from darkcfg import DarkcfgError
     graph = make_graph(tmp_path, "[net]\nwidth=4\nheight=4\nchannels=3\n[avgpool]\n")
-    with pytest.raises(DarkcfgError, match="no \\[yolo\\] or \\[region\\] layer"):
+    with pytest.raises(DarkcfgError, match=r"no \[yolo\], \[region\] or \[detection\] layer"):
         network_boxes(graph, {}, 4, 4)
 
 

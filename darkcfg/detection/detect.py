@@ -42,8 +42,8 @@ def heads(graph: Graph) -> list[Layer]:
     """Every detection head of a network, in network order; all must agree on classes."""
     found = [lay for lay in graph.layers if lay.is_head]
     if not found:
-        raise DarkcfgError(f"{graph.file}: no [yolo] or [region] layer: this network is not "
-                           "a detector (for classifiers use `darkcfg run`)")
+        raise DarkcfgError(f"{graph.file}: no [yolo], [region] or [detection] layer: this "
+                           "network is not a detector (for classifiers use `darkcfg run`)")
     classes = {h.classes for h in found}
     if len(classes) > 1:
         raise DarkcfgError(f"{graph.file}: the detection heads disagree on classes "
@@ -63,9 +63,12 @@ def nms_kind(graph: Graph) -> tuple[str, float]:
 def letterboxes(graph: Graph, letter: bool | None = None) -> bool:
     """Whether an image is letterboxed for this network (else stretched to its size):
     `letter` when given; else the lineage's rule: pjreddie always letterboxes, AlexeyAB
-    only with `letter_box=1` in [net] (src/detector.c: test_detector, validate_detector_map)."""
+    only with `letter_box=1` in [net] (src/detector.c: test_detector, validate_detector_map);
+    a YOLOv1 [detection] head is stretched (examples/yolo.c: test_yolo)."""
     if letter is not None:
         return bool(letter)
+    if any(getattr(h, "stretches", False) for h in heads(graph)):
+        return False        # YOLOv1's [detection]: test_yolo stretches (layers/detection.py)
     if graph.net.dialect == "alexeyab":
         return bool(graph.net.opts["letter_box"])
     return True
