@@ -21,9 +21,9 @@ NET = "[net]\nwidth=6\nheight=6\nchannels=4\n[empty]\n"   # layer 0 carries d(lo
 CASES = {name: (cls.example, cls.example_loss) for name, cls in REGISTRY.items()
          if cls.example is not None}
 # Sections whose loss and gradient are tested elsewhere (detection losses need box truths:
-# tests/test_yolo_loss.py, tests/test_yolov1.py; AlexeyAB's [contrastive] deltas are not
-# the derivative of its cost: tests/test_contrastive.py).
-ELSEWHERE = {"yolo", "region", "contrastive", "detection"}
+# tests/test_yolo_loss.py, tests/test_yolov1.py, tests/test_gaussian_yolo.py; AlexeyAB's
+# [contrastive] deltas are not the derivative of its cost: tests/test_contrastive.py).
+ELSEWHERE = {"yolo", "region", "contrastive", "detection", "Gaussian_yolo"}
 # Darknet's rules for these are not derivatives (src/activations.c: gradient);
 # tests/test_kernels_conv.py checks them against a transcription of Darknet's rule instead.
 NOT_DERIVATIVES = {"stair", "normalize_channels", "normalize_channels_softmax",
