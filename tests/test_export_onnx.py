@@ -188,6 +188,70 @@ def test_decode_new_coords_and_scale_x_y(new_coords, scale, rng):
     check_decoded(net, to_onnx(net, decode=True, batch="dynamic"), x)
 
 
+YOLOV1 = """[net]
+width=16
+height=16
+channels=3
+[convolutional]
+filters=4
+size=3
+stride=2
+pad=1
+activation=leaky
+[connected]
+output=52
+activation=linear
+[detection]
+classes=3
+coords=4
+num=2
+side=2
+softmax={softmax}
+sqrt={sqrt}
+"""
+GAUSSIAN = """[net]
+width=32
+height=32
+channels=3
+[convolutional]
+filters=24
+size=3
+stride=4
+pad=1
+activation=linear
+[Gaussian_yolo]
+mask=0,1
+anchors=10,14, 23,27, 37,58
+classes=3
+num=3
+scale_x_y={scale}
+yolo_point={point}
+"""
+
+
+@pytest.mark.parametrize("text,dialect", [
+    (YOLOV1.format(softmax=1, sqrt=1), None), (YOLOV1.format(softmax=0, sqrt=0), None),
+    (GAUSSIAN.format(scale=1.0, point="center"), "alexeyab"),
+    (GAUSSIAN.format(scale=1.2, point="left_top"), "alexeyab"),
+    (GAUSSIAN.format(scale=1.1, point="right_bottom"), "alexeyab")],
+    ids=["yolov1_softmax_sqrt", "yolov1_plain", "gaussian", "gaussian_left_top",
+         "gaussian_right_bottom"])
+def test_yolov1_and_gaussian_heads(text, dialect, rng):
+    net = Network(build_graph(parse_cfg(text, "head.cfg"), dialect=dialect))
+    net.init_weights(1)
+    c, h, w = net.input_shape
+    x = rng.random((2, c, h, w), dtype=np.float32)
+    assert max(layer_errors(net, x))[0] <= REL_BAR
+    check_decoded(net, to_onnx(net, decode=True, batch=2), x)
+
+
+def test_recurrent_sections_are_refused_with_the_reason():
+    net = section_net("[rnn]\noutput=4\nhidden=4\nactivation=leaky\n")
+    with pytest.raises(CfgError, match=r"\[rnn\] \(layer 1\): \[rnn\] cannot be exported "
+                       "to ONNX: it carries a hidden state from one call to the next"):
+        to_onnx(net)
+
+
 def test_dynamic_batch_runs_at_1_and_4(case_network, rng):
     case = next(c for c in AB_CASES if c.name == "ab_yolov4_tiny")
     net = case_network(case)

@@ -61,17 +61,21 @@ def _check_batch(batch: int | str) -> int | str:
 
 def to_onnx(net: Network, *, opset: int = DEFAULT_OPSET, batch: int | str = 1,
             decode: bool = False, fuse: bool = True,
-            extra_outputs: Sequence[int] = ()) -> onnx.ModelProto:
+            extra_outputs: Sequence[int] = (), stepwise: bool = False) -> onnx.ModelProto:
     """The network as an ONNX model: input `input` (N, C, H, W) float32 in [0, 1] as
     `net.forward` takes it; outputs every detection head's raw output (`<i>_yolo`, ...),
     or with `decode` `boxes` (N, K, 4: x1 y1 x2 y2 in network-input pixels) and `scores`
     (N, K, classes: objectness x class probability), or else the network output
     (`<i>_<section>` of its output layer). batch: N, or "dynamic" (dimension `N`).
     fuse: fold batch normalisation into the convolutions (False: BatchNormalization
-    nodes). extra_outputs: more layers whose outputs the model also returns (by index)."""
+    nodes). extra_outputs: more layers whose outputs the model also returns (by index).
+    stepwise (for checking one layer at a time): every layer reads layer j's output from
+    a graph input `in_<j>` that the caller feeds (e.g. darkcfg's own), not from layer j,
+    so float32 rounding does not accumulate over a deep network."""
     require_onnx()
     from onnx import TensorProto, helper
 
+    from .heads import DECODES
     from .heads import decode as decode_head
     from .sections import Context, emitter_for
     opset = check_opset(opset)
@@ -86,14 +90,22 @@ def to_onnx(net: Network, *, opset: int = DEFAULT_OPSET, batch: int | str = 1,
                            "[region]); this network has none")
     for lay in layers:              # every section before any work
         emitter_for(lay)
+        if decode and lay.is_head and lay.type not in DECODES:
+            raise lay.error(f"--decode: darkcfg has no ONNX decoding of [{lay.type}] heads "
+                            "yet; export without --decode for its raw output")
     b = Builder(opset)
     ctx = Context(b, layers, net.graph.net.dialect, fuse)
-    x = "input"
+    x, made = "input", []
+    ctx.outputs = made              # what later layers read (stepwise: graph inputs)
     for lay in layers:
         b.start_layer(f"{lay.index}_{lay.type}")
+        if stepwise:
+            ctx.outputs = [f"in_{j}" for j in range(lay.index)]
+            x = f"in_{lay.index - 1}" if lay.index else "input"
         out = emitter_for(lay)(ctx, lay, x)
         x = b.finish_layer(out)
-        ctx.outputs.append(x)
+        made.append(x)
+    ctx.outputs = made
     c, h, w = net.input_shape
     n = batch if isinstance(batch, int) else "N"
 
@@ -117,9 +129,13 @@ def to_onnx(net: Network, *, opset: int = DEFAULT_OPSET, batch: int | str = 1,
     named = {o.name for o in outputs}
     outputs += [info(ctx.outputs[i], [n, *layers[i].out_shape]) for i in extra_outputs
                 if ctx.outputs[i] not in named]
-    graph = helper.make_graph(b.nodes, os.path.basename(str(net.graph.file)),
-                              [info("input", [n, c, h, w])], outputs,
-                              initializer=b.initializers)
+    inputs = [info("input", [n, c, h, w])]
+    if stepwise:
+        read = {name for node in b.nodes for name in node.input}
+        inputs += [info(f"in_{j}", [n, *layers[j].out_shape]) for j in range(len(layers))
+                   if f"in_{j}" in read]
+    graph = helper.make_graph(b.nodes, os.path.basename(str(net.graph.file)), inputs,
+                              outputs, initializer=b.initializers)
     model = helper.make_model(graph, producer_name="darkcfg", producer_version=version,
                               opset_imports=[helper.make_opsetid("", opset)])
     model.doc_string = (f"{net.graph.file} exported by darkcfg {version}: input float32 "
@@ -133,8 +149,10 @@ def to_onnx(net: Network, *, opset: int = DEFAULT_OPSET, batch: int | str = 1,
 
 
 def _entries(head) -> int:
+    if head.type == "detection":
+        return head.side * head.side * head.num
     _, lh, lw = head.out_shape
-    return lh * lw * (len(head.mask) if head.type == "yolo" else head.num)
+    return lh * lw * (head.num if head.type == "region" else len(head.mask))
 
 
 # protobuf's limit on one serialised message

@@ -73,17 +73,59 @@ def region(ctx: Context, layer: Layer, x: str) -> str:
     return b.reshape(b.op("Concat", [head, probs], axis=2), [0, c, h, w])
 
 
+@emits("Gaussian_yolo")
+def gaussian_yolo(ctx: Context, layer: Layer, x: str) -> str:
+    # logistic on x, sigma x, y, sigma y, sigma w, sigma h, objectness and the classes;
+    # scale_x_y on the x and y means only (layers/gaussian_yolo.py)
+    b = ctx.b
+    a, k = len(layer.mask), 9 + layer.classes
+    entries = [0, 1, 2, 3, 5, 7, *range(8, k)]
+    y = b.op("Where", [b.const(_channel_mask(a, k, entries), "logistic_channels"),
+                       b.op("Sigmoid", [x]), x])
+    s = layer.opts["scale_x_y"]
+    if s != 1.0:
+        xy = _channel_mask(a, k, [0, 2])
+        scale = np.where(xy, np.float32(s), np.float32(1))
+        shift = np.where(xy, np.float32(-0.5 * (s - 1.0)), np.float32(0))
+        y = b.op("Add", [b.op("Mul", [y, b.const(scale, "scale_x_y")]),
+                         b.const(shift, "shift_x_y")])
+    return y
+
+
+@emits("detection")
+def detection(ctx: Context, layer: Layer, x: str) -> str:
+    # YOLOv1: the input, with a softmax over each cell's classes (the first side^2 *
+    # classes values, cell-major) when softmax=1 (layers/detection.py)
+    if not layer.opts["softmax"]:
+        return x
+    b = ctx.b
+    cells = layer.side * layer.side
+    split = cells * layer.classes
+    flat = b.op("Flatten", [x], axis=1)
+    probs = b.op("Softmax", [b.reshape(b.slice(flat, 1, 0, split), [0, cells,
+                                                                     layer.classes])], axis=2)
+    rest = b.slice(flat, 1, split, layer.inputs)
+    joined = b.op("Concat", [b.reshape(probs, [0, split]), rest], axis=1)
+    return b.reshape(joined, [0, *layer.out_shape])
+
+
 # --- --decode --------------------------------------------------------------------------------
+
+DECODES = ("yolo", "Gaussian_yolo", "region", "detection")
+
 
 def decode(b: Builder, layer: Layer, raw: str, net_w: int, net_h: int) -> tuple[str, str]:
     """One head's (boxes (N, K, 4), scores (N, K, classes)) from its raw output."""
     b.start_layer(f"{layer.index}_{layer.type}_decode")
+    if layer.type == "detection":
+        return _decode_detection(b, layer, raw, net_w, net_h)
     _, lh, lw = layer.out_shape
     hw = lh * lw
     cells = np.arange(hw)
-    if layer.type == "yolo":
+    gaussian = layer.type == "Gaussian_yolo"
+    if layer.type in ("yolo", "Gaussian_yolo"):
         anchors = anchor_pairs(layer.anchors, layer.total)[layer.mask]
-        a, k, obj, cls = len(anchors), 5 + layer.classes, 4, 5
+        a, k = len(anchors), layer.per_anchor + layer.classes
         # (N, A, K, HW) -> (N, HW, A, K): cell-major, then anchor
         t = b.op("Transpose", [b.reshape(raw, [0, a, k, hw])], perm=[0, 3, 1, 2])
         cell, anc = np.repeat(cells, a), np.tile(np.arange(a), hw)
@@ -91,8 +133,7 @@ def decode(b: Builder, layer: Layer, raw: str, net_w: int, net_h: int) -> tuple[
         scale_w, scale_h = anchors[anc, 0], anchors[anc, 1]
     else:
         anchors = anchor_pairs(layer.anchors, layer.num)
-        a, k, obj, cls = layer.num, layer.coords + 1 + layer.classes, layer.coords, \
-            layer.coords + 1
+        a, k = layer.num, layer.coords + 1 + layer.classes
         # (N, A, K, HW) -> (N, A, HW, K): anchor-major, then cell
         t = b.op("Transpose", [b.reshape(raw, [0, a, k, hw])], perm=[0, 1, 3, 2])
         cell, anc = np.tile(cells, a), np.repeat(np.arange(a), hw)
@@ -100,8 +141,10 @@ def decode(b: Builder, layer: Layer, raw: str, net_w: int, net_h: int) -> tuple[
         scale_w = anchors[anc, 0].astype(np.float64) / lw * net_w
         scale_h = anchors[anc, 1].astype(np.float64) / lh * net_h
     t = b.reshape(t, [0, a * hw, k])
-    col = (cell % lw).astype(np.float32).reshape(1, -1, 1)
-    row = (cell // lw).astype(np.float32).reshape(1, -1, 1)
+    # entries: x, y, w, h, objectness, first class
+    tx, ty, tw, th, obj, cls = (0, 2, 4, 6, 8, 9) if gaussian else \
+        (0, 1, 2, 3, 4, 5) if layer.type == "yolo" else \
+        (0, 1, 2, 3, layer.coords, layer.coords + 1)
 
     def entry(i: int) -> str:
         return b.slice(t, 2, i, i + 1)
@@ -114,14 +157,60 @@ def decode(b: Builder, layer: Layer, raw: str, net_w: int, net_h: int) -> tuple[
             grown = b.op("Exp", [v])
         return b.op("Mul", [grown, b.const(anchor.reshape(1, -1, 1), "anchors")])
 
-    # centres as darkcfg computes them, (col + x) / W, then in pixels
-    cx = b.scale_shift(b.scale_shift(b.op("Add", [b.const(col, "col"), entry(0)]),
-                                     1.0 / lw), net_w)
-    cy = b.scale_shift(b.scale_shift(b.op("Add", [b.const(row, "row"), entry(1)]),
-                                     1.0 / lh), net_h)
-    half_w = b.scale_shift(size(2, scale_w), 0.5)
-    half_h = b.scale_shift(size(3, scale_h), 0.5)
-    boxes = b.op("Concat", [b.op("Sub", [cx, half_w]), b.op("Sub", [cy, half_h]),
-                            b.op("Add", [cx, half_w]), b.op("Add", [cy, half_h])], axis=2)
+    cx = _centre(b, cell % lw, entry(tx), lw, net_w)
+    cy = _centre(b, cell // lw, entry(ty), lh, net_h)
+    w, h = size(tw, scale_w), size(th, scale_h)
+    point = layer.opts.get("yolo_point", "center")
+    if gaussian and point != "center":      # x, y locate a corner: the centre is half a
+        sign = 0.5 if point == "left_top" else -0.5     # box away
+        cx = b.op("Add", [cx, b.scale_shift(w, sign)])
+        cy = b.op("Add", [cy, b.scale_shift(h, sign)])
     scores = b.op("Mul", [entry(obj), b.slice(t, 2, cls, k)])
-    return boxes, scores
+    if gaussian:    # times 1 - the mean of the four uncertainties (AH's prob)
+        sigmas = b.op("Add", [b.op("Add", [b.op("Add", [entry(1), entry(3)]), entry(5)]),
+                              entry(7)])
+        scores = b.op("Mul", [scores, b.scale_shift(sigmas, -0.25, 1.0)])
+    return _corners(b, cx, cy, w, h), scores
+
+
+def _centre(b: Builder, index: np.ndarray, offset: str, cells: int, pixels: int) -> str:
+    """(index + offset) / cells as darkcfg computes it, then in input pixels."""
+    where = b.const(index.astype(np.float32).reshape(1, -1, 1), "grid")
+    return b.scale_shift(b.scale_shift(b.op("Add", [where, offset]), 1.0 / cells), pixels)
+
+
+def _corners(b: Builder, cx: str, cy: str, w: str, h: str) -> str:
+    half_w, half_h = b.scale_shift(w, 0.5), b.scale_shift(h, 0.5)
+    return b.op("Concat", [b.op("Sub", [cx, half_w]), b.op("Sub", [cy, half_h]),
+                           b.op("Add", [cx, half_w]), b.op("Add", [cy, half_h])], axis=2)
+
+
+def _decode_detection(b: Builder, layer: Layer, raw: str, net_w: int,
+                      net_h: int) -> tuple[str, str]:
+    # YOLOv1 (layers/detection.py: decode): entry i*num + n of cell i; its box block
+    # (x, y within the cell, w, h of the image; sqrt=1 squares w, h), its raw scale, the
+    # cell's classes
+    side, num, classes = layer.side, layer.num, layer.classes
+    cells = side * side
+    entries = cells * num
+    flat = b.op("Flatten", [raw], axis=1)
+    split = [0, cells * classes, cells * (classes + num), cells * (classes + num + 4 * num)]
+    cls = b.reshape(b.slice(flat, 1, split[0], split[1]), [0, cells, classes])
+    scale = b.reshape(b.slice(flat, 1, split[1], split[2]), [0, entries, 1])
+    box = b.reshape(b.slice(flat, 1, split[2], split[3]), [0, entries, 4])
+    cell = np.arange(entries) // num
+    per_entry = b.op("Gather", [cls, b.const(cell.astype(np.int64), "cell")], axis=1)
+
+    def entry(i: int) -> str:
+        return b.slice(box, 2, i, i + 1)
+
+    def size(i: int, pixels: int) -> str:
+        v = entry(i)
+        if layer.opts["sqrt"]:
+            v = b.op("Mul", [v, v])
+        return b.scale_shift(v, pixels)
+
+    cx = _centre(b, cell % side, entry(0), side, net_w)
+    cy = _centre(b, cell // side, entry(1), side, net_h)
+    boxes = _corners(b, cx, cy, size(2, net_w), size(3, net_h))
+    return boxes, b.op("Mul", [scale, per_entry])

@@ -52,8 +52,19 @@ def emits(*types: str) -> Callable[[Emitter], Emitter]:
     return register
 
 
+# Runnable sections with no ONNX form, and why
+REFUSED = {
+    kind: "it carries a hidden state from one call to the next (Network.reset_state starts "
+          "it again), which a stateless ONNX graph cannot hold"
+    for kind in ("rnn", "gru", "lstm", "crnn")
+}
+
+
 def emitter_for(layer: Layer) -> Emitter:
     fn = EMITTERS.get(layer.type)
+    if layer.type in REFUSED:
+        raise layer.error(f"[{layer.section.written}] cannot be exported to ONNX: "
+                          f"{REFUSED[layer.type]}")
     if fn is None:
         raise layer.error(f"[{layer.type}] cannot be exported to ONNX: darkcfg has no ONNX "
                           "form for this section yet (export the layers before it by "
