@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from ..errors import DarkcfgError, OutputError
+from . import heads  # noqa: F401  (registers the head emitters beside sections.py's)
 from .builder import DEFAULT_OPSET, MIN_OPSET, Builder
 
 if TYPE_CHECKING:
@@ -84,8 +85,8 @@ def to_onnx(net: Network, *, opset: int = DEFAULT_OPSET, batch: int | str = 1,
     # (importing it here would climb to the cli floor, tests/test_architecture.py)
     version = sys.modules["darkcfg"].__version__
     layers = net.layers
-    heads = [lay for lay in layers if lay.is_head]
-    if decode and not heads:
+    found = [lay for lay in layers if lay.is_head]
+    if decode and not found:
         raise DarkcfgError(f"{net.graph.file}: --decode needs a detection head ([yolo] or "
                            "[region]); this network has none")
     for lay in layers:              # every section before any work
@@ -114,17 +115,17 @@ def to_onnx(net: Network, *, opset: int = DEFAULT_OPSET, batch: int | str = 1,
 
     outputs = []
     if decode:
-        parts = [decode_head(b, head, ctx.outputs[head.index], w, h) for head in heads]
+        parts = [decode_head(b, head, ctx.outputs[head.index], w, h) for head in found]
         b.start_layer("decode")
         for name, k in (("boxes", 0), ("scores", 1)):
             tensors = [p[k] for p in parts]
             b.op("Concat", tensors, out_name=name, axis=1) if len(tensors) > 1 else \
                 b.op("Identity", tensors, out_name=name)
-        entries = sum(_entries(head) for head in heads)
+        entries = sum(_entries(head) for head in found)
         outputs += [info("boxes", [n, entries, 4]),
-                    info("scores", [n, entries, heads[-1].classes])]
+                    info("scores", [n, entries, found[-1].classes])]
     else:
-        shown = heads or [net.graph.output_layer]
+        shown = found or [net.graph.output_layer]
         outputs += [info(ctx.outputs[lay.index], [n, *lay.out_shape]) for lay in shown]
     named = {o.name for o in outputs}
     outputs += [info(ctx.outputs[i], [n, *layers[i].out_shape]) for i in extra_outputs
