@@ -583,3 +583,32 @@ def test_darknet_cfg_exports(path):
         # over ~100+ layers float32 rounding compounds (up to 4e-4 measured on the deep
         # mish nets; every layer alone is within 1e-4 above)
         assert rel_error(out, net.outputs[i]) <= (REL_BAR if key in FAST else 1e-3), (key, i)
+
+
+def test_readme_onnxruntime_example_runs(tmp_path, monkeypatch):
+    """The README's "Export to ONNX" example, as written, on yolov4-tiny_fashion.cfg
+    exported with random weights (its trained weights are not shipped)."""
+    import re
+
+    from PIL import Image
+    text = (ROOT / "README.md").read_text()
+    part = text[text.index("## Export to ONNX\n"):]
+    code = re.search(r"```python\n(.*?)```", part, re.S).group(1)
+    net = Network.load(ROOT / "cfg" / "yolov4-tiny_fashion.cfg")
+    net.init_weights(0)
+    for head in (lay for lay in net.layers if lay.is_head):     # confident objects, so
+        k = 5 + head.classes                                    # that boxes get drawn
+        biases = net.layers[head.index - 1].params["biases"].reshape(-1, k)
+        biases[:, 4:] = 3
+    net.params_changed()
+    model = tmp_path / "yolo.onnx"
+    save_onnx(to_onnx(net, decode=True), model)
+    picture = tmp_path / "boxes.png"
+    code = code.replace('"yolo.onnx"', repr(str(model))).replace('"boxes.png"',
+                                                                  repr(str(picture)))
+    monkeypatch.chdir(ROOT)
+    scope: dict = {}
+    exec(compile(code, "README.md (Export to ONNX)", "exec"), scope)
+    assert scope["boxes"].shape == (1, 3 * (6 * 6 + 12 * 12), 4)   # 3 anchors a head
+    assert len(scope["keep"]) > 0           # boxes were drawn
+    assert Image.open(picture).size == (28 * 4, 28 * 4)
