@@ -596,10 +596,14 @@ def test_readme_onnxruntime_example_runs(tmp_path, monkeypatch):
     code = re.search(r"```python\n(.*?)```", part, re.S).group(1)
     net = Network.load(ROOT / "cfg" / "yolov4-tiny_fashion.cfg")
     net.init_weights(0)
-    for head in (lay for lay in net.layers if lay.is_head):     # confident objects, so
-        k = 5 + head.classes                                    # that boxes get drawn
-        biases = net.layers[head.index - 1].params["biases"].reshape(-1, k)
-        biases[:, 4:] = 3
+    for lay in net.layers:          # BN variances 1 (Darknet's fresh 0 would overflow)
+        lay.params.get("rolling_variance", np.zeros(0))[...] = 1
+    for head in (lay for lay in net.layers if lay.is_head):
+        # an anchor-sized box in every cell with objectness and classes 0.95 (so that
+        # boxes get drawn), whatever the random layers before give
+        conv = net.layers[head.index - 1].params
+        conv["weights"][...] = 0
+        conv["biases"].reshape(-1, 5 + head.classes)[:, 4:] = 3
     net.params_changed()
     model = tmp_path / "yolo.onnx"
     save_onnx(to_onnx(net, decode=True), model)
