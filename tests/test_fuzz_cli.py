@@ -225,7 +225,8 @@ def _huge(src: Path, w: int, h: int) -> bytes:
 @st.composite
 def command_line(draw):
     cmd = draw(st.sampled_from(["summary", "run", "detect", "valid", "map", "train",
-                                "calc_anchors", "partial", "embed", "compare"]))
+                                "calc_anchors", "partial", "embed", "compare",
+                                "export"]))
     detector_only = ("detect", "map", "calc_anchors")
     kind = "det" if cmd in detector_only else draw(st.sampled_from(["cls", "det"]))
     names = [f"{kind}.cfg", f"{kind}.weights", f"{kind}.data", "imgs/cat_0.png",
@@ -258,6 +259,7 @@ def _argv(cmd, kind, paths, values, out: Path) -> list[str]:
         "partial": ["partial", cfg, weights, str(out / "p.weights"), "2"],
         "embed": ["embed", cfg, weights, *images, "--output", str(out / "e.npy")],
         "compare": ["compare", cfg, weights, *images],
+        "export": ["export", cfg, weights, str(out / "m.onnx"), "--decode"],
     }[cmd]
     for opt, value in values.items():
         argv += [opt] if opt in ("--json", "--lenient", "--clear") else [opt, value]
