@@ -367,6 +367,21 @@ def test_every_activation_has_an_onnx_form(rng):
     assert not bad, bad
 
 
+@pytest.mark.parametrize("opset", [13, 17, 18, "newest"])
+def test_opsets_from_13_to_the_newest(opset, rng):
+    # the operators whose signature changed (Reduce* axes as inputs from 13 / 18 on)
+    if opset == "newest":
+        opset = onnx.defs.onnx_opset_version()
+    body = (EXTRA["maxpool_depth"] + EXTRA["upsample_sum"] + "[l2norm]\n" +
+            "[activation]\nactivation=normalize_channels_softmax_maxval\n" +
+            "[activation]\nactivation=normalize_channels\n")
+    net = section_net(body)
+    model = to_onnx(net, opset=opset)
+    assert model.opset_import[0].version == opset
+    x = rng.uniform(-1, 1, (2, 4, 6, 6)).astype(np.float32)
+    assert max(layer_errors(net, x, opset=opset))[0] <= REL_BAR
+
+
 def test_a_section_without_an_onnx_form_is_refused_by_name(monkeypatch):
     net = section_net("[convolutional]\nfilters=2\nsize=1\nactivation=leaky\n[l2norm]\n")
     monkeypatch.delitem(sections.EMITTERS, "l2norm")
