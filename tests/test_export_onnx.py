@@ -418,6 +418,11 @@ def test_bad_arguments_are_refused():
             to_onnx(net, batch=batch)
     with pytest.raises(DarkcfgError, match="--decode needs a detection head"):
         to_onnx(net, decode=True)
+    two = Network(build_graph(parse_cfg(YOLO_AB.format(new_coords=0, scale=1).replace(
+        "classes=2\nnum=3\nscale_x_y=1.1", "classes=1\nnum=3\nscale_x_y=1.1").replace(
+        "filters=14\nsize=3", "filters=12\nsize=3"), "two.cfg"), dialect="alexeyab"))
+    with pytest.raises(DarkcfgError, match=r"disagree on classes \(layer 2: 2, layer 5: 1\)"):
+        to_onnx(two, decode=True)
 
 
 def test_save_is_atomic_and_does_not_replace_unasked(tmp_path):

@@ -89,6 +89,10 @@ def to_onnx(net: Network, *, opset: int = DEFAULT_OPSET, batch: int | str = 1,
     if decode and not found:
         raise DarkcfgError(f"{net.graph.file}: --decode needs a detection head ([yolo] or "
                            "[region]); this network has none")
+    if decode and len({head.classes for head in found}) > 1:
+        raise DarkcfgError(f"{net.graph.file}: --decode concatenates the heads' scores, but "
+                           "they disagree on classes (" + ", ".join(
+                               f"layer {head.index}: {head.classes}" for head in found) + ")")
     for lay in layers:              # every section before any work
         emitter_for(lay)
         if decode and lay.is_head and lay.type not in DECODES:
