@@ -3,8 +3,9 @@
 Each follows the section's inference forward in darkcfg/layers/<type>.py (which matches
 Darknet layer by layer on the reference cases); the comments say which darkcfg rule the
 operators reproduce. Every tensor is (N, C, H, W) float32 in Darknet's C,H,W order, N the
-batch (fixed or dynamic: reshapes keep it with a 0). A section with no emitter is refused
-by `emitter_for` with the layer and the reason.
+batch (fixed or dynamic: reshapes keep it with a 0). The detection heads' emitters are in
+heads.py. A section with no emitter (or in REFUSED) is refused by `emitter_for`, naming
+the layer and the reason.
 """
 from __future__ import annotations
 
