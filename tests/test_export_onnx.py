@@ -594,6 +594,7 @@ def test_darknet_cfg_exports(path):
               lay.type) for lay in net.layers]
     bad = [r for r in worst if not r[0] <= REL_BAR]
     assert not bad, f"{key}: layers off darkcfg (rel, index, type): {bad}"
+    del model, sess, got         # the large nets' copies: one model in memory at a time
     # end to end: the exported model's outputs (its heads, or the network output)
     ends = [lay.index for lay in net.layers if lay.is_head] or [net.output_index]
     outs = session(to_onnx(net)).run(None, {"input": x})
