@@ -87,14 +87,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     if raw:
         print(f"darkcfg: note: {raw}; listing the {args.top} largest", file=sys.stderr)
     failed, outputs = 0, []
-    for path in args.images:
-        try:
-            x = prepare(path, net.input_shape)
-        except DarkcfgError as e:
-            print(f"darkcfg: error: {e}", file=sys.stderr)
+    for path, y, error in _run_outputs(args, net, prepare):
+        if y is None:
+            print(f"darkcfg: error: {error}", file=sys.stderr)
             failed += 1
             continue
-        y = net.forward(x[None])[0].ravel().copy()
         outputs.append(y)
         print(f"{path}:")
         for i, p in top_k(y, min(args.top, y.size)):
@@ -108,6 +105,64 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"darkcfg: nothing saved to {args.output}: no image could be read",
               file=sys.stderr)
     return 1 if failed else 0
+
+
+def _run_outputs(args: argparse.Namespace, net, prepare):
+    """(image, its flat output or None, the error) per image, in order: here, or on
+    Dask workers with --workers/--scheduler."""
+    if not _on_dask(args):
+        for path in args.images:
+            try:
+                x = prepare(path, net.input_shape)
+            except DarkcfgError as e:
+                yield path, None, str(e)
+                continue
+            yield path, net.forward(x[None])[0].ravel().copy(), ""
+        return
+    from .distributed import run_chunk
+    spec = _net_spec(args, dialect=args.dialect, width=args.width, height=args.height,
+                     channels=args.channels)
+    for path, (y, error) in _on_workers(args, run_chunk, args.images, spec):
+        yield path, y, error
+
+
+def _on_dask(args: argparse.Namespace) -> bool:
+    return getattr(args, "workers", None) is not None or \
+        getattr(args, "scheduler", None) is not None
+
+
+def _net_spec(args: argparse.Namespace, **options):
+    from .distributed import NetSpec
+    return NetSpec.of(args.cfg, args.weights, strict=not args.lenient, **options)
+
+
+def _image_progress(done: int, total: int) -> None:
+    print(f"\r{done}/{total} images", end="\n" if done == total else "", file=sys.stderr,
+          flush=True)
+
+
+def _on_workers(args: argparse.Namespace, func, images, spec, *more):
+    """func(spec, chunk, *more) over chunks of `images` on Dask; (image, its result) in
+    input order."""
+    from .distributed import Cluster
+    with Cluster(args.workers, args.scheduler) as cluster:
+        chunks = cluster.chunks(list(images))
+        results = cluster.map(func, [(spec, c, *more) for c in chunks],
+                              [len(c) for c in chunks],
+                              progress=None if getattr(args, "quiet", False)
+                              else _image_progress)
+    for chunk, result in zip(chunks, results, strict=True):
+        yield from zip(chunk, result, strict=True)
+
+
+def _dask_args(p: argparse.ArgumentParser) -> None:
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--workers", type=_positive_int, metavar="N",
+                       help="spread the images over N local Dask worker processes (one "
+                       "thread each; needs darkcfg[dask])")
+    where.add_argument("--scheduler", metavar="ADDRESS",
+                       help="spread the images over the workers of this Dask scheduler "
+                       "(e.g. tcp://host:8786; the files must be at the same paths there)")
 
 
 def cmd_partial(args: argparse.Namespace) -> int:
@@ -234,6 +289,12 @@ def cmd_train(args: argparse.Namespace) -> int:
                         weights_cfg=args.weights_cfg)
     # a cfg ending in [yolo]/[region] trains as a detector (YOLO-format labels)
     run = train_detector if is_detector(args.cfg, strict=not args.lenient) else train
+    from .train import mpi
+    if mpi.wanted(args.mpi):        # under mpiexec: this process is one rank
+        ended = mpi.supervise()
+        if ended is not None:       # the supervisor: the rank's trainer has ended
+            return _rank_ended(ended, mpi)
+        return _train_ranked(mpi.mpi_reducer(), run, args, opts)
     status = _StatusLine()
     try:
         run(args.data, args.cfg, args.weights, opts, strict=not args.lenient, log=status.say,
@@ -241,6 +302,72 @@ def cmd_train(args: argparse.Namespace) -> int:
     finally:                # an error or Ctrl-C message starts on a line of its own
         status.end_line()
     return 0
+
+
+def _rank_ended(ended, mpi) -> int:
+    """Say which rank ended how, when it could not say it itself (killed)."""
+    import signal
+    import socket
+    if ended.signal and ended.signal not in (signal.SIGINT, signal.SIGTERM):
+        name = signal.Signals(ended.signal).name
+        print(f"darkcfg: error: rank {mpi.launched_rank()} of {mpi.launched_size()} (pid "
+              f"{ended.pid} on {socket.gethostname()}) was killed by signal {ended.signal} "
+              f"({name}); the job ends (the last checkpoint is kept as it was)",
+              file=sys.stderr, flush=True)
+    return ended.code
+
+
+def _train_ranked(team, run, args: argparse.Namespace, opts) -> int:
+    """`darkcfg train` as one MPI rank (train/mpi.py): rank 0 prints; a rank that fails
+    says so with its rank. Before training the ranks agree (a problem found by all of
+    them is said once); during training a failure ends every rank (MPI_Abort), and the
+    last checkpoint stays as it was."""
+    import traceback
+
+    from .train.mpi import other_rank_failed
+    opts.reducer = team
+    lead = team.rank == 0
+    status = _StatusLine() if lead else None
+    try:
+        run(args.data, args.cfg, args.weights, opts, strict=not args.lenient,
+            log=status.say if status else (lambda message: None),
+            progress=status.show if status else None)
+        return 0
+    except KeyboardInterrupt:
+        if team.stopping or not team.started:   # every rank stops after one iteration
+            if lead:
+                raise
+            return 130
+        print(f"darkcfg: interrupted: rank {team.rank} of {team.size}", file=sys.stderr,
+              flush=True)
+        team.abort(130)
+    except BaseException as e:      # any failure must end every rank
+        if other_rank_failed(e) is not None:   # another rank said why
+            return 2
+        if team.started and getattr(e, "every_rank", False):   # all stop here: say it once
+            if lead:
+                print(f"darkcfg: error: {e}", file=sys.stderr)
+            return 2
+        message = str(e) if isinstance(e, DarkcfgError) else \
+            "".join(traceback.format_exception(e)).rstrip()
+        if not team.started:        # the ranks meet once before training
+            failed = team.agree(message)
+            if len({f.message for f in failed}) == 1:
+                if team.rank == failed[0].rank:
+                    where = "every rank" if len(failed) == team.size else \
+                        ", ".join(f"rank {f.rank}" for f in failed) + f" of {team.size}"
+                    print(f"darkcfg: error ({where}): {message}", file=sys.stderr)
+            else:
+                print(f"darkcfg: error: rank {team.rank} of {team.size}: {message}",
+                      file=sys.stderr)
+            return 2
+        print(f"darkcfg: error: rank {team.rank} of {team.size}: {message}; ending the "
+              "job (the last checkpoint is kept as it was)", file=sys.stderr, flush=True)
+        team.abort(2)
+    finally:
+        if status is not None:
+            status.end_line()
+    return 2
 
 
 def cmd_valid(args: argparse.Namespace) -> int:
@@ -256,6 +383,9 @@ def cmd_valid(args: argparse.Namespace) -> int:
                            "measures classifiers; use `darkcfg map` for a detector")
     from .embed import metric_head
     if metric_head(net.graph) is not None:
+        if _on_dask(args):
+            print("darkcfg: note: an embedding net's validation runs in this process "
+                  "(--workers/--scheduler are for classifiers)", file=sys.stderr)
         return _valid_embedding(args, data_cfg, net)
     classes = net.graph.output_layer.outputs
     if classes != data_cfg.classes:     # as `train` and `map` check it
@@ -265,10 +395,32 @@ def cmd_valid(args: argparse.Namespace) -> int:
     if split is None:
         raise DataError(f"{args.data}: no 'valid' key: nothing to validate on")
     top = args.top or max(data_cfg.top, 5)
-    top1, topk = accuracy(net, split, classes, top)
+    if _on_dask(args):
+        top1, topk = _valid_on_workers(args, split, classes, top)
+    else:
+        top1, topk = accuracy(net, split, classes, top)
     print(f"{len(split)} images ({split.source}): top-1 {100 * top1:.2f}%, "
           f"top-{top} {100 * topk:.2f}%")
     return 0
+
+
+def _valid_on_workers(args: argparse.Namespace, split, classes: int, top: int
+                      ) -> tuple[float, float]:
+    """`valid`'s accuracy from Dask workers: chunks of whole forward batches of 100
+    images, cut where the serial run cuts them, so the counts are the serial ones."""
+    import os
+
+    from .distributed import Cluster, valid_chunk
+    n = len(split)
+    spec = _net_spec(args)
+    with Cluster(args.workers, args.scheduler) as cluster:
+        per = 100 * max(1, -(-n // (100 * 4 * cluster.threads)))
+        spans = [(a, min(a + per, n)) for a in range(0, n, per)]
+        counts = cluster.map(valid_chunk, [(spec, os.path.abspath(args.data),
+                                            not args.lenient, a, b, classes, top)
+                                           for a, b in spans],
+                             [b - a for a, b in spans], progress=_image_progress)
+    return sum(c[0] for c in counts) / n, sum(c[1] for c in counts) / n
 
 
 def cmd_embed(args: argparse.Namespace) -> int:
@@ -374,7 +526,6 @@ def _valid_embedding(args: argparse.Namespace, data_cfg, net) -> int:
 def cmd_detect(args: argparse.Namespace) -> int:
     import json
     import os
-    import time
 
     from .data.images import load_image
     from .detection.detect import detect, heads
@@ -393,16 +544,11 @@ def cmd_detect(args: argparse.Namespace) -> int:
         raise DataError(f"{args.names}: {len(names)} names, but the network has {classes} "
                         "classes")
     failed, report, drawn = 0, [], set()
-    for path in args.images:
-        try:
-            image = load_image(path, channels=net.input_shape[0])
-        except DarkcfgError as e:
-            print(f"darkcfg: error: {e}", file=sys.stderr)
+    for path, image, found, seconds, error in _detections(args, net, load_image, detect):
+        if error:
+            print(f"darkcfg: error: {error}", file=sys.stderr)
             failed += 1
             continue
-        start = time.perf_counter()
-        found = detect(net, image, args.thresh, args.nms, args.letter_box)
-        seconds = time.perf_counter() - start
         stem = os.path.splitext(os.path.basename(path))[0]
         png = os.path.join(args.out_dir, f"{stem}_boxes.png")
         if png in drawn:                        # same file name from another folder
@@ -428,6 +574,30 @@ def cmd_detect(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _detections(args: argparse.Namespace, net, load_image, detect):
+    """(image file, image, detections, seconds, error) per image in order: detected
+    here, or on Dask workers (then the image is read again here, for the drawing)."""
+    import time
+    if not _on_dask(args):
+        for path in args.images:
+            try:
+                image = load_image(path, channels=net.input_shape[0])
+            except DarkcfgError as e:
+                yield path, None, None, 0.0, str(e)
+                continue
+            start = time.perf_counter()
+            found = detect(net, image, args.thresh, args.nms, args.letter_box)
+            yield path, image, found, time.perf_counter() - start, ""
+        return
+    from .distributed import detect_chunk
+    spec = _net_spec(args, dialect=args.dialect, width=args.width, height=args.height,
+                     channels=args.channels)
+    for path, (found, seconds, error) in _on_workers(
+            args, detect_chunk, args.images, spec, args.thresh, args.nms, args.letter_box):
+        image = None if error else load_image(path, channels=net.input_shape[0])
+        yield path, image, found, seconds, error
+
+
 def cmd_map(args: argparse.Namespace) -> int:
     from .data.classifier import read_data_config
     from .detection.detect import heads
@@ -450,9 +620,17 @@ def cmd_map(args: argparse.Namespace) -> int:
         print(f"\r{done}/{total} images", end="\n" if done == total else "",
               file=sys.stderr, flush=True)
 
-    result = evaluate_network(net, images, classes, thresh=args.thresh, nms=args.nms,
-                              letter=args.letter_box,
-                              progress=None if args.quiet else progress)
+    if _on_dask(args):
+        from .detection.evaluate import evaluate_results
+        from .distributed import map_chunk
+        spec = _net_spec(args, width=args.width, height=args.height)
+        found = [r for _, r in _on_workers(args, map_chunk, images, spec, classes,
+                                           args.thresh, args.nms, args.letter_box)]
+        result = evaluate_results(images, found, classes)
+    else:
+        result = evaluate_network(net, images, classes, thresh=args.thresh, nms=args.nms,
+                                  letter=args.letter_box,
+                                  progress=None if args.quiet else progress)
     print(format_report(result, data.names))
     return 0
 
@@ -507,6 +685,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output", help="save the raw network outputs as a .npy array (to "
                    "this exact path; its folder must exist)")
     _shape_args(p)
+    _dask_args(p)
     p.set_defaults(func=cmd_run)
 
     def count(low: int):
@@ -546,6 +725,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="validate every N iterations (default 0: once per epoch)")
     p.add_argument("--quiet", action="store_true", help="no progress line")
     p.add_argument("--lenient", action="store_true", help="cfg problems become warnings")
+    p.add_argument("--mpi", action="store_true",
+                   help="train as one rank of an MPI job (implied when mpiexec starts more "
+                   "than one rank): `mpiexec -n N darkcfg train ...` shares each "
+                   "iteration's subdivisions among N ranks (needs darkcfg[mpi])")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("partial", help="the first N layers' parameters of a .weights "
@@ -594,6 +777,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scatter", help="a [triplet] net: where the PCA scatter plot of the "
                    "embeddings goes (default: <weights without .weights>_scatter.png)")
     p.add_argument("--lenient", action="store_true", help="cfg problems become warnings")
+    _dask_args(p)
     p.set_defaults(func=cmd_valid)
 
     p = sub.add_parser("embed", help="embeddings of images by a [triplet] net (or any "
@@ -634,6 +818,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where <image>_boxes.png goes (default: the current folder)")
     _letter_args(p)
     _shape_args(p)
+    _dask_args(p)
     p.set_defaults(func=cmd_detect)
 
     p = sub.add_parser("map", help="detector mAP@0.5 and mAP@0.5:0.95 on a .data valid list")
@@ -647,6 +832,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--height", type=int, help="override [net] height")
     p.add_argument("--quiet", action="store_true", help="no progress line")
     p.add_argument("--lenient", action="store_true", help="cfg problems become warnings")
+    _dask_args(p)
     p.set_defaults(func=cmd_map)
     p = sub.add_parser("calc_anchors", help="anchors for a YOLO cfg by k-means over the "
                        "training boxes of a .data file")

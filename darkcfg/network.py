@@ -40,6 +40,9 @@ class Network:
         self.seen = 0                           # images trained on (the .weights header's)
         self.truth: np.ndarray | None = None    # forward_train's truth, (N, truths)
         self.rng = np.random.default_rng(0)     # dropout masks and augmentation
+        # set by the training loop: each pass of an iteration seeds its own generator
+        # (train_pass), so that the passes can run in separate processes
+        self.pass_seed: tuple[int, ...] | None = None
         self.outputs: list[np.ndarray | None] = [None] * len(self.layers)
         self.output_index = self.graph.output_layer.index
         # backward: dLoss/d(output) per layer; the slots holding an array a caller (a
@@ -244,8 +247,6 @@ class Network:
         """One iteration under the cfg's rules: `subdivisions` forward/backward passes over
         mini-batches of x (N = batch images, truth (N, truths)), then one SGD update with
         the scheduled learning rate. Returns the loss per image, as Darknet prints it."""
-        from .schedule import check_schedule, learning_rate
-        from .sgd import update_layer
         o = self.graph.net.opts
         mini, subs = self.rows_per_pass, o["subdivisions"]
         x = self._check_input(x)
@@ -253,14 +254,44 @@ class Network:
         if len(x) != mini * subs:
             raise DarkcfgError(f"train_step takes batch={mini * subs} images (batch/"
                                f"subdivisions={mini} per pass, {subs} passes); got {len(x)}")
-        check_schedule(o, self.graph.net.section)
-        frozen = self.freeze(self.iteration + 1).layers
+        frozen = self.begin_iteration()
         total = 0.0
         for k in range(subs):
-            self.seen += mini
             part = slice(k * mini, (k + 1) * mini)
-            total += self.forward_train(x[part], truth[part])
-            self.backward()
+            total += self.train_pass(x[part], truth[part], k)
+        self.update(frozen)
+        return total / (subs * mini)
+
+    # train_step in three parts, for data-parallel training (darkcfg/train/mpi.py): each
+    # process runs some of an iteration's passes, the gradients are summed, then every
+    # process makes the same update.
+    def begin_iteration(self) -> set[int]:
+        """Freeze what the coming iteration leaves unchanged; returns those layers."""
+        from .schedule import check_schedule
+        check_schedule(self.graph.net.opts, self.graph.net.section)
+        return self.freeze(self.iteration + 1).layers
+
+    def train_pass(self, x: np.ndarray, truth: np.ndarray, k: int = 0) -> float:
+        """Pass k of an iteration: forward and backward over one mini-batch, gradients
+        added to every layer's `grads`; `seen` grows by the mini-batch. With `pass_seed`
+        set, the pass draws (dropout, [crop]) from default_rng([*pass_seed, k]), so pass
+        k draws the same numbers whichever passes ran before it. Returns the summed cost."""
+        if self.pass_seed is not None:
+            self.rng = np.random.default_rng([*self.pass_seed, k])
+        self.seen += len(x)
+        cost = self.forward_train(x, truth)
+        self.backward()
+        return cost
+
+    def update(self, frozen: set[int]) -> None:
+        """The SGD update that ends an iteration, at the scheduled learning rate (the
+        `random` policy draws from default_rng([*pass_seed, subdivisions]) when
+        `pass_seed` is set); the gradients are zeroed."""
+        from .schedule import learning_rate
+        from .sgd import update_layer
+        o = self.graph.net.opts
+        if self.pass_seed is not None:
+            self.rng = np.random.default_rng([*self.pass_seed, o["subdivisions"]])
         rate = learning_rate(o, self.iteration, self.rng)
         self.last_rate = rate
         for layer in self.layers:
@@ -268,8 +299,7 @@ class Network:
                 for g in layer.grads.values():
                     g[...] = 0
             elif layer.grads:
-                update_layer(layer, rate, o["momentum"], o["decay"], mini * subs)
-        return total / (subs * mini)
+                update_layer(layer, rate, o["momentum"], o["decay"], self.train_batch)
 
     def resize(self, width: int, height: int) -> None:
         """Darknet's resize_network, for multi-scale training: from now on the network

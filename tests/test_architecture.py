@@ -7,7 +7,7 @@ only) goes to the same floor or a lower one, and no modules import each other in
     layers     darkcfg/layers: one file per section, helpers in layers/_*.py
     model      graph, weights, schedule, sgd, network, summary, docs
     data       darkcfg/data
-    detection  darkcfg/detection, predict, embed
+    detection  darkcfg/detection, predict, embed, distributed (Dask)
     export     darkcfg/export: ONNX (imports onnx only when used)
     train      darkcfg/train
     cli        cli, __main__, the package's __init__
@@ -28,7 +28,7 @@ FLOORS = [
     ("layers", ["layers"]),
     ("model", ["graph", "weights", "schedule", "sgd", "network", "summary", "docs"]),
     ("data", ["data"]),
-    ("detection", ["detection", "predict", "embed"]),
+    ("detection", ["detection", "predict", "embed", "distributed"]),
     ("export", ["export"]),
     ("train", ["train"]),
     ("cli", ["cli", "__main__", "__init__"]),

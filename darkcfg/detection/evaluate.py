@@ -186,24 +186,39 @@ def evaluate_network(net: Network, images: Sequence[str], classes: int, *,
     prob > thresh after NMS (Darknet's mAP defaults: 0.005 and 0.45) and score them
     against the YOLO label files. Images without a label file count as having no objects
     (one warning names how many)."""
-    from ..data.detection import find_label_file, label_candidates, read_label_file
-    from ..data.images import load_image
-    from .detect import detect
-    dets, truths, unlabelled = [], [], []
+    results = []
     for n, path in enumerate(images):
-        image = load_image(path, channels=net.input_shape[0])
-        found = detect(net, image, thresh, nms, letter)
-        dets.append((np.array([[d.x, d.y, d.w, d.h] for d in found]).reshape(-1, 4),
-                     np.array([d.prob for d in found]),
-                     np.array([d.class_id for d in found], np.int64)))
-        label = find_label_file(path)
-        if label is None:
-            unlabelled.append(path)
-            truths.append((np.zeros((0, 4)), np.zeros(0, np.int64)))
-        else:
-            truths.append(read_label_file(label, classes))
+        results.append(evaluate_image(net, path, classes, thresh, nms, letter))
         if progress is not None:
             progress(n + 1, len(images))
+    return evaluate_results(images, results, classes)
+
+
+def evaluate_image(net: Network, path: str, classes: int, thresh: float, nms: float,
+                   letter: bool | None) -> tuple[tuple, tuple, bool]:
+    """One image of evaluate_network: (its detections (boxes, scores, classes), its truth
+    (boxes, classes), whether it has no label file)."""
+    from ..data.detection import find_label_file, read_label_file
+    from ..data.images import load_image
+    from .detect import detect
+    image = load_image(path, channels=net.input_shape[0])
+    found = detect(net, image, thresh, nms, letter)
+    dets = (np.array([[d.x, d.y, d.w, d.h] for d in found]).reshape(-1, 4),
+            np.array([d.prob for d in found]),
+            np.array([d.class_id for d in found], np.int64))
+    label = find_label_file(path)
+    if label is None:
+        return dets, (np.zeros((0, 4)), np.zeros(0, np.int64)), True
+    return dets, read_label_file(label, classes), False
+
+
+def evaluate_results(images: Sequence[str], results: Sequence[tuple[tuple, tuple, bool]],
+                     classes: int) -> MapResult:
+    """The mAP of evaluate_image's results for `images` (in that order)."""
+    from ..data.detection import label_candidates
+    dets = [r[0] for r in results]
+    truths = [r[1] for r in results]
+    unlabelled = [path for path, r in zip(images, results, strict=True) if r[2]]
     if unlabelled:
         warnings.warn(f"{len(unlabelled)} of {len(images)} images have no label file and "
                       f"count as having no objects (first: {unlabelled[0]}; looked for "

@@ -9,6 +9,7 @@ import numpy as np
 from ..errors import DarkcfgError, DataError
 from ..network import Network
 from .loop import (
+    IterationImages,
     Log,
     Progress,
     Task,
@@ -128,14 +129,19 @@ def train(data_file: str, cfg_file: str, weights: str | None, opts: TrainOptions
     n = len(train_set)
     eye = np.eye(classes, dtype=np.float32)
 
-    def sample(i: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    mini = graph.net.batch
+    # AH's contrastive=1: each image twice (consecutive), augmented independently
+    images = IterationImages(lambda i: batch_indices(n, i, batch // 2 if views else batch,
+                                                     opts.seed))
+
+    def sample(i: int, k: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        # mini-batch k of iteration i
         if pk:
-            idx = pk_indices(train_set.labels, *pk, netopts["subdivisions"], rng,
-                             train_set.source)
-        elif views:     # AH's contrastive=1: each image twice, augmented independently
-            idx = np.repeat(batch_indices(n, i, batch // 2, opts.seed), 2)
+            idx = pk_indices(train_set.labels, *pk, 1, rng, train_set.source)
+        elif views:
+            idx = np.repeat(images.part(i, k, mini // 2), 2)
         else:
-            idx = batch_indices(n, i, batch, opts.seed)
+            idx = images.part(i, k, mini)
         # an unreadable image is replaced by the next readable one, its label with it
         x, used = train_set.train_batch(idx, net.input_shape, augment, rng)
         return x, eye[train_set.labels[used]]

@@ -1,4 +1,4 @@
-"""`darkcfg train` for detectors: a cfg ending in [yolo] or [region] trained on a
+"""`darkcfg train` for detectors: a cfg ending in [yolo], [region] or [detection] trained on a
 detection `.data` file (YOLO-format labels, data/detection.py).
 
 The loop is the classifier's (train/loop.py): the same per-iteration seeding (resume equals an
@@ -20,6 +20,7 @@ from ..data.augment import rand_scale
 from ..errors import DarkcfgError
 from ..network import Network
 from .loop import (
+    IterationImages,
     Log,
     Progress,
     Task,
@@ -128,8 +129,8 @@ def train_detector(data_file: str, cfg_file: str, weights: str | None, opts: Tra
     graph = load_graph(cfg_file, strict=strict)
     found = [lay for lay in graph.layers if lay.is_head]
     if not found:
-        raise DarkcfgError(f"{cfg_file}: no [yolo] or [region] layer: train it as a "
-                           "classifier")
+        raise DarkcfgError(f"{cfg_file}: no [yolo], [region] or [detection] layer: train "
+                           "it as a classifier")
     head = found[-1]
     netopts = graph.net.opts
     dialect = graph.net.dialect
@@ -143,7 +144,7 @@ def train_detector(data_file: str, cfg_file: str, weights: str | None, opts: Tra
             raise DarkcfgError(f"{data_file}: classes={data_cfg.classes} but layer "
                                f"{lay.index} [{lay.type}] of {cfg_file} (line "
                                f"{lay.section.line}) has classes={lay.classes}")
-        if lay.type == "yolo":
+        if hasattr(lay, "check_trainable"):     # [yolo]; [Gaussian_yolo] refuses
             lay.check_trainable()
         if lay.type in ("rnn", "gru", "lstm", "crnn"):
             # AlexeyAB's track=1 trains on video sequences (time_steps frames a row)
@@ -156,7 +157,8 @@ def train_detector(data_file: str, cfg_file: str, weights: str | None, opts: Tra
         raise DarkcfgError(f"{data_file}: no 'train' key: nothing to train on")
     valid_set = open_detection_dataset(data_cfg, "valid")
     train_set.skip_unreadable = True     # skipped with a warning, not a crash mid-run
-    most = graph.truths // getattr(head, "truth_size", 5)
+    cell_truth = getattr(head, "cell_truth", None)
+    most = head.max_boxes if cell_truth else graph.truths // getattr(head, "truth_size", 5)
     batch = graph.net.batch * netopts["subdivisions"]
     max_batches = max_batches_of(cfg_file, netopts, opts)
     base = Path(cfg_file).stem
@@ -167,12 +169,19 @@ def train_detector(data_file: str, cfg_file: str, weights: str | None, opts: Tra
     n = len(train_set)
     boxes = sum(len(b) for b in train_set.boxes)
 
-    def sample(i: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    mini = graph.net.batch
+    images = IterationImages(lambda i: batch_indices(n, i, batch, opts.seed))
+
+    def sample(i: int, k: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        # mini-batch k of iteration i (the size is the iteration's: resize does nothing
+        # after the first)
         if random:
             net.resize(*multiscale_size(i, init_w, init_h, random, netopts["resize_step"],
                                         max_batches, opts.seed))
-        idx = batch_indices(n, i, batch, opts.seed)
+        idx = images.part(i, k, mini)
         x, truth = train_set.batch(idx, net.input_shape, augment, rng, most)
+        if cell_truth is not None:          # YOLOv1's [detection]: Darknet's per-cell truth
+            return x, cell_truth(truth, rng)
         return x, widen_truth(truth, getattr(head, "truth_size", 5))
 
     validate = None

@@ -2,10 +2,12 @@
 line and a loss chart.
 
 Every random draw of iteration i (which images, their augmentation, dropout masks) comes
-from a generator seeded with (seed, i), so training resumed from a checkpoint continues
-exactly as an uninterrupted run would. Darknet's .weights hold no momentum buffers; darkcfg
-writes them beside each checkpoint (`X.weights.state`, with the loss chart's history) and
-uses them on resume.
+from a generator seeded with (seed, i) and the mini-batch's position k in the iteration:
+(seed, i, 1, k) for the data, (seed, i, 2, k) for the network's pass. Training resumed
+from a checkpoint continues exactly as an uninterrupted run would, and the passes of an
+iteration can run in separate processes (train/mpi.py) and still be the same run.
+Darknet's .weights hold no momentum buffers; darkcfg writes them beside each checkpoint
+(`X.weights.state`, with the loss chart's history) and uses them on resume.
 
 Stopping: Ctrl-C or SIGTERM finishes the current iteration, then saves `<cfg>.backup`; a
 second one says so; a third stops at once without saving.
@@ -59,6 +61,42 @@ class Validated:
 
 Log = Callable[[str], None]                     # a line for the user to read
 Progress = Callable[[Step | Validated], None]   # a progress event
+# mini-batch k of the current iteration: (x, truth)
+Draw = Callable[[int], tuple[np.ndarray, np.ndarray]]
+
+
+class Reducer:
+    """How the passes of an iteration are shared out: this default runs them all in this
+    process. train/mpi.py's MPIReducer runs some of them on each MPI rank and sums the
+    gradients before the update. Only the leader (rank 0) writes checkpoints and the
+    chart, validates and reports progress."""
+    rank = 0
+    size = 1
+
+    @property
+    def leader(self) -> bool:
+        return self.rank == 0
+
+    def check(self, net: Network) -> None:
+        """Refuse a network this reducer cannot train (before the first iteration)."""
+
+    def start(self, net: Network) -> None:
+        """Every process starts from the leader's weights, momentum and `seen`."""
+
+    def describe(self, net: Network) -> str:
+        """Who trains, for the log ("" for this process alone)."""
+        return ""
+
+    def step(self, net: Network, draw: Draw, stops: Callable[[], int]
+             ) -> tuple[float, int]:
+        """One iteration: every pass over the mini-batches `draw(k)` gives, then the
+        update; returns (the loss per image, the stop requests of every process:
+        `stops()` after the passes)."""
+        subs = net.graph.net.opts["subdivisions"]
+        parts = [draw(k) for k in range(subs)]
+        x = np.concatenate([p[0] for p in parts])
+        truth = np.concatenate([p[1] for p in parts])
+        return net.train_step(x, truth), stops()
 
 
 @dataclass
@@ -72,6 +110,8 @@ class TrainOptions:
     quiet: bool = False                # no progress events (the CLI's --quiet)
     clear: bool = False                # Darknet's -clear: count from iteration 0 (transfer)
     weights_cfg: str | None = None     # the cfg the starting weights were made for
+    # who trains: this process alone, or MPI ranks (train/mpi.py); not a count, not checked
+    reducer: Reducer = field(default_factory=Reducer)
 
     def __post_init__(self) -> None:
         self.check()
@@ -143,6 +183,21 @@ def batch_indices(n: int, iteration: int, batch: int, seed: int) -> np.ndarray:
         perm = np.random.default_rng([seed, epoch]).permutation(n)
         out.extend(perm[pos:pos + batch - len(out)].tolist())
     return np.array(out, dtype=np.int64)
+
+
+class IterationImages:
+    """The images of the current iteration (`draw(i)`, e.g. batch_indices), drawn once
+    for all its mini-batches; part(i, k, mini) -> the images of mini-batch k."""
+
+    def __init__(self, draw: Callable[[int], np.ndarray]):
+        self.draw = draw
+        self.iteration, self.images = -1, np.zeros(0, np.int64)
+
+    def part(self, iteration: int, k: int, mini: int) -> np.ndarray:
+        if iteration != self.iteration:
+            self.images = self.draw(iteration)
+            self.iteration = iteration
+        return self.images[k * mini:(k + 1) * mini]
 
 
 def save_checkpoint(net: Network, path: Path, history: History | None = None) -> None:
@@ -228,7 +283,9 @@ def first_non_finite(net: Network) -> str:
 @dataclass
 class Task:
     """What differs between training a classifier and a detector."""
-    sample: Callable[[int, np.random.Generator], tuple[np.ndarray, np.ndarray]]
+    # sample(i, k, rng): mini-batch k (0..subdivisions-1) of iteration i, (x, truth),
+    # drawing only from rng (seeded with the position), so that any process can draw it
+    sample: Callable[[int, int, np.random.Generator], tuple[np.ndarray, np.ndarray]]
     images: int                               # training images (one epoch)
     valid_every: int
     validate: Callable[[], float] | None      # the validation metric, 0..1
@@ -315,9 +372,17 @@ def run_training(net: Network, task: Task, opts: TrainOptions, *, base: str, bac
     from ..summary import freeze_line
     from .chart import draw_chart
     check_run(net, task, opts, max_batches)
+    team = opts.reducer
+    team.check(net)
     log(freeze_line(net.layers, net.freeze(net.iteration + 1)))     # what stays as it is
     check_frozen_statistics(net)
-    backup = Path(check_folder(backup, "checkpoints"))
+    team.start(net)
+    if team.describe(net):
+        log(team.describe(net))
+    if team.leader:
+        backup = Path(check_folder(backup, "checkpoints"))
+    else:       # only the leader writes: the others neither report nor save
+        log, progress = silent, None
     batch = net.graph.net.batch * net.graph.net.opts["subdivisions"]
     hist = history if history is not None else History()
     report = (lambda event: None) if opts.quiet or progress is None else progress
@@ -338,11 +403,13 @@ def run_training(net: Network, task: Task, opts: TrainOptions, *, base: str, bac
 
     def checkpoint(name: str) -> Path:
         path = backup / name
-        written(lambda: save_checkpoint(net, path, hist))
+        if team.leader:
+            written(lambda: save_checkpoint(net, path, hist))
         return path
 
     def draw() -> None:
-        written(lambda: draw_chart(chart, hist.iterations, hist.losses, hist.avg,
+        if team.leader:
+            written(lambda: draw_chart(chart, hist.iterations, hist.losses, hist.avg,
                                    accuracy=hist.accuracy, title=f"{base}  (batch {batch})",
                                    accuracy_label=task.metric,
                                    stat=(task.stat_name, hist.stat) if task.stat_name
@@ -357,15 +424,19 @@ def run_training(net: Network, task: Task, opts: TrainOptions, *, base: str, bac
         with StopRequests(finishing) as stop:
             while net.iteration < max_batches:
                 i = net.iteration
-                net.rng = np.random.default_rng([opts.seed, i, 2])
-                x, truth = task.sample(i, np.random.default_rng([opts.seed, i, 1]))
+                net.pass_seed = (opts.seed, i, 2)
+
+                def sample(k: int, i: int = i) -> tuple[np.ndarray, np.ndarray]:
+                    return task.sample(i, k, np.random.default_rng([opts.seed, i, 1, k]))
                 with np.errstate(over="ignore", invalid="ignore"):  # NaN is reported below
-                    loss = net.train_step(x, truth)
+                    loss, stopping = team.step(net, sample, lambda: stop.count)
                 if not math.isfinite(loss):
                     where = first_non_finite(net)
-                    raise DarkcfgError(f"the loss became {loss} at iteration {i + 1}: {where} "
-                                       f"went non-finite first{kept()}. Try a lower "
-                                       "learning_rate or a longer burn_in.")
+                    error = DarkcfgError(f"the loss became {loss} at iteration {i + 1}: "
+                                         f"{where} went non-finite first{kept()}. Try a lower "
+                                         "learning_rate or a longer burn_in.")
+                    error.every_rank = True     # the summed loss: every process stops here
+                    raise error
                 avg = loss if avg is None else 0.9 * avg + 0.1 * loss
                 it = net.iteration
                 hist.iterations.append(it)
@@ -378,7 +449,8 @@ def run_training(net: Network, task: Task, opts: TrainOptions, *, base: str, bac
                 eta = (max_batches - it) * batch / max(ips, 1e-9)
                 report(Step(it, max_batches, net.seen / task.images, loss, avg,
                             net.last_rate, ips, eta, task.status()))
-                if task.validate and (it % task.valid_every == 0 or it == max_batches):
+                if task.validate and team.leader and \
+                        (it % task.valid_every == 0 or it == max_batches):
                     hist.accuracy.append((it, task.validate()))
                     report(Validated(it, max_batches, task.metric, hist.accuracy[-1][1]))
                 if it % opts.backup_every == 0:
@@ -387,7 +459,7 @@ def run_training(net: Network, task: Task, opts: TrainOptions, *, base: str, bac
                     last_good = checkpoint(f"{base}_{it}.weights")
                 if it % opts.chart_every == 0 or it == max_batches:
                     draw()
-                if stop.count:
+                if stopping:        # a stop request on any process stops them all
                     path = checkpoint(f"{base}.backup")
                     log(f"interrupted at iteration {it}: saved {path}; resume with "
                         f"{resume_hint} {path}")
