@@ -615,5 +615,5 @@ def test_a_head_before_an_unrunnable_last_layer_is_refused_by_that_layers_name(t
         train_detector(str(data), str(cfg), None, TrainOptions(quiet=True))
     plain = write_cfg(tmp_path, 1)
     assert not is_detector(str(plain))
-    with pytest.raises(DarkcfgError, match=r"no \[yolo\] or \[region\] layer"):
+    with pytest.raises(DarkcfgError, match=r"no \[yolo\], \[region\] or \[detection\] layer"):
         train_detector(str(data), str(plain), None, TrainOptions(quiet=True))

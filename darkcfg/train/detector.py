@@ -1,4 +1,4 @@
-"""`darkcfg train` for detectors: a cfg ending in [yolo] or [region] trained on a
+"""`darkcfg train` for detectors: a cfg ending in [yolo], [region] or [detection] trained on a
 detection `.data` file (YOLO-format labels, data/detection.py).
 
 The loop is the classifier's (train/loop.py): the same per-iteration seeding (resume equals an
@@ -129,8 +129,8 @@ def train_detector(data_file: str, cfg_file: str, weights: str | None, opts: Tra
     graph = load_graph(cfg_file, strict=strict)
     found = [lay for lay in graph.layers if lay.is_head]
     if not found:
-        raise DarkcfgError(f"{cfg_file}: no [yolo] or [region] layer: train it as a "
-                           "classifier")
+        raise DarkcfgError(f"{cfg_file}: no [yolo], [region] or [detection] layer: train "
+                           "it as a classifier")
     head = found[-1]
     netopts = graph.net.opts
     dialect = graph.net.dialect
@@ -144,7 +144,7 @@ def train_detector(data_file: str, cfg_file: str, weights: str | None, opts: Tra
             raise DarkcfgError(f"{data_file}: classes={data_cfg.classes} but layer "
                                f"{lay.index} [{lay.type}] of {cfg_file} (line "
                                f"{lay.section.line}) has classes={lay.classes}")
-        if lay.type == "yolo":
+        if hasattr(lay, "check_trainable"):     # [yolo]; [Gaussian_yolo] refuses
             lay.check_trainable()
         if lay.type in ("rnn", "gru", "lstm", "crnn"):
             # AlexeyAB's track=1 trains on video sequences (time_steps frames a row)
@@ -157,7 +157,8 @@ def train_detector(data_file: str, cfg_file: str, weights: str | None, opts: Tra
         raise DarkcfgError(f"{data_file}: no 'train' key: nothing to train on")
     valid_set = open_detection_dataset(data_cfg, "valid")
     train_set.skip_unreadable = True     # skipped with a warning, not a crash mid-run
-    most = graph.truths // getattr(head, "truth_size", 5)
+    cell_truth = getattr(head, "cell_truth", None)
+    most = head.max_boxes if cell_truth else graph.truths // getattr(head, "truth_size", 5)
     batch = graph.net.batch * netopts["subdivisions"]
     max_batches = max_batches_of(cfg_file, netopts, opts)
     base = Path(cfg_file).stem
@@ -179,6 +180,8 @@ def train_detector(data_file: str, cfg_file: str, weights: str | None, opts: Tra
                                         max_batches, opts.seed))
         idx = images.part(i, k, mini)
         x, truth = train_set.batch(idx, net.input_shape, augment, rng, most)
+        if cell_truth is not None:          # YOLOv1's [detection]: Darknet's per-cell truth
+            return x, cell_truth(truth, rng)
         return x, widen_truth(truth, getattr(head, "truth_size", 5))
 
     validate = None
