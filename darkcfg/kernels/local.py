@@ -8,104 +8,58 @@ the image (im2col's rule with `pad` as the amount).
 from __future__ import annotations
 
 import numpy as np
-from numba import prange
 
-from .config import check_f32, pjit
+from .config import check_f32
+from .im2col import col2im_add, im2col
 
-
-@pjit
-def _forward(x, weights, stride, pad, out):
-    # out (N, n, oh, ow) += sum over (c, ky, kx) of weights[j, f] * patch_j; out already
-    # holds the biases. One task per (image, location): no two tasks write one value.
-    N, C, H, W = x.shape
-    L, n, _, k, _ = weights.shape
-    ow = out.shape[3]
-    for t in prange(N * L):
-        b = t // L
-        j = t - b * L
-        oy = j // ow
-        ox = j - oy * ow
-        for f in range(n):
-            acc = np.float32(0.0)
-            for c in range(C):
-                for ky in range(k):
-                    iy = oy * stride - pad + ky
-                    if iy < 0 or iy >= H:
-                        continue
-                    for kx in range(k):
-                        ix = ox * stride - pad + kx
-                        if ix >= 0 and ix < W:
-                            acc += weights[j, f, c, ky, kx] * x[b, c, iy, ix]
-            out[b, f, oy, ox] += acc
+# The patches are im2col's columns (kernels/im2col.py), one row of K = C*k*k values per
+# location; each location's product is then one small GEMM, batched over the locations
+# by np.matmul: (L, n, K) @ (L, K, N). Darknet (src/local_layer.c) runs the same GEMM
+# location by location, one image at a time.
 
 
-@pjit
-def _weight_grad(x, dz, stride, pad, dw):
-    # dw (L, n, C, k, k) += sum over images of dz[b, f, j] * patch_j: one task per location
-    N, C, H, W = x.shape
-    L, n, _, k, _ = dw.shape
-    ow = dz.shape[3]
-    for j in prange(L):
-        oy = j // ow
-        ox = j - oy * ow
-        for b in range(N):
-            for f in range(n):
-                g = dz[b, f, oy, ox]
-                for c in range(C):
-                    for ky in range(k):
-                        iy = oy * stride - pad + ky
-                        if iy < 0 or iy >= H:
-                            continue
-                        for kx in range(k):
-                            ix = ox * stride - pad + kx
-                            if ix >= 0 and ix < W:
-                                dw[j, f, c, ky, kx] += g * x[b, c, iy, ix]
-
-
-@pjit
-def _input_grad(weights, dz, stride, pad, dx):
-    # dx (N, C, H, W) += the transpose of _forward's product: one task per image, since
-    # neighbouring locations' patches overlap
-    N, C, H, W = dx.shape
-    L, n, _, k, _ = weights.shape
-    ow = dz.shape[3]
-    for b in prange(N):
-        for j in range(L):
-            oy = j // ow
-            ox = j - oy * ow
-            for f in range(n):
-                g = dz[b, f, oy, ox]
-                for c in range(C):
-                    for ky in range(k):
-                        iy = oy * stride - pad + ky
-                        if iy < 0 or iy >= H:
-                            continue
-                        for kx in range(k):
-                            ix = ox * stride - pad + kx
-                            if ix >= 0 and ix < W:
-                                dx[b, c, iy, ix] += weights[j, f, c, ky, kx] * g
+def _patches(x: np.ndarray, k: int, stride: int, pad: int, oh: int, ow: int) -> np.ndarray:
+    """x (N, C, H, W) -> (L, K, N): location j's patch of every image, as a GEMM operand."""
+    n_img, c = x.shape[:2]
+    cols = np.empty((n_img, c * k * k, oh * ow), np.float32)
+    for b in range(n_img):
+        im2col(x[b], k, stride, stride, pad, 1, oh, ow, cols[b])
+    return np.ascontiguousarray(cols.transpose(2, 1, 0))
 
 
 def local_forward(x: np.ndarray, weights: np.ndarray, biases: np.ndarray, stride: int,
                   pad: int, out: np.ndarray) -> np.ndarray:
-    """out (N, n, oh, ow) = biases (one per output value) + the per-location products."""
+    """out (N, n, oh, ow) = biases (one per output value) + the per-location products;
+    returns the patches (L, K, N) for the backward."""
     for name, a in (("x", x), ("weights", weights), ("out", out)):
         check_f32(name, a)
-    out[...] = biases.reshape(out.shape[1:])
-    _forward(x, weights, stride, pad, out)
-    return out
+    n_img, n, oh, ow = out.shape
+    L, k = oh * ow, weights.shape[-1]
+    cols = _patches(x, k, stride, pad, oh, ow)
+    prod = np.matmul(weights.reshape(L, n, -1), cols)                  # (L, n, N)
+    out.reshape(n_img, n, L)[...] = prod.transpose(2, 1, 0)
+    out += biases.reshape(out.shape[1:])
+    return cols
 
 
-def local_backward(x: np.ndarray, weights: np.ndarray, dz: np.ndarray, dw: np.ndarray,
-                   db: np.ndarray, stride: int, pad: int, need_dx: bool) -> np.ndarray | None:
-    """Accumulates dLoss/dweights into dw and dLoss/dbiases into db (flat, one per output
-    value); returns dLoss/dx (a new array) when `need_dx`."""
-    for name, a in (("x", x), ("weights", weights), ("dz", dz), ("dw", dw)):
+def local_backward(cols: np.ndarray, x_shape: tuple[int, ...], weights: np.ndarray,
+                   dz: np.ndarray, dw: np.ndarray, db: np.ndarray, stride: int, pad: int,
+                   need_dx: bool) -> np.ndarray | None:
+    """cols: local_forward's patches. Accumulates dLoss/dweights into dw and
+    dLoss/dbiases into db (flat, one per output value); returns dLoss/dx (a new array,
+    x_shape) when `need_dx`."""
+    for name, a in (("weights", weights), ("dz", dz), ("dw", dw)):
         check_f32(name, a)
+    n_img, n, oh, ow = dz.shape
+    L, k = oh * ow, weights.shape[-1]
     db += dz.sum(axis=0, dtype=np.float64).reshape(-1).astype(np.float32)
-    _weight_grad(x, dz, stride, pad, dw)
+    g = np.ascontiguousarray(dz.reshape(n_img, n, L).transpose(2, 1, 0))    # (L, n, N)
+    dw.reshape(L, n, -1)[...] += np.matmul(g, cols.transpose(0, 2, 1))
     if not need_dx:
         return None
-    dx = np.zeros_like(x)
-    _input_grad(weights, dz, stride, pad, dx)
+    dcols = np.matmul(weights.reshape(L, n, -1).transpose(0, 2, 1), g)      # (L, K, N)
+    dx = np.zeros(x_shape, np.float32)
+    per_image = np.ascontiguousarray(dcols.transpose(2, 1, 0))             # (N, K, L)
+    for b in range(n_img):
+        col2im_add(per_image[b], k, stride, stride, pad, 1, oh, ow, dx[b])
     return dx

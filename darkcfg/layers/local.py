@@ -90,9 +90,9 @@ class Local(Layer):
         from ..kernels import activations, conv
         from ..kernels.local import local_forward
         self._out = out = conv.reuse(getattr(self, "_out", None), (len(x), *self.out_shape))
-        local_forward(x, self.params["weights"], self.params["biases"],
-                      self.opts["stride"], self.opts["pad"], out)
-        self._x = x if net.train else None
+        cols = local_forward(x, self.params["weights"], self.params["biases"],
+                             self.opts["stride"], self.opts["pad"], out)
+        self._cols, self._x_shape = (cols, x.shape) if net.train else (None, None)
         self._pre = None
         if net.train and activations.needs_input(self.activation):
             self._pre = out.copy()
@@ -110,6 +110,6 @@ class Local(Layer):
         activations.gradient(dz, self._out, self._pre, self.activation)
         prev = self.prev
         need_dx = prev is not None and not prev.stops_backward
-        return local_backward(self._x, self.params["weights"], dz, self.grads["weights"],
-                              self.grads["biases"], self.opts["stride"], self.opts["pad"],
-                              need_dx)
+        return local_backward(self._cols, self._x_shape, self.params["weights"], dz,
+                              self.grads["weights"], self.grads["biases"],
+                              self.opts["stride"], self.opts["pad"], need_dx)
