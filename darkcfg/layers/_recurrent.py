@@ -275,7 +275,11 @@ class Recurrent(Layer):
         dz = np.array(dy, np.float32, order="C").reshape(c.y.shape)
         activations.gradient(dz, c.y, c.pre, sub.activation)
         if sub.bn and c.xhat is not None:
-            bn_train.backward(dz, c.xhat, p[name + ".scales"], c.var, self.net.dialect,
+            # a channel of zero batch variance (the self sub-layer reading the zero state
+            # at step 0) has xhat = 0 and no variance term, which the exact rule would
+            # compute as 0 * inf = NaN; only the zero state's own gradient sees the value
+            var = np.where(c.var > 0, c.var, np.float32(1)) if self.exact_bn else c.var
+            bn_train.backward(dz, c.xhat, p[name + ".scales"], var, self.net.dialect,
                               g.get(name + ".scales", np.zeros(sub.n, np.float32)),
                               g.get(name + ".biases"), exact=self.exact_bn)
         else:
