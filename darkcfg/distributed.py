@@ -96,12 +96,6 @@ def compiled_kernels() -> int:
     return _COMPILED[0]
 
 
-def one_thread() -> None:
-    """A LocalCluster worker: one Numba thread (the workers share the cores)."""
-    import numba
-    numba.set_num_threads(1)
-
-
 def run_chunk(spec: NetSpec, paths: Sequence[str]) -> list[tuple[np.ndarray | None, str]]:
     """`darkcfg run` on some images: (the flat output, "") or (None, the error)."""
     from .predict import prepare
@@ -201,11 +195,11 @@ class Cluster:
                                    f"scheduler ({e}); start one with `dask scheduler` and "
                                    "workers with `dask worker ADDRESS`") from None
             return self
-        _share_numba_cache()
+        # set before each worker process starts (a restarted one too)
         self.cluster = LocalCluster(n_workers=self.workers, threads_per_worker=1,
-                                    processes=True, dashboard_address=None)
+                                    processes=True, dashboard_address=None,
+                                    env=worker_environment())
         self.client = Client(self.cluster)
-        self.client.run(one_thread)
         return self
 
     def __exit__(self, *exc) -> None:
@@ -245,9 +239,12 @@ class Cluster:
         return [list(items[i:i + size]) for i in range(0, len(items), size)]
 
 
-def _share_numba_cache() -> None:
-    """Workers start with this process's environment: a cache folder darkcfg chose
-    itself (kernels/config.py's fallback) is passed on, so they read the same one."""
+def worker_environment() -> dict[str, str]:
+    """What a LocalCluster's workers get on top of this process's environment: one Numba
+    thread each (the workers share the cores), and the Numba cache folder darkcfg chose
+    itself when it had to (kernels/config.py's fallback), so they read the same one."""
     import numba
+    env = {"NUMBA_NUM_THREADS": "1"}
     if numba.config.CACHE_DIR and "NUMBA_CACHE_DIR" not in os.environ:
-        os.environ["NUMBA_CACHE_DIR"] = numba.config.CACHE_DIR
+        env["NUMBA_CACHE_DIR"] = numba.config.CACHE_DIR
+    return env

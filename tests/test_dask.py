@@ -94,20 +94,26 @@ def detector(tmp_path_factory):
     return cfg, weights, data, tmp
 
 
-def test_map_and_detect_on_two_workers_print_the_serial_figures(detector, capsys,
-                                                                tmp_path):
-    cfg, weights, data, tmp = detector
+def test_map_on_two_workers_prints_the_serial_figures(detector, capsys):
+    cfg, weights, data, _ = detector
     code, serial = cli(capsys, "map", data, cfg, weights, "--quiet")
     assert code == 0 and "24 images" in serial
     code, spread = cli(capsys, "map", data, cfg, weights, "--quiet", "--workers", "2")
     assert code == 0 and spread == serial
+
+
+@pytest.mark.slow       # 25 s on this machine under load (two runs, a cluster start)
+def test_detect_on_two_workers_finds_and_draws_the_serial_boxes(detector, capsys, tmp_path):
+    cfg, weights, _, tmp = detector
     images = sorted(str(p) for p in (tmp / "images").glob("*.png"))
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     code, serial = cli(capsys, "detect", cfg, weights, *images, "--thresh", ".05", "--json",
                        "--out-dir", tmp_path / "a")
+    assert code == 0
     code, spread = cli(capsys, "detect", cfg, weights, *images, "--thresh", ".05", "--json",
                        "--out-dir", tmp_path / "b", "--workers", "2")
+    assert code == 0
     one, two = json.loads(serial)["images"], json.loads(spread)["images"]
     assert [r["image"] for r in two] == images
     assert sum(len(r["detections"]) for r in one) > 0
@@ -117,6 +123,7 @@ def test_map_and_detect_on_two_workers_print_the_serial_figures(detector, capsys
             (tmp_path / "b" / os.path.basename(r2["drawn"])).read_bytes()
 
 
+@pytest.mark.slow       # 36 s on this machine under load (a worker restarts)
 def test_a_killed_worker_loses_no_image(classifier):
     from darkcfg.distributed import Cluster, NetSpec, compiled_kernels, run_chunk
     cfg, weights, paths, _ = classifier
@@ -125,8 +132,12 @@ def test_a_killed_worker_loses_no_image(classifier):
     want = [serial.forward(prepare(p, serial.input_shape)[None])[0].ravel() for p in paths]
     spec = NetSpec.of(str(cfg), str(weights), strict=True)
 
+    def numba_threads() -> int:     # (local functions travel by value to the workers)
+        import numba
+        return numba.get_num_threads()
+
     def slow_chunk(spec, chunk):    # long enough for the kill to land mid-run
-        time.sleep(0.2)
+        time.sleep(0.1)
         return run_chunk(spec, chunk)
 
     with Cluster(workers=2) as cluster:
@@ -143,12 +154,15 @@ def test_a_killed_worker_loses_no_image(classifier):
         assert killed
         assert victim not in cluster.client.run(os.getpid).values()
         compiled = cluster.client.run(compiled_kernels)
+        threads = cluster.client.run(numba_threads)
     flat = [y for chunk in got for y, _ in chunk]
     assert len(flat) == 200
     for y, w in zip(flat, want, strict=True):
         assert np.array_equal(y, w)
-    # the workers (the restarted one included) took every kernel from Numba's cache
+    # the workers (the restarted one included) took every kernel from Numba's cache,
+    # and run one Numba thread each
     assert set(compiled.values()) == {0}
+    assert set(threads.values()) == {1}
 
 
 def test_workers_and_scheduler_are_refused_together_and_without_values(classifier, capsys):

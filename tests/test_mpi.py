@@ -140,7 +140,9 @@ def test_a_failing_rank_is_named(tmp_path):
     assert "darkcfg: error (rank 1 of 2): " in done.stderr and "missing.npz" in done.stderr
 
 
-def test_a_killed_rank_ends_the_job_and_keeps_the_last_checkpoint(tmp_path):
+def signal_rank_1(tmp_path: Path, signum: int) -> tuple[int, str, int, Path, Path]:
+    """Train the toy classifier on 2 ranks until a backup exists, send `signum` to
+    rank 1's trainer; returns (mpiexec's exit code, its output, that pid, cfg, backup)."""
     data, cfg = classifier_case(tmp_path, max_batches=100000)
     log = tmp_path / "log.txt"
     with open(log, "w") as out:
@@ -150,20 +152,35 @@ def test_a_killed_rank_ends_the_job_and_keeps_the_last_checkpoint(tmp_path):
                                stderr=subprocess.STDOUT, text=True)
     backup = tmp_path / "backup" / "toy.backup"
     try:
-        deadline = time.monotonic() + 90
+        deadline = time.monotonic() + 600
         while not (backup.exists() and Path(f"{backup}.state").exists()):
             assert job.poll() is None, log.read_text()
             assert time.monotonic() < deadline, log.read_text()
             time.sleep(0.1)
         text = log.read_text()
         pid = int(text.split("rank 1: pid ")[1].split()[0])
-        os.kill(pid, signal.SIGKILL)
-        job.wait(timeout=60)
+        os.kill(pid, signum)
+        job.wait(timeout=120)
     finally:
         if job.poll() is None:
             job.kill()
-    text = log.read_text()
-    assert job.returncode != 0
+    return job.returncode, log.read_text(), pid, cfg, backup
+
+
+def test_sigterm_on_one_rank_stops_every_rank_after_one_iteration(tmp_path):
+    code, text, _, cfg, backup = signal_rank_1(tmp_path, signal.SIGTERM)
+    assert code != 0, text      # mpiexec passes on the ranks' 130
+    said = text.split("interrupted at iteration ")[1]
+    iteration = int(said.split(":")[0])
+    assert f"saved {backup}" in said
+    net = Network(load_graph(cfg))
+    net.load_weights(backup)
+    assert net.seen == 8 * iteration        # every rank stopped after that iteration
+
+
+def test_a_killed_rank_ends_the_job_and_keeps_the_last_checkpoint(tmp_path):
+    code, text, pid, cfg, backup = signal_rank_1(tmp_path, signal.SIGKILL)
+    assert code != 0
     assert f"darkcfg: error: rank 1 of 2 (pid {pid} on " in text, text
     assert "was killed by signal 9" in text
     # the checkpoint loads whole, its momentum file belongs to it
@@ -172,3 +189,20 @@ def test_a_killed_rank_ends_the_job_and_keeps_the_last_checkpoint(tmp_path):
     assert net.seen % 8 == 0 and net.iteration >= 2
     with np.load(f"{backup}.state") as z:
         assert int(z["seen"]) == net.seen
+
+
+def test_one_process_imports_neither_mpi4py_nor_dask(tmp_path):
+    data, cfg = classifier_case(tmp_path, max_batches=1)
+    image = tmp_path / "x.png"
+    from PIL import Image
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(image)
+    code = (
+        "import sys\n"
+        "from darkcfg.cli import main\n"
+        f"assert main(['train', {str(data)!r}, {str(cfg)!r}, '--quiet']) == 0\n"
+        f"assert main(['run', {str(cfg)!r}, 'backup/toy_final.weights', {str(image)!r}]) == 0\n"
+        "print(sorted(m for m in ('mpi4py', 'dask', 'distributed') if m in sys.modules))\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=_env(),
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == "[]"

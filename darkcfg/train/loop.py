@@ -94,8 +94,11 @@ class Reducer:
         `stops()` after the passes)."""
         subs = net.graph.net.opts["subdivisions"]
         parts = [draw(k) for k in range(subs)]
-        x = np.concatenate([p[0] for p in parts])
-        truth = np.concatenate([p[1] for p in parts])
+        if subs == 1:
+            x, truth = parts[0]
+        else:
+            x = np.concatenate([p[0] for p in parts])
+            truth = np.concatenate([p[1] for p in parts])
         return net.train_step(x, truth), stops()
 
 
