@@ -304,6 +304,37 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_rnn(args: argparse.Namespace) -> int:
+    """`darkcfg rnn train|generate|valid`: Darknet's char-RNN on bytes (train/charrnn.py)."""
+    import numpy as np
+
+    from .network import Network
+    from .train import charrnn
+    if args.action == "train":
+        status = _StatusLine()
+        try:
+            charrnn.train_char_rnn(args.text, args.cfg, args.weights, args.backup,
+                                   charrnn.CharOptions(max_batches=args.max_batches,
+                                                       seed=args.seed),
+                                   log=status.say, progress=status.show)
+        finally:
+            status.end_line()
+        return 0
+    net = Network.load(args.cfg, args.weights)
+    charrnn.check_net(net, args.cfg)
+    if args.action == "generate":
+        text = charrnn.generate(net, args.seed, args.len, args.temp,
+                                np.random.default_rng(args.rng))
+        sys.stdout.buffer.write(args.seed.encode() + text + b"\n")
+        return 0
+    data = charrnn.read_bytes(args.text)
+    if args.tail:
+        data = charrnn.split(data)[1]
+    bits, ppl = charrnn.evaluate(net, data)
+    print(f"{len(data)} bytes: {bits:.4f} bits per byte, perplexity {ppl:.3f}")
+    return 0
+
+
 def _rank_ended(ended, mpi) -> int:
     """Say which rank ended how, when it could not say it itself (killed)."""
     import signal
@@ -410,7 +441,9 @@ def _valid_on_workers(args: argparse.Namespace, split, classes: int, top: int
     images, cut where the serial run cuts them, so the counts are the serial ones."""
     import os
 
+    from .data.classifier import check_labels
     from .distributed import Cluster, valid_chunk
+    check_labels(split, classes)        # as the serial run does, before the workers start
     n = len(split)
     spec = _net_spec(args)
     with Cluster(args.workers, args.scheduler) as cluster:
@@ -730,6 +763,31 @@ def build_parser() -> argparse.ArgumentParser:
                    "than one rank): `mpiexec -n N darkcfg train ...` shares each "
                    "iteration's subdivisions among N ranks (needs darkcfg[mpi])")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("rnn", help="char-RNN on bytes: train, generate, valid (Darknet's "
+                       "examples/rnn.c)")
+    acts = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    q = acts.add_parser("train", help="train a recurrent cfg (256 in, 256 out) on a text")
+    q.add_argument("text")
+    q.add_argument("cfg")
+    q.add_argument("weights", nargs="?", help="start from these weights (their seen counts)")
+    q.add_argument("--backup", default="backup", help="checkpoint folder (default backup)")
+    q.add_argument("--max-batches", type=int, help="iterations (default: the cfg's)")
+    q.add_argument("--seed", type=int, default=0, help="random offsets and weights")
+    q = acts.add_parser("generate", help="text from a trained char-RNN")
+    q.add_argument("cfg")
+    q.add_argument("weights")
+    q.add_argument("--seed", default="", help="text fed first (default a newline)")
+    q.add_argument("--len", type=int, default=500, help="bytes to generate (500)")
+    q.add_argument("--temp", type=float, default=0.7, help="temperature (0.7)")
+    q.add_argument("--rng", type=int, default=0, help="random seed of the sampling")
+    q = acts.add_parser("valid", help="bits per byte and perplexity on a text")
+    q.add_argument("cfg")
+    q.add_argument("weights")
+    q.add_argument("text")
+    q.add_argument("--tail", action="store_true", help="only the held-out last 5%% that "
+                   "`rnn train` does not train on")
+    p.set_defaults(func=cmd_rnn)
 
     p = sub.add_parser("partial", help="the first N layers' parameters of a .weights "
                        "file, seen reset (Darknet's partial: a backbone for transfer learning)")
