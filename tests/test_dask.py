@@ -173,3 +173,15 @@ def test_workers_and_scheduler_are_refused_together_and_without_values(classifie
     assert "not allowed with argument" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["run", str(cfg), str(weights), paths[0], "--workers", "0"])
+
+
+def test_valid_on_workers_refuses_labels_the_serial_run_refuses(classifier, capsys, tmp_path):
+    cfg, weights, _, _ = classifier
+    np.savez(tmp_path / "bad.npz", x=np.zeros((5, 8, 8), np.uint8), y=np.arange(5))
+    data = tmp_path / "bad.data"
+    data.write_text("classes=3\ntrain=bad.npz\nvalid=bad.npz\n")
+    said = []
+    for extra in ([], ["--workers", "2"]):
+        assert main(["valid", str(data), str(cfg), str(weights), *extra]) == 2
+        said.append(capsys.readouterr().err)
+    assert said[0] == said[1] and "bad.npz has label 4, outside 0..2 (classes=3)" in said[0]

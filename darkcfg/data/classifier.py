@@ -439,6 +439,15 @@ def _shown(values, most: int = 12) -> str:
     return text + (", ..." if len(values) > most else "")
 
 
+def check_labels(data: Dataset, classes: int) -> None:
+    """Refuse an empty dataset, and labels that are not outputs of the network."""
+    if len(data) == 0:
+        raise DataError(f"{data.source}: the dataset is empty")
+    if data.labels.max() >= classes or data.labels.min() < 0:
+        raise DataError(f"{data.source}: labels run {data.labels.min()}..{data.labels.max()}"
+                        f" but the network has {classes} outputs")
+
+
 def batches(data: Dataset, batch: int, *, classes: int, shape: tuple[int, int, int],
             seed: int | np.random.Generator = 0, augment: Augment | None = None,
             shuffle: bool = True, epochs: int | None = None
@@ -451,12 +460,8 @@ def batches(data: Dataset, batch: int, *, classes: int, shape: tuple[int, int, i
     """
     if batch < 1:
         raise ValueError(f"batch must be >= 1, got {batch}")
+    check_labels(data, classes)
     n = len(data)
-    if n == 0:
-        raise DataError(f"{data.source}: the dataset is empty")
-    if data.labels.max() >= classes or data.labels.min() < 0:
-        raise DataError(f"{data.source}: labels run {data.labels.min()}..{data.labels.max()}"
-                        f" but the network has {classes} outputs")
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
     eye = np.eye(classes, dtype=np.float32)
     pending = np.empty(0, np.int64)
