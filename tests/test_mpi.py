@@ -206,3 +206,22 @@ def test_one_process_imports_neither_mpi4py_nor_dask(tmp_path):
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[-1] == "[]"
+
+
+@pytest.mark.parametrize("bn", [0, 1])
+def test_recurrent_layers_are_not_split_among_ranks(bn):
+    # a recurrent layer carries its state from one mini-batch to the next (and its BN
+    # moves once per time step): refused by name, before any rank trains
+    from darkcfg.cfg import parse_cfg
+    from darkcfg.errors import DarkcfgError
+    from darkcfg.graph import build_graph
+    from darkcfg.train.mpi import MPIReducer
+    text = ("[net]\nbatch=4\nsubdivisions=2\ntime_steps=2\ninputs=6\n\n[rnn]\noutput=5\n"
+            f"hidden=5\nbatch_normalize={bn}\nactivation=leaky\n\n[connected]\noutput=6\n"
+            "activation=linear\n\n[softmax]\n")
+    net = Network(build_graph(parse_cfg(text, "r.cfg")))
+    team = object.__new__(MPIReducer)       # check() needs no communicator
+    team.rank, team.size = 0, 2
+    with pytest.raises(DarkcfgError, match=r"r.cfg:7: layer 0 \[rnn\] is not trained over "
+                       r"MPI: it carries its state from one mini-batch to the next"):
+        team.check(net)

@@ -163,13 +163,16 @@ class MPIReducer(Reducer):
                 f"mini-batches: the number of ranks must divide subdivisions (run with "
                 f"-n {' / '.join(map(str, divisors))}, or set subdivisions to a multiple "
                 f"of {self.size})")
+        from ..layers.base import Layer
         for layer in net.layers:
             odd = [k for k in layer.params if k.endswith(STATISTICS) and k not in STATISTICS]
-            if odd:     # a recurrent sub-layer's BN moves once per time step
+            # a recurrent layer carries its state from one pass to the next, and its
+            # sub-layers' BN moves once per time step: neither can be split among ranks
+            if type(layer).reset_state is not Layer.reset_state or odd:
                 raise DarkcfgError(
                     f"{sec.file}:{layer.section.line}: layer {layer.index} "
-                    f"[{layer.type}] is not trained over MPI: its batch normalisation "
-                    f"({odd[0]}) moves more than once per pass; train it in one process")
+                    f"[{layer.type}] is not trained over MPI: it carries its state from "
+                    "one mini-batch to the next; train it in one process")
 
     def agree(self, failure: str | None = None) -> list[Failure]:
         """The ranks meet once before training: each says whether it could set up (a
