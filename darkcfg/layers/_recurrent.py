@@ -98,6 +98,7 @@ class Recurrent(Layer):
     """Base of the recurrent sections: subclasses give `subs()` (file order),
     `state_shapes(S)`, and one time step forward (`step`) and backward (`step_back`)."""
     exact_bn = False        # Darknet's BN backward rule; tests set True (finite differences)
+    label: str              # Darknet's name in the summary row
 
     def subs(self) -> list[Sub]:
         raise NotImplementedError
@@ -166,6 +167,12 @@ class Recurrent(Layer):
 
     def flops(self):
         return sum(2.0 * s.n_in * s.n * max(1, s.size) ** 2 for s in self.subs())
+
+    def row(self):
+        # Darknet's make_*_layer prints its own line, then each [connected] sub-layer's
+        head = f"{self.label} Layer: {self.inputs} inputs, {self.outputs} outputs"
+        return "\n".join([head, *(f"\t\tconnected                            {s.n_in:4d}  "
+                                  f"->  {s.n:4d}" for s in self.subs())])
 
     # --- running ----------------------------------------------------------------------
     def reset_state(self) -> None:

@@ -18,8 +18,8 @@ from Darknet").
 from __future__ import annotations
 
 from ..options import Opt
+from ._bn_activation import ACT
 from ._recurrent import Sub, Summed
-from ._shape_only import ACT
 from .base import register
 
 

@@ -13,7 +13,6 @@ import numpy as np
 
 from ..options import Opt
 from ._recurrent import Recurrent, Sub
-from ._shape_only import connected_row
 from .base import register
 
 
@@ -84,7 +83,3 @@ class Gru(Recurrent):
         dprev += self.sub_backward("wz", dzpre, cache["wz"])
         dprev += self.sub_backward("wr", drpre, cache["wr"])
         return dx, (np.ascontiguousarray(dprev, np.float32),)
-
-    def row(self):
-        head = f"{self.label} Layer: {self.inputs} inputs, {self.outputs} outputs"
-        return "\n".join([head, *(connected_row(s.n_in, s.n) for s in self.subs())])

@@ -14,7 +14,6 @@ import numpy as np
 
 from ..options import Opt
 from ._recurrent import Recurrent, Sub
-from ._shape_only import connected_row
 from .base import register
 
 GATES = {"i": "logistic", "f": "logistic", "o": "logistic", "g": "tanh"}
@@ -85,7 +84,3 @@ class Lstm(Recurrent):
         """The cell after each step of the latest forward, (rows, output)."""
         return np.concatenate([c["gates"][3].reshape(len(c["gates"][3]), -1)
                                for c in self._caches])
-
-    def row(self):
-        head = f"{self.label} Layer: {self.inputs} inputs, {self.outputs} outputs"
-        return "\n".join([head, *(connected_row(s.n_in, s.n) for s in self.subs())])

@@ -9,8 +9,8 @@ The recurrence (shared with [crnn]), time steps, state and training: _recurrent.
 from __future__ import annotations
 
 from ..options import Opt
+from ._bn_activation import ACT
 from ._recurrent import Sub, Summed
-from ._shape_only import ACT, connected_row
 from .base import register
 
 
@@ -41,7 +41,3 @@ class Rnn(Summed):
         act, bn = o["activation"], bool(o["batch_normalize"])
         return [Sub("input", self.inputs, h, act, bn), Sub("self", h, h, act, bn),
                 Sub("output", h, o["output"], act, bn)]
-
-    def row(self):
-        head = f"{self.label} Layer: {self.inputs} inputs, {self.outputs} outputs"
-        return "\n".join([head, *(connected_row(s.n_in, s.n) for s in self.subs())])
