@@ -397,3 +397,17 @@ def test_section_learning_rate_applies(tmp_path):
     assert all(np.array_equal(v, net.layers[0].params[k]) for k, v in before.items())
     assert not np.array_equal(before["input.weights"] * 0, net.layers[1].grads[
         "input.weights"] + 1)
+
+
+@pytest.mark.parametrize("body, why", [
+    ("[rnn]\noutput=3\nlogistic=1\n", "'logistic=1' in \\[rnn\\] is not computed"),
+    ("[gru]\noutput=3\nxnor=1\n", "'xnor=1' in \\[gru\\] is not computed"),
+    ("[crnn]\nhidden=2\noutput=2\npad=1\ngroups=2\n", "'groups=2' in \\[crnn\\]"),
+    ("[crnn]\nhidden=2\noutput=2\nstride=2\npad=1\n", "changes h x w"),
+])
+def test_keys_darkcfg_does_not_compute_are_refused_by_name(body, why):
+    from darkcfg.errors import CfgError
+
+    from .helpers import tiny_net
+    with pytest.raises(CfgError, match=why):
+        tiny_net("[empty]\n\n" + body)

@@ -117,6 +117,17 @@ class Recurrent(Layer):
         (dLoss/dx of the step, dLoss/d(the state it started from))."""
         raise NotImplementedError
 
+    # Keys read quietly (Darknet lineages parse them) whose math darkcfg does not compute,
+    # with the value that changes nothing: anything else is refused when the net runs
+    IGNORED: dict[str, str] = {"xnor": "0"}
+
+    def unsupported(self):
+        for key, neutral in self.IGNORED.items():
+            entry = self.section.entries.get(key)
+            if entry is not None and entry.value.strip() != neutral:
+                return f"'{key}={entry.value}' in [{self.type}] is not computed by darkcfg"
+        return None
+
     # --- parameters -------------------------------------------------------------------
     def setup_subs(self) -> None:
         self.sub = {s.name: s for s in self.subs()}

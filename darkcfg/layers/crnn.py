@@ -59,7 +59,11 @@ class Crnn(Summed):
         self.out_shape = (self.filters, (h + 2 * p - k) // s + 1, (w + 2 * p - k) // s + 1)
         self.setup_subs()
 
+    IGNORED = {"xnor": "0", "groups": "1", "dilation": "1"}
+
     def unsupported(self):
+        if super().unsupported():
+            return super().unsupported()
         if self.stride != 1 or 2 * self.padding != self.size - 1:
             return (f"[crnn] with size={self.size}, stride={self.stride}, padding="
                     f"{self.padding} changes h x w, so its state cannot feed back (Darknet "

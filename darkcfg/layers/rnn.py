@@ -28,6 +28,8 @@ class Rnn(Summed):
         "shortcut": Opt("int", 0, "1: the state accumulates (h += input + self)", min=0),
     }
     quiet = frozenset({"xnor", "logistic"})
+    # alexeyab's logistic=1/2 makes the self sub-layer logistic/loggy
+    IGNORED = {"xnor": "0", "logistic": "0"}
 
     def setup(self, layers):
         o = self.opts
