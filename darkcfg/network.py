@@ -96,7 +96,10 @@ class Network:
 
         x: float32 (or float64) images scaled to [0, 1], shape (N, C, H, W), (C, H, W) for
         one image, or (N, C*H*W). Integer images (uint8 0..255) are refused: divide by 255
-        first (`darkcfg.data.images.load_image` gives Darknet's scaling). `outputs[i]`, every
+        first (`darkcfg.data.images.load_image` gives Darknet's scaling). A net with
+        recurrent layers takes N = time_steps x streams rows, step-major (row t*S + s is
+        step t of stream s), and carries their state into the next call (`reset_state`
+        clears it; layers/_recurrent.py). `outputs[i]`, every
         layer's latest output, may be a buffer that the next call overwrites: copy what
         you keep from it.
         """
