@@ -113,3 +113,18 @@ def test_net_must_take_and_give_bytes(tmp_path):
         charrnn.train_char_rnn(str(text), str(cfg), None, str(tmp_path / "b"),
                                charrnn.CharOptions())
     assert not (tmp_path / "b").exists()
+
+
+def test_generate_is_seeded_and_leaves_the_net_as_it_was():
+    net = small_net()
+    a = charrnn.generate(net, "In", 12, 0.5, np.random.default_rng(3))
+    b = charrnn.generate(net, "In", 12, 0.5, np.random.default_rng(3))
+    assert a == b and len(a) == 12
+    assert net.graph.net.opts["time_steps"] == 4
+    assert all(lay.state is None for lay in net.layers if lay.type in ("gru", "rnn"))
+    # a low temperature picks the most likely byte: the argmax after the same prefix
+    greedy = charrnn.generate(net, "In", 1, 1e-3, np.random.default_rng(0))
+    net.graph.net.opts["time_steps"] = 1
+    for byte in b"In":
+        p = net.forward(charrnn.one_hot(np.array([byte])))
+    assert greedy[0] == int(p.reshape(-1).argmax())

@@ -177,16 +177,22 @@ def generate(net: Network, seed: str, length: int, temp: float, rng: np.random.G
     drawn from the output raised to 1/temp (the softmax at temperature temp)."""
     if temp <= 0:
         raise DarkcfgError(f"--temp must be > 0; got {temp}")
-    net.graph.net.opts["time_steps"] = 1         # one byte a call (examples/rnn.c uses a
-    net.reset_state()                            # time_steps=1 cfg for the same reason)
-    prime = seed.encode() or b"\n"
-    p = None
-    for b in prime:
-        p = net.forward(one_hot(np.array([b]))).reshape(-1).astype(np.float64)
-    out = bytearray()
-    for _ in range(length):
-        q = np.maximum(p, 0) ** (1.0 / temp)
-        b = int(rng.choice(SYMBOLS, p=q / q.sum()))
-        out.append(b)
-        p = net.forward(one_hot(np.array([b]))).reshape(-1).astype(np.float64)
+    # one byte a call (examples/rnn.c uses a time_steps=1 cfg for the same reason); the
+    # cfg's time_steps is restored after
+    opts = net.graph.net.opts
+    steps, opts["time_steps"] = opts["time_steps"], 1
+    try:
+        net.reset_state()
+        p = None
+        for b in seed.encode() or b"\n":
+            p = net.forward(one_hot(np.array([b]))).reshape(-1).astype(np.float64)
+        out = bytearray()
+        for _ in range(length):
+            q = np.maximum(p, 0) ** (1.0 / temp)
+            b = int(rng.choice(SYMBOLS, p=q / q.sum()))
+            out.append(b)
+            p = net.forward(one_hot(np.array([b]))).reshape(-1).astype(np.float64)
+    finally:
+        opts["time_steps"] = steps
+        net.reset_state()
     return bytes(out)
