@@ -188,7 +188,8 @@ def generate(net: Network, seed: str, length: int, temp: float, rng: np.random.G
             p = net.forward(one_hot(np.array([b]))).reshape(-1).astype(np.float64)
         out = bytearray()
         for _ in range(length):
-            q = np.maximum(p, 0) ** (1.0 / temp)
+            logq = np.log(np.maximum(p, 1e-300)) / temp     # p^(1/temp), in logs so a
+            q = np.exp(logq - logq.max())                   # low temp cannot underflow
             b = int(rng.choice(SYMBOLS, p=q / q.sum()))
             out.append(b)
             p = net.forward(one_hot(np.array([b]))).reshape(-1).astype(np.float64)
