@@ -49,20 +49,33 @@ def classifier(tmp_path_factory):
     return cfg, weights, paths, data
 
 
+@pytest.fixture(scope="module")
+def scheduler():
+    """One two-worker cluster for the tests of `--scheduler ADDRESS` (`--workers N` starts
+    its own in the `run` test), made as `--workers` makes it."""
+    from dask.distributed import LocalCluster
+
+    from darkcfg.distributed import worker_environment
+    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                           dashboard_address=None, env=worker_environment())
+    yield cluster.scheduler_address
+    cluster.close()
+
+
 def cli(capsys, *args) -> tuple[int, str]:
     code = main([str(a) for a in args])
     return code, capsys.readouterr().out
 
 
 def test_run_on_two_workers_prints_and_saves_the_serial_outputs(classifier, capsys,
-                                                                 tmp_path):
+                                                                 tmp_path, scheduler):
     cfg, weights, paths, _ = classifier
     images = [*paths[:100], str(tmp_path / "missing.png"), *paths[100:]]
     code, serial = cli(capsys, "run", cfg, weights, *images, "--top", "3", "--output",
                        tmp_path / "serial.npy")
     assert code == 1        # the missing image, said and skipped
     code, spread = cli(capsys, "run", cfg, weights, *images, "--top", "3", "--output",
-                       tmp_path / "dask.npy", "--workers", "2")
+                       tmp_path / "dask.npy", "--scheduler", scheduler)
     assert code == 1
     assert spread.replace("dask.npy", "serial.npy") == serial
     assert serial.count(":\n") == 200
@@ -70,11 +83,22 @@ def test_run_on_two_workers_prints_and_saves_the_serial_outputs(classifier, caps
     assert a.shape == (200, 3) and np.array_equal(a, b)
 
 
-def test_valid_on_two_workers_prints_the_serial_figures(classifier, capsys):
+def test_workers_start_a_local_cluster(classifier, capsys, tmp_path):
+    cfg, weights, paths, _ = classifier
+    code, serial = cli(capsys, "run", cfg, weights, *paths[:12])
+    assert code == 0
+    assert main(["run", str(cfg), str(weights), *paths[:12], "--workers", "2"]) == 0
+    spread = capsys.readouterr()
+    assert spread.out == serial
+    assert spread.err.endswith("12/12 images\n")     # the progress, on stderr
+
+
+def test_valid_on_two_workers_prints_the_serial_figures(classifier, capsys, scheduler):
     cfg, weights, _, data = classifier
     code, serial = cli(capsys, "valid", data, cfg, weights, "--top", "2")
     assert code == 0 and "250 images" in serial
-    code, spread = cli(capsys, "valid", data, cfg, weights, "--top", "2", "--workers", "2")
+    code, spread = cli(capsys, "valid", data, cfg, weights, "--top", "2", "--scheduler",
+                       scheduler)
     assert code == 0 and spread == serial
 
 
@@ -94,16 +118,17 @@ def detector(tmp_path_factory):
     return cfg, weights, data, tmp
 
 
-def test_map_on_two_workers_prints_the_serial_figures(detector, capsys):
+def test_map_on_two_workers_prints_the_serial_figures(detector, capsys, scheduler):
     cfg, weights, data, _ = detector
     code, serial = cli(capsys, "map", data, cfg, weights, "--quiet")
     assert code == 0 and "24 images" in serial
-    code, spread = cli(capsys, "map", data, cfg, weights, "--quiet", "--workers", "2")
+    code, spread = cli(capsys, "map", data, cfg, weights, "--quiet", "--scheduler",
+                       scheduler)
     assert code == 0 and spread == serial
 
 
-@pytest.mark.slow       # 25 s on this machine under load (two runs, a cluster start)
-def test_detect_on_two_workers_finds_and_draws_the_serial_boxes(detector, capsys, tmp_path):
+def test_detect_on_two_workers_finds_and_draws_the_serial_boxes(detector, capsys, tmp_path,
+                                                                 scheduler):
     cfg, weights, _, tmp = detector
     images = sorted(str(p) for p in (tmp / "images").glob("*.png"))
     (tmp_path / "a").mkdir()
@@ -112,7 +137,7 @@ def test_detect_on_two_workers_finds_and_draws_the_serial_boxes(detector, capsys
                        "--out-dir", tmp_path / "a")
     assert code == 0
     code, spread = cli(capsys, "detect", cfg, weights, *images, "--thresh", ".05", "--json",
-                       "--out-dir", tmp_path / "b", "--workers", "2")
+                       "--out-dir", tmp_path / "b", "--scheduler", scheduler)
     assert code == 0
     one, two = json.loads(serial)["images"], json.loads(spread)["images"]
     assert [r["image"] for r in two] == images
