@@ -104,6 +104,28 @@ def test_cli_train_generate_valid(tmp_path, capsysbinary):
         in line
 
 
+def test_subdivisions_pass_whole_streams(tmp_path, monkeypatch):
+    # batch=4 subdivisions=2: each pass gets 2 streams x 4 steps, step-major, with the
+    # byte after each input byte as its truth
+    cfg = tmp_path / "c.cfg"
+    cfg.write_text(CFG.replace("batch=2", "batch=4\nsubdivisions=2").replace(
+        "max_batches=3", "max_batches=1"))
+    text = tmp_path / "t.txt"
+    text.write_bytes(bytes(range(200)))
+    seen = []
+    def step(net, x, t):
+        seen.append((x, t))
+        net.seen += len(x)
+        return 1.0
+    monkeypatch.setattr(Network, "train_step", step)
+    charrnn.train_char_rnn(str(text), str(cfg), None, str(tmp_path / "b"),
+                           charrnn.CharOptions(max_batches=1, valid_every=10**6))
+    (x, t), = seen
+    codes, nxt = x.argmax(1).reshape(2, 4, 2), t.argmax(1).reshape(2, 4, 2)
+    assert np.array_equal(nxt, codes + 1)                   # bytes 0..199: next = + 1
+    assert np.array_equal(codes[:, 1:] - codes[:, :-1], np.ones((2, 3, 2)))  # steps
+
+
 def test_net_must_take_and_give_bytes(tmp_path):
     cfg = tmp_path / "c.cfg"
     cfg.write_text(CFG.replace("inputs=256", "inputs=8"))

@@ -94,7 +94,8 @@ def train_char_rnn(text_path: str, cfg: str, weights: str | None, backup: str,
         net.load_weights(weights)
     train, valid = split(read_bytes(text_path), opts.valid_fraction)
     steps = net.graph.net.opts["time_steps"]
-    streams = net.graph.net.batch * net.graph.net.opts["subdivisions"]
+    subs = net.graph.net.opts["subdivisions"]
+    streams = net.graph.net.batch * subs
     if len(train) <= steps + 1:
         raise DataError(f"{text_path}: {len(train)} training bytes, fewer than "
                         f"time_steps + 2 = {steps + 2}")
@@ -111,7 +112,10 @@ def train_char_rnn(text_path: str, cfg: str, weights: str | None, backup: str,
         i = net.iteration
         rng = np.random.default_rng([opts.seed, i])
         offsets = rng.integers(0, len(train) - steps - 1, streams)
-        x, truth = batch_rows(train, offsets, steps)
+        # each of the `subdivisions` passes takes its own streams, step-major within it
+        parts = [batch_rows(train, o, steps) for o in np.split(offsets, subs)]
+        x = np.concatenate([p[0] for p in parts])
+        truth = np.concatenate([p[1] for p in parts])
         loss = net.train_step(x, truth) / math.log(2)         # bits per byte
         if not math.isfinite(loss):
             raise DarkcfgError(f"the loss became {loss} at iteration {i + 1}; try a lower "
