@@ -150,3 +150,27 @@ def test_generate_is_seeded_and_leaves_the_net_as_it_was():
     for byte in b"In":
         p = net.forward(charrnn.one_hot(np.array([byte])))
     assert greedy[0] == int(p.reshape(-1).argmax())
+
+
+KJV_SHA256 = "82fa5f3788c6a9a010fb128a0f0bf588984b5888a82058520620eded59b033ea"
+
+
+def test_shipped_char_rnn_gives_the_readme_numbers(tmp_path):
+    # weights/char_rnn.weights: cfg/char_rnn.cfg trained on the King James Bible of the
+    # Debian package bible-kjv (README "Recurrent networks")
+    import hashlib
+    import shutil
+    import subprocess
+
+    from .conftest import ROOT
+    if shutil.which("bible") is None:
+        pytest.skip("the text comes from Debian's bible-kjv package (apt-get install "
+                    "bible-kjv), which is not installed")
+    text = subprocess.run(["bible", "Gen1:1-Rev22:21"], capture_output=True,
+                          check=True).stdout
+    assert hashlib.sha256(text).hexdigest() == KJV_SHA256
+    train, valid = charrnn.split(np.frombuffer(text, np.uint8))
+    net = Network.load(ROOT / "cfg" / "char_rnn.cfg", ROOT / "weights" / "char_rnn.weights")
+    bits, _ = charrnn.evaluate(net, valid[:30000])
+    assert bits == pytest.approx(2.0540, abs=1e-3)
+    assert charrnn.bigram_bits(train, valid[:30000]) == pytest.approx(3.5161, abs=1e-4)
