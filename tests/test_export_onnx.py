@@ -582,7 +582,10 @@ def test_darknet_cfg_exports(path):
         warnings.simplefilter("ignore", CfgWarning)
         net = random_network(path, size, 1)
     c, h, w = net.input_shape
-    x = np.random.default_rng(3).random((1, c, h, w), dtype=np.float32)
+    # the first image random_network calibrated the BN statistics on: on another random
+    # image a channel calibrated near 0 can grow 1e4-fold and a head's logits lose their
+    # float32 digits (darkcfg and onnxruntime then both differ from float64 by ~1e-3)
+    x = np.random.default_rng(2).random((4, c, h, w), np.float32)[:1]
     net.forward(x)
     # each layer on darkcfg's own inputs (float32 rounding does not accumulate)
     model = to_onnx(net, stepwise=True, extra_outputs=range(len(net.layers)))
@@ -597,13 +600,18 @@ def test_darknet_cfg_exports(path):
     del model, sess, got         # the large nets' copies: one model in memory at a time
     # end to end: the exported model's outputs (its heads, or the network output)
     ends = [lay.index for lay in net.layers if lay.is_head] or [net.output_index]
+    ours = [net.outputs[i].copy() for i in ends]
     outs = session(to_onnx(net)).run(None, {"input": x})
-    assert len(outs) == len(ends)
-    for i, out in zip(ends, outs):
-        assert out.shape == net.outputs[i].shape
-        # over ~100+ layers float32 rounding compounds (up to 4e-4 measured on the deep
-        # mish nets; every layer alone is within 1e-4 above)
-        assert rel_error(out, net.outputs[i]) <= (REL_BAR if key in FAST else 1e-3), (key, i)
+    assert [o.shape for o in outs] == [o.shape for o in ours]
+    # A deep random net can amplify float32 rounding (a channel whose calibrated variance
+    # is tiny): the bar is then ten times what a 1e-7 relative change of the input moves
+    # darkcfg's own outputs (rounding perturbs every layer by about that much; measured
+    # on yolov4-csp-x-swish: 5.8e-4 moved, onnxruntime 5.7e-4 from darkcfg), REL_BAR else
+    jitter = 1 + 1e-7 * np.random.default_rng(5).standard_normal(x.shape)
+    net.forward((x * jitter).astype(np.float32))
+    moved = max(rel_error(net.outputs[i], o) for i, o in zip(ends, ours))
+    for i, ort_out, out in zip(ends, outs, ours):
+        assert rel_error(ort_out, out) <= max(REL_BAR, 10 * moved), (key, i, moved)
 
 
 def test_readme_onnxruntime_example_runs(tmp_path, monkeypatch):
