@@ -1,6 +1,6 @@
 """The speed paths against the plain ones: the fused conv tail, Winograd F(2x2, 3x3), the
-size-2 stride-2 max pool, the thread split (deterministic), against tests/naive_conv.py
-and tests/naive_layers.py."""
+convs reading their input in place (gathered, pointwise), the size-2 stride-2 max pool,
+the thread split (deterministic), against tests/naive_conv.py and tests/naive_layers.py."""
 from __future__ import annotations
 
 import numpy as np
@@ -67,6 +67,78 @@ def test_winograd_matches_naive(case, monkeypatch):
     assert rel(out, naive.conv2d(x, w, 1, 1, pad, 1, 1)) <= REL
 
 
+# (N, C, H, W, filters, k, stride, pad, dilation)
+GATHERED_CASES = [
+    (1, 8, 20, 37, 13, 3, 1, 1, 1),     # rows not whole micro-tiles, filters not whole panels
+    (2, 16, 17, 23, 32, 3, 2, 1, 1),    # strided (phase-split input), batch 2
+    (1, 12, 8, 37, 6, 3, 1, 0, 1),      # no padding: the last pixel groups would read past x
+    (3, 8, 16, 16, 9, 3, 1, 2, 2),      # dilation, batch 3
+    (1, 9, 15, 15, 8, 5, 2, 2, 1),      # 5 x 5, stride 2
+    (1, 64, 20, 20, 7, 3, 2, 1, 1),     # the deepest patches taken (576)
+]
+
+
+def _tail(rng, n, activation):
+    return conv.make_tail(n, rand(rng, n), rand(rng, n), rand(rng, n),
+                          rng.uniform(0.5, 2, n).astype(np.float32), activation=activation)
+
+
+def _spy(monkeypatch, name):
+    from darkcfg.kernels import conv_tiles
+    calls = []
+    kernel = getattr(conv_tiles, name)
+    monkeypatch.setattr(conv_tiles, name, lambda *a: (calls.append(1), kernel(*a)))
+    return calls
+
+
+@pytest.mark.parametrize("activation", ["leaky", "mish"])
+@pytest.mark.parametrize("case", GATHERED_CASES, ids=str)
+def test_gathered_conv_matches_naive(case, activation, monkeypatch):
+    # the micro-kernel reading the input in place, masked stores at the rows' ends and
+    # past the last filter: the raw product against the naive loop, and with the tail
+    # against the packed path's
+    N, C, H, W, n, k, s, pad, d = case
+    rng = np.random.default_rng(sum(case))
+    x, w = rand(rng, N, C, H, W), rand(rng, n, C, k, k)
+    ow = conv.conv_out_hw(H, W, k, s, s, pad, d)[1]
+    assert conv.gathered_pays(C, n, k, 1, ow)
+    calls = _spy(monkeypatch, "gathered")
+    out, _ = conv.conv2d(x, w, sy=s, sx=s, pad=pad, d=d)
+    assert rel(out, naive.conv2d(x, w, s, s, pad, d, 1)) <= REL
+    tail = _tail(rng, n, activation)
+    out, _ = conv.conv2d(x, w, sy=s, sx=s, pad=pad, d=d, tail=tail)
+    assert len(calls) == 2
+    monkeypatch.setattr(conv, "GATHERED", False)
+    ref, _ = conv.conv2d(x, w, sy=s, sx=s, pad=pad, d=d, tail=tail)
+    assert len(calls) == 2 and rel(out, ref) <= 1e-6
+
+
+# (N, C, H, W, filters)
+POINTWISE_CASES = [
+    (1, 96, 5, 7, 13),      # pixels and filters not whole micro-tiles
+    (2, 128, 9, 9, 255),    # batch 2, a yolo head's 255 filters
+    (1, 300, 4, 4, 7),      # deeper than a KC block: the sum in two blocks
+    (3, 16, 10, 10, 20),    # few channels on a small map
+]
+
+
+@pytest.mark.parametrize("case", POINTWISE_CASES, ids=str)
+def test_pointwise_conv_matches_naive(case, monkeypatch):
+    N, C, H, W, n = case
+    rng = np.random.default_rng(sum(case))
+    x, w = rand(rng, N, C, H, W), rand(rng, n, C, 1, 1)
+    assert conv.pointwise_pays(C, H * W)
+    calls = _spy(monkeypatch, "pointwise")
+    out, _ = conv.conv2d(x, w)
+    assert rel(out, naive.conv2d(x, w, 1, 1, 0, 1, 1)) <= REL
+    tail = _tail(rng, n, "leaky")
+    out, _ = conv.conv2d(x, w, tail=tail)
+    assert len(calls) == 2
+    monkeypatch.setattr(conv, "POINTWISE", False)
+    ref, _ = conv.conv2d(x, w, tail=tail)
+    assert len(calls) == 2 and rel(out, ref) <= 1e-6
+
+
 def test_filter_transform_of_a_delta_kernel():
     # g = centre tap 1: G g G^T = outer(G[:, 1], G[:, 1])
     w = np.zeros((1, 1, 3, 3), np.float32)
@@ -94,6 +166,13 @@ def test_maxpool_2x2_matches_naive(shape, padding, stride):
     ref, ref_arg = np.empty_like(out), np.empty_like(arg)
     pool._maxpool(x, 2, stride, stride, padding, ref, ref_arg, True)
     assert np.array_equal(out, ref) and np.array_equal(arg, ref_arg)
+    out2, _ = pool.maxpool(x, 2, stride, stride, padding, want_arg=False)
+    assert np.array_equal(out2, ref)
+    # signed zeros: the first maximum in Darknet's order, sign included
+    x[...] = np.where(rng.random(x.shape) < 0.5, np.float32(-0.0), np.float32(0.0))
+    pool._maxpool(x, 2, stride, stride, padding, ref, ref_arg, True)
+    out2, _ = pool.maxpool(x, 2, stride, stride, padding, want_arg=False)
+    assert np.array_equal(np.signbit(out2), np.signbit(ref))
 
 
 def test_thread_split_is_deterministic(monkeypatch):

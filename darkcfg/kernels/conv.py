@@ -57,6 +57,13 @@ DIRECT_MAX = 2
 WINOGRAD_MIN_C = 32
 WINOGRAD_MIN_N = 32
 WINOGRAD_MIN_TILES = 16
+# 1x1 stride-1 convs through _conv_pointwise (False: the packed path, for comparison)
+POINTWISE = True
+# Inference convs whose patches are this deep or less read the input in place
+# (_conv_gathered; False: the packed path, for comparison)
+GATHERED = True
+GATHERED_MAX_K = 576
+GATHERED_MIN_C = 8
 
 
 def reuse(buf: np.ndarray | None, shape: tuple[int, ...]) -> np.ndarray:
@@ -383,6 +390,100 @@ def _conv_packed(x: np.ndarray, weights: np.ndarray, sy: int, sx: int, pad: int,
             moments += parts[ti]
 
 
+# Values of a pointwise conv's tile (its pixels of the input and of the output block)
+# kept in L2 while its product and tail run (Zen 3 and Skylake-SP cores have 512 KB-1 MB)
+POINTWISE_TILE = 96 * 1024
+# Weights of a filter chunk (KC deep) kept in L2 while the column panels pass
+POINTWISE_CHUNK = 48 * 1024
+
+
+def pointwise_pays(C: int, P: int) -> bool:
+    """Whether conv2d's inference runs a 1x1 stride-1 conv through _conv_pointwise: timed
+    per conv against the packed path on one Zen 3 core (yolov3-tiny, yolov4 shapes),
+    1.1-1.4x faster with at least 96 channels or maps of at most 8k pixels, 0.8-0.95x on
+    larger maps of few channels (64 -> 64 on 160 x 160, 32 -> 64 on 208 x 208), where the
+    output tile's rows, a whole map apart, stream from memory."""
+    return POINTWISE and (C >= 96 or P <= 8192)
+
+
+def pointwise_tiles(N: int, C: int, n: int, P: int, threads: int
+                    ) -> tuple[int, int, int, int]:
+    """(width, fblocks, per_block, chunk) of a pointwise conv's tasks: tiles of `width`
+    pixels of one image (a multiple of NR unless it is the whole image) whose input and
+    output block fit POINTWISE_TILE; with fewer tiles than two per thread, the filters
+    split into `fblocks` blocks of `per_block` panels (at least 4); `chunk` panels of
+    weights at a time (POINTWISE_CHUNK)."""
+    panels = gemm.packed_rows(n) // gemm.MR
+    width = max(gemm.NR, POINTWISE_TILE // (C + min(n, 256)) // gemm.NR * gemm.NR)
+    count = -(-P // width)
+    if threads > 1 and N * count < 4 * threads and N * count % threads:
+        count = -(-count // threads) * threads        # whole rounds of the threads
+    width = min(P, gemm.packed_cols(-(-P // count)))
+    count = -(-P // width)
+    fblocks = 1
+    if threads > 1 and N * count < 2 * threads:
+        fblocks = max(1, min(-(-2 * threads // (N * count)), panels // 4))
+    per_block = -(-panels // fblocks)
+    chunk = max(1, POINTWISE_CHUNK // (gemm.MR * min(C, gemm.KC)))
+    return width, fblocks, per_block, chunk
+
+
+def _conv_pointwise(x: np.ndarray, weights: np.ndarray, out: np.ndarray, tail: Tail,
+                    cache: dict | None) -> None:
+    # A 1x1 stride-1 conv without padding, as the GEMM W (n, C) @ x (C, H*W) per image,
+    # with x read in place and the product written straight into out, the tail applied
+    # per tile while it is in cache (kernels.conv_tiles.pointwise)
+    N, C, H, W = x.shape
+    n = weights.shape[0]
+    ap = _packed_weights(weights, cache)[0]
+    width, fblocks, per_block, chunk = pointwise_tiles(N, C, n, H * W,
+                                                       numba.get_num_threads())
+    edge = parallel.scratch("pointwise_edge", (numba.config.NUMBA_NUM_THREADS,
+                                               gemm.NR * (gemm.KC + gemm.MR)))
+    conv_tiles.pointwise(x, ap, width, fblocks, per_block, chunk, edge, out, tail.mode,
+                         tail.mean, tail.inv, tail.scales, tail.biases, tail.code)
+
+
+def gathered_pays(C: int, n: int, k: int, groups: int, ow: int) -> bool:
+    """Whether conv2d's inference runs the conv with the micro-kernel reading the input
+    in place (_conv_gathered): k > 1, at least GATHERED_MIN_C channels, a patch depth
+    whose B rows the micro-kernel keeps in L1, output rows at least half a micro-tile
+    wide. Timed per conv against the packed path on one Zen 3 core (yolov3-tiny, yolov4,
+    resnet18 shapes): 1.05-1.5x faster from 8 channels up to 576 values of depth, 0.8-0.9x
+    with 3 channels (the product is too short to hide the stores), 0.6-0.9x for 1x1
+    convs (their rows, a whole map apart, leave the caches' sets unused)."""
+    return (GATHERED and groups == 1 and k > 1 and C >= GATHERED_MIN_C
+            and C * k * k <= GATHERED_MAX_K and ow >= gemm.NR // 2)
+
+
+def _conv_gathered(x: np.ndarray, weights: np.ndarray, sy: int, sx: int, pad: int, d: int,
+                   out: np.ndarray, tail: Tail, cache: dict | None) -> None:
+    # The conv with no packed copy of its patches: per NR output pixels of a row, the
+    # micro-kernel reads each patch element's NR values straight from the zero-padded
+    # (phase-split when strided) input and stores into out in place, then the tail runs
+    # on the row (kernels.conv_tiles.gathered)
+    N = x.shape[0]
+    n, C, k, _ = weights.shape
+    oh = out.shape[2]
+    K = C * k * k
+    ap = _packed_weights(weights, cache)[0]
+    flat, row_off, pitch, image_stride = _packed_source(x, k, sy, sx, pad, d)
+    threads = numba.get_num_threads()
+    rows = max(1, -(-N * oh // (4 * threads)))          # about four tasks per thread
+    rows = -(-oh // -(-oh // min(rows, oh)))            # ... of even size
+    tasks = N * -(-oh // rows)
+    panels = gemm.packed_rows(n) // gemm.MR
+    fblocks = 1
+    if threads > 1 and tasks < 2 * threads:
+        fblocks = max(1, min(-(-2 * threads // tasks), panels // 2))
+    per_block = -(-panels // fblocks)
+    edge = parallel.scratch("gathered_edge", (numba.config.NUMBA_NUM_THREADS,
+                                              K * gemm.NR))
+    conv_tiles.gathered(flat, row_off, np.arange(K, dtype=np.int64) * gemm.NR, pitch,
+                        image_stride, ap, K, rows, fblocks, per_block, edge, out,
+                        tail.mode, tail.mean, tail.inv, tail.scales, tail.biases, tail.code)
+
+
 def conv2d(x: np.ndarray, weights: np.ndarray, *, sy: int = 1, sx: int = 1, pad: int = 0,
            d: int = 1, groups: int = 1, out: np.ndarray | None = None,
            work: np.ndarray | None = None, tail: Tail | None = None,
@@ -426,6 +527,13 @@ def conv2d(x: np.ndarray, weights: np.ndarray, *, sy: int = 1, sx: int = 1, pad:
         if moments is not None:
             moments[...] = bn_train.moments(out)
         _apply_tail(out, tail)
+        return out, work
+    if gemm.ENABLED and moments is None and gathered_pays(C, n, k, groups, ow):
+        _conv_gathered(x, weights, sy, sx, pad, d, out, tail, cache)
+        return out, work
+    if (gemm.ENABLED and k == 1 and sy == 1 and sx == 1 and pad == 0 and groups == 1
+            and moments is None and pointwise_pays(C, H * W)):
+        _conv_pointwise(x, weights, out, tail, cache)
         return out, work
     if gemm.ENABLED and N * oh * ow >= gemm.NR // 2:
         _conv_packed(x, weights, sy, sx, pad, d, oh, ow, out, tail, cache, moments, groups)

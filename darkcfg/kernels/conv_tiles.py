@@ -17,6 +17,7 @@ import numpy as np
 from numba import prange
 
 from . import epilogue, gemm, winograd
+from .activations import LINEAR
 from .config import jit, pjit
 from .im2col import col2im_direct, col2im_wide, crop_input, im2col_direct, im2col_wide
 
@@ -65,6 +66,98 @@ def packed(src, row_off, count, width, fblocks, per_block, oh, ow, pitch, image_
                                    parts[ti, first + f0:first + f1])
         epilogue.store(rows, T, out, j0, first + f0, ow, mode, mean, inv, scales, biases,
                        code)
+
+
+@pjit
+def gathered(src, row_off, packed_off, pitch, image_stride, ap, K, rows_per_task, fblocks,
+             per_block, edge_all, out, mode, mean, inv, scales, biases, code):
+    # A conv with the micro-kernel reading its B panels straight from the input (no
+    # packing): src flat, the zero-padded (phase-split when strided) input as for
+    # gemm.pack_patches, patch element k at row_off[k] past a patch's origin, output
+    # rows `pitch` apart and images `image_stride` apart in src. Tasks: runs of
+    # `rows_per_task` output rows of one image times blocks of `per_block` filter panels;
+    # per NR output pixels of a row, every panel's MR x NR tile is computed over the
+    # whole depth K and stored into out in place (masked at the row's end and past the
+    # last filter), then the tail on the row while it is in cache. A last pixel group
+    # whose reads would run past src is copied into edge (zero-padded) first.
+    # packed_off: k * NR for k < K; edge_all (threads, >= K * NR) scratch.
+    N, n, oh, ow = out.shape
+    P = oh * ow
+    of = out.reshape(-1)
+    per_image = -(-oh // rows_per_task)
+    reach = 0
+    for k in range(K):
+        reach = max(reach, row_off[k])
+    reach += gemm.NR
+    tail = mode != epilogue.RAW or (code != epilogue.NO_ACT and code != LINEAR)
+    for i in prange(N * per_image * fblocks):
+        ti = i // fblocks
+        b = ti // per_image
+        oy0 = (ti - b * per_image) * rows_per_task
+        p0 = (i - ti * fblocks) * per_block
+        f0 = p0 * gemm.MR
+        f1 = min(n, (p0 + per_block) * gemm.MR)
+        if f0 >= f1:
+            continue
+        edge = edge_all[numba.get_thread_id()]
+        run = np.empty((1, 3), np.int64)
+        for oy in range(oy0, min(oh, oy0 + rows_per_task)):
+            for ox0 in range(0, ow, gemm.NR):
+                cols = min(gemm.NR, ow - ox0)
+                base = b * image_stride + oy * pitch + ox0
+                b_src, b_off, offs = src, base, row_off
+                if base + reach > src.size:         # copy the group, zero-padded
+                    for k in range(K):
+                        for u in range(gemm.NR):
+                            j = base + row_off[k] + u
+                            edge[k * gemm.NR + u] = src[j] if j < src.size else 0.0
+                    b_src, b_off, offs = edge, 0, packed_off
+                for f in range(f0, f1, gemm.MR):
+                    gemm._microkernel_off(ap, f * K, b_src, b_off, offs, of,
+                                          (b * n + f) * P + oy * ow + ox0, K, P, False,
+                                          min(gemm.MR, f1 - f), cols)
+            if tail:
+                run[0, 0] = 0
+                run[0, 1] = b * n * P + oy * ow
+                run[0, 2] = ow
+                epilogue.tail_runs(out, f0, f1 - f0, run, 1, mode, mean, inv, scales,
+                                   biases, code)
+
+
+@pjit
+def pointwise(x, ap, width, fblocks, per_block, chunk, edge_all, out, mode, mean, inv,
+              scales, biases, code):
+    # A 1x1 stride-1 conv without padding, x (N, C, H, W) -> out (N, n, H, W):
+    # tasks are tiles of `width` pixels of one image times blocks of `per_block` filter
+    # panels; each multiplies the packed weights by x read in place into out in place
+    # (gemm.gemm_inplace), then applies the tail to its block while it is in cache.
+    # edge_all (threads, >= NR * (KC + MR)) scratch.
+    N, C, H, W = x.shape
+    P = H * W
+    n = out.shape[1]
+    per_image = -(-P // width)
+    xf = x.reshape(-1)
+    of = out.reshape(-1)
+    for i in prange(N * per_image * fblocks):
+        ti = i // fblocks
+        b = ti // per_image
+        j0 = (ti - b * per_image) * width
+        T = min(width, P - j0)
+        p0 = (i - ti * fblocks) * per_block
+        f0 = p0 * gemm.MR
+        f1 = min(n, (p0 + per_block) * gemm.MR)
+        if f0 >= f1:
+            continue
+        gemm.gemm_inplace(ap, p0, f1 - f0, C, xf, b * C * P + j0, P, of,
+                          (b * n + f0) * P + j0, P, T, edge_all[numba.get_thread_id()],
+                          chunk)
+        if mode != epilogue.RAW or (code != epilogue.NO_ACT and code != LINEAR):
+            run = np.empty((1, 3), np.int64)
+            run[0, 0] = 0
+            run[0, 1] = b * n * P + j0
+            run[0, 2] = T
+            epilogue.tail_runs(out, f0, f1 - f0, run, 1, mode, mean, inv, scales, biases,
+                               code)
 
 
 @pjit

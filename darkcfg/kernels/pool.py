@@ -236,6 +236,41 @@ def _global_avgpool(x):
     return out
 
 
+@pjit_dual
+def _maxpool2_s2(x, out):
+    # _maxpool2 at stride 2 without argmax (inference), in flat loops LLVM vectorises
+    # (unsigned offsets: no negative-index checks): per output, the first maximum of each
+    # row's column pair, then of the two rows; that is the first maximum in Darknet's
+    # cell order (row, then column), so the result equals _maxpool2's, NaN cells skipped
+    n, c, h, w = x.shape
+    oh, ow = out.shape[2], out.shape[3]
+    full = min(ow, (w - 2) // 2 + 1)        # windows with both columns in the image
+    xf = x.reshape(-1)
+    of = out.reshape(-1)
+    lo = -FLT_MAX
+    two = np.uint64(2)
+    for t in prange(n * c):
+        for i in range(oh):
+            r0 = np.uint64((t * h + 2 * i) * w)
+            r1 = np.uint64((t * h + 2 * i + 1) * w) if 2 * i + 1 < h else r0
+            o = np.uint64((t * oh + i) * ow)
+            for j in range(np.uint64(full)):
+                a = xf[r0 + two * j]
+                m = a if a > lo else lo
+                a = xf[r0 + two * j + np.uint64(1)]
+                m = a if a > m else m
+                a = xf[r1 + two * j]
+                m2 = a if a > lo else lo
+                a = xf[r1 + two * j + np.uint64(1)]
+                m2 = a if a > m2 else m2
+                of[o + j] = m2 if m2 > m else m
+            for j in range(full, ow):       # a last window with one column in the image
+                a = xf[r0 + np.uint64(2 * j)]
+                m = a if a > lo else lo
+                a = xf[r1 + np.uint64(2 * j)]
+                of[o + np.uint64(j)] = a if a > m else m
+
+
 def maxpool(x: np.ndarray, size: int, stride_y: int, stride_x: int, padding: int, *,
             out: np.ndarray | None = None, arg: np.ndarray | None = None,
             want_arg: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
@@ -259,7 +294,9 @@ def maxpool(x: np.ndarray, size: int, stride_y: int, stride_x: int, padding: int
             arg = np.empty(shape, np.int32)
     else:
         arg = None
-    if kernel is _maxpool2:
+    if kernel is _maxpool2 and not want_arg and stride_x == 2:
+        _maxpool2_s2(x, out)
+    elif kernel is _maxpool2:
         _maxpool2(x, stride_x, out, _NO_ARG if arg is None else arg, want_arg)
     elif not want_arg and stride_y == stride_x == 1 and size >= 3:
         _maxpool_s1(x, size, padding, out)
