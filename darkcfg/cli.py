@@ -173,9 +173,13 @@ def cmd_partial(args: argparse.Namespace) -> int:
     from .weights import partial
     check_target(args.out, "weights")           # before the work, not after it
     for given, what in ((args.weights, "weights file"), (args.cfg, "cfg")):
-        if os.path.exists(args.out) and os.path.samefile(args.out, given):
+        if os.path.exists(args.out) and os.path.exists(given) and \
+                os.path.samefile(args.out, given):
             raise DarkcfgError(f"{args.out}: is the input {what}; partial writes a new file "
                                "(choose another name for OUT)")
+    if os.path.exists(args.out) and not args.force:
+        raise DarkcfgError(f"{args.out}: exists; darkcfg does not replace it unasked (use "
+                           "--force, or choose another name)")
     net = Network.load(args.cfg, args.weights, dialect=args.dialect, strict=not args.lenient)
     done = partial(net, args.out, args.n, net.loaded)
     h = done.header
@@ -799,6 +803,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dialect", choices=DIALECTS,
                    help="which Darknet lineage's layout (default: as `run` chooses)")
     p.add_argument("--lenient", action="store_true", help="cfg problems become warnings")
+    p.add_argument("--force", action="store_true", help="replace OUT if it exists")
     p.set_defaults(func=cmd_partial)
 
     p = sub.add_parser("export", help="write the network (cfg + weights) as an ONNX model "

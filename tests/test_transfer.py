@@ -158,6 +158,14 @@ def test_partial_command(tmp_path, write_cfg, rng):
     r = darkcfg("partial", cfg, tmp_path / "w.weights", tmp_path / "w.weights", 3)
     assert r.returncode == 2 and "is the input weights file" in r.stderr
     assert (tmp_path / "w.weights").read_bytes() == whole
+    # an existing OUT is kept unless --force says otherwise
+    (tmp_path / "p.weights").write_bytes(b"mine")
+    r = darkcfg("partial", cfg, tmp_path / "w.weights", tmp_path / "p.weights", 2)
+    assert r.returncode == 2 and "exists" in r.stderr and "--force" in r.stderr
+    assert (tmp_path / "p.weights").read_bytes() == b"mine"
+    r = darkcfg("partial", cfg, tmp_path / "w.weights", tmp_path / "p.weights", 2, "--force")
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "p.weights").read_bytes() == expected_partial(whole, 2)
 
 
 # --- freezing ------------------------------------------------------------------------------
