@@ -174,3 +174,17 @@ def test_shipped_char_rnn_gives_the_readme_numbers(tmp_path):
     bits, _ = charrnn.evaluate(net, valid[:30000])
     assert bits == pytest.approx(2.0540, abs=1e-3)
     assert charrnn.bigram_bits(train, valid[:30000]) == pytest.approx(3.5161, abs=1e-4)
+
+
+def test_classifier_training_refuses_time_steps(tmp_path):
+    from darkcfg.train.classifier import train
+    from darkcfg.train.loop import TrainOptions
+    cfg = tmp_path / "c.cfg"
+    cfg.write_text(CFG)
+    data = tmp_path / "t.data"
+    data.write_text("classes=256\ntrain=fashion-mnist:train\nbackup=" + str(tmp_path / "b") +
+                    "\n")
+    with pytest.raises(DarkcfgError, match="time_steps=4: a classifier trains on single "
+                                           "images.*darkcfg rnn train"):
+        train(str(data), str(cfg), None, TrainOptions())
+    assert not (tmp_path / "b").exists()

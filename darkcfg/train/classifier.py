@@ -102,6 +102,10 @@ def train(data_file: str, cfg_file: str, weights: str | None, opts: TrainOptions
     net = Network(graph)
     netopts = graph.net.opts
     check_schedule(netopts, graph.net.section)
+    if netopts["time_steps"] > 1:       # rows would be time steps of sequences, not images
+        raise DarkcfgError(f"{cfg_file}: time_steps={netopts['time_steps']}: a classifier "
+                           "trains on single images (time_steps=1); sequence nets train on "
+                           "text with `darkcfg rnn train`")
     metric = graph.layers[-1] if graph.layers[-1].type in ("triplet", "contrastive") else None
     classes = data_cfg.classes if metric else graph.output_layer.outputs
     if data_cfg.classes != classes:
