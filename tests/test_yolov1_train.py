@@ -36,3 +36,19 @@ def test_darkcfg_trains_a_yolov1_detector(tmp_path):
     valid = tmp_path / "valid.data"
     valid.write_text(data.read_text() + "valid=train.txt\n")
     assert main(["map", str(valid), str(cfg), str(final)]) == 0
+
+
+def test_shipped_yolov1_fashion_cfg_fits_its_data():
+    """cfg/yolov1_fashion.cfg (the README's measured run): 96 x 96 grey in, [local] on the
+    6 x 6 grid, [detection] side 6 over yolo_fashion.data's 10 classes."""
+    from darkcfg.data.classifier import read_data_config
+
+    from .conftest import ROOT
+    graph = load_graph(ROOT / "cfg" / "yolov1_fashion.cfg")
+    head = graph.layers[-1]
+    assert graph.net.input_shape == (1, 96, 96)
+    assert [lay.type for lay in graph.layers[-4:]] == ["local", "dropout", "connected",
+                                                      "detection"]
+    assert graph.layers[-4].out_shape == (64, 6, 6)
+    assert (head.side, head.num, head.classes) == (6, 2, 10)
+    assert head.classes == read_data_config(ROOT / "cfg" / "yolo_fashion.data").classes
