@@ -150,7 +150,9 @@ def test_lenient_turns_unknown_keys_into_warnings(tmp_path):
 def test_unsupported_sections_are_refused_to_run(tmp_path):
     from darkcfg.network import Network
     path = tmp_path / "x.cfg"
-    path.write_text(NET + "[local]\nfilters=2\nsize=3\n")
+    # a [local] whose pad Darknet turns into reads at the wrong stride
+    path.write_text(NET + "[local]\nfilters=2\nsize=5\npad=1\n")
     graph = load_graph(path)          # summarises...
-    with pytest.raises(CfgError, match=r"x.cfg:5: \[local\] \(layer 0\): cannot run"):
+    with pytest.raises(CfgError, match=r"x.cfg:5: \[local\] \(layer 0\): cannot run .*"
+                                       r"size=5 and pad=1.*use pad=2"):
         Network(graph)                # ...but does not run

@@ -222,7 +222,16 @@ def opencv_cfg(cfg: Path, size: int, out: Path) -> Path:
 
 
 def export_onnx(job: dict, path: str) -> None:
-    """The PyTorch copy of the job's net, every head an output, exported at its size."""
+    """The PyTorch copy of the job's net, every head an output, exported at its size; with
+    job["exporter"] == "darkcfg", darkcfg's own `darkcfg export` model instead (BN folded,
+    raw heads)."""
+    if job.get("exporter") == "darkcfg":
+        from darkcfg.export import save_onnx, to_onnx
+        from darkcfg.network import Network
+        net = Network.load(cfg_path(job["cfg"]), job["weights"], batch=job["batch"],
+                           strict=False, width=job["size"], height=job["size"])
+        save_onnx(to_onnx(net, batch=job["batch"]), path, force=True)
+        return
     import torch
     from torch_from_cfg import from_network
 
@@ -332,7 +341,7 @@ class Worker:
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         self.sess = ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
-        self.feed = {"x": self.x}
+        self.feed = {self.sess.get_inputs()[0].name: self.x}
 
     def step(self):
         fw, job = self.fw, self.job
@@ -614,6 +623,7 @@ def forward_jobs(args, tmp: str) -> list[dict]:
                              "heads": head_indices(net),
                              "cv_cfg": str(opencv_cfg(cfg, size, Path(f"{tmp}/{name}.cfg"))),
                              "onnx": f"{tmp}/{name}.{kind}.b{b}.onnx",
+                             "exporter": args.onnx_exporter,
                              "warmup": 3, "reps": args.reps if b == 1 else
                              max(1, args.reps // 2)})
     return jobs
@@ -641,6 +651,9 @@ def main() -> None:
     ap.add_argument("--torch-env", nargs="*", default=[], metavar="KEY=VALUE",
                     help="environment for the PyTorch worker only (e.g. "
                          "OMP_WAIT_POLICY=PASSIVE, which PyTorch's OpenMP runtime reads)")
+    ap.add_argument("--onnx-exporter", choices=("torch", "darkcfg"), default="torch",
+                    help="what writes onnxruntime's model: torch.onnx.export of the PyTorch "
+                    "copy (default), or darkcfg's own exporter")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     ap.add_argument("--job", help=argparse.SUPPRESS)
     ap.add_argument("--export", nargs=2, help=argparse.SUPPRESS)
