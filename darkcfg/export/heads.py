@@ -44,14 +44,19 @@ def yolo(ctx: Context, layer: Layer, x: str) -> str:
         entries = [0, 1, *range(4, k)]
         y = b.op("Where", [b.const(_channel_mask(a, k, entries), "logistic_channels"),
                            b.op("Sigmoid", [x]), x])
-    s = layer.opts["scale_x_y"]
-    if s != 1.0:
-        xy = _channel_mask(a, k, [0, 1])
-        scale = np.where(xy, np.float32(s), np.float32(1))
-        shift = np.where(xy, np.float32(-0.5 * (s - 1.0)), np.float32(0))
-        y = b.op("Add", [b.op("Mul", [y, b.const(scale, "scale_x_y")]),
-                         b.const(shift, "shift_x_y")])
-    return y
+    return _scale_xy(b, y, a, k, [0, 1], layer.opts["scale_x_y"])
+
+
+def _scale_xy(b, y: str, a: int, k: int, entries: list[int], s: float) -> str:
+    """AlexeyAB's scale_x_y on the box-centre entries of each of a anchors' k channels:
+    s * y - (s - 1) / 2 there, y elsewhere (nothing added when s is 1)."""
+    if s == 1.0:
+        return y
+    xy = _channel_mask(a, k, entries)
+    scale = np.where(xy, np.float32(s), np.float32(1))
+    shift = np.where(xy, np.float32(-0.5 * (s - 1.0)), np.float32(0))
+    return b.op("Add", [b.op("Mul", [y, b.const(scale, "scale_x_y")]),
+                        b.const(shift, "shift_x_y")])
 
 
 @emits("region")
@@ -82,14 +87,7 @@ def gaussian_yolo(ctx: Context, layer: Layer, x: str) -> str:
     entries = [0, 1, 2, 3, 5, 7, *range(8, k)]
     y = b.op("Where", [b.const(_channel_mask(a, k, entries), "logistic_channels"),
                        b.op("Sigmoid", [x]), x])
-    s = layer.opts["scale_x_y"]
-    if s != 1.0:
-        xy = _channel_mask(a, k, [0, 2])
-        scale = np.where(xy, np.float32(s), np.float32(1))
-        shift = np.where(xy, np.float32(-0.5 * (s - 1.0)), np.float32(0))
-        y = b.op("Add", [b.op("Mul", [y, b.const(scale, "scale_x_y")]),
-                         b.const(shift, "shift_x_y")])
-    return y
+    return _scale_xy(b, y, a, k, [0, 2], layer.opts["scale_x_y"])
 
 
 @emits("detection")
