@@ -439,7 +439,7 @@ def _conv_pointwise(x: np.ndarray, weights: np.ndarray, out: np.ndarray, tail: T
     width, fblocks, per_block, chunk = pointwise_tiles(N, C, n, H * W,
                                                        numba.get_num_threads())
     edge = parallel.scratch("pointwise_edge", (numba.config.NUMBA_NUM_THREADS,
-                                               gemm.NR * (gemm.KC + gemm.MR)))
+                                               gemm.NR * gemm.KC))
     conv_tiles.pointwise(x, ap, width, fblocks, per_block, chunk, edge, out, tail.mode,
                          tail.mean, tail.inv, tail.scales, tail.biases, tail.code)
 

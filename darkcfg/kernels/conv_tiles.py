@@ -131,7 +131,7 @@ def pointwise(x, ap, width, fblocks, per_block, chunk, edge_all, out, mode, mean
     # tasks are tiles of `width` pixels of one image times blocks of `per_block` filter
     # panels; each multiplies the packed weights by x read in place into out in place
     # (gemm.gemm_inplace), then applies the tail to its block while it is in cache.
-    # edge_all (threads, >= NR * (KC + MR)) scratch.
+    # edge_all (threads, >= NR * KC) scratch.
     N, C, H, W = x.shape
     P = H * W
     n = out.shape[1]

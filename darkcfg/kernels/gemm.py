@@ -529,6 +529,11 @@ def gemm_packed(ap, aoff, p0, panels, bp, boff, K, c, coff, ldc, W, add=False):
                 c[coff + i * ldc + j] = 0.0
 
 
+# Row k of a packed B panel lies k * NR values in: the offsets _microkernel_off takes to
+# read a packed panel (for its masked stores)
+_PANEL_ROWS = np.arange(KC, dtype=np.int64) * NR
+
+
 @jit
 def gemm_inplace(ap, p0, m, K, b, boff, ldb, c, coff, ldc, T, edge, chunk):
     # c[coff + i*ldc + j] = sum_k w[p0*MR + i, k] * b[boff + k*ldb + j] for i < m, j < T:
@@ -537,13 +542,12 @@ def gemm_inplace(ap, p0, m, K, b, boff, ldb, c, coff, ldc, T, edge, chunk):
     # pass). B is packed one NR-wide column panel at a time into `edge`, where it stays
     # in L1 while the weights pass (read in place, the rows of a map whose size is a
     # multiple of 4 KB would all fall in one L1 set). Nothing outside the m x T values
-    # is written: a micro-tile running past m rows or T columns goes through `edge` and
-    # is copied. edge: (>= NR * (KC + MR),) scratch. The sum over k runs in KC blocks
+    # is written: a micro-tile running past m rows or T columns is stored masked.
+    # edge: (>= NR * KC,) scratch. The sum over k runs in KC blocks
     # added in turn, as gemm_packed's (the same numbers); the filters go in chunks of
     # `chunk` panels, whose KC-deep weights stay in L2 while the column panels pass.
     panels = -(-m // MR)
     eb = edge[:KC * NR]
-    ec = edge[KC * NR:KC * NR + MR * NR]
     for k0 in range(0, K, KC):
         kc = min(KC, K - k0)
         add = k0 > 0
@@ -568,14 +572,9 @@ def gemm_inplace(ap, p0, m, K, b, boff, ldb, c, coff, ldc, T, edge, chunk):
                     dst = coff + i * MR * ldc + q
                     if rows == MR and cols == NR:
                         _microkernel(ap, a0, eb, 0, c, dst, kc, ldc, add)
-                        continue
-                    _microkernel(ap, a0, eb, 0, ec, 0, kc, NR, False)
-                    for r in range(rows):
-                        for u in range(cols):
-                            v = ec[r * NR + u]
-                            if add:
-                                v = c[dst + r * ldc + u] + v
-                            c[dst + r * ldc + u] = v
+                    else:           # the masked stores keep to the m x T values
+                        _microkernel_off(ap, a0, eb, 0, _PANEL_ROWS, c, dst, kc, ldc, add,
+                                         rows, cols)
 
 
 @jit
