@@ -782,7 +782,7 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("cfg")
     q.add_argument("weights")
     q.add_argument("--seed", default="", help="text fed first (default a newline)")
-    q.add_argument("--len", type=int, default=500, help="bytes to generate (500)")
+    q.add_argument("--len", type=_positive_int, default=500, help="bytes to generate (500)")
     q.add_argument("--temp", type=float, default=0.7, help="temperature (0.7)")
     q.add_argument("--rng", type=int, default=0, help="random seed of the sampling")
     q = acts.add_parser("valid", help="bits per byte and perplexity on a text")

@@ -97,6 +97,9 @@ def test_cli_train_generate_valid(tmp_path, capsysbinary):
                  "20"]) == 0
     out = capsys.readouterr().out
     assert out.startswith(b"In the") and len(out) == 6 + 20 + 1
+    with pytest.raises(SystemExit) as refused:      # a negative length is refused
+        main(["rnn", "generate", str(cfg), str(final), "--len", "-5"])
+    assert refused.value.code == 2 and b"--len" in capsys.readouterr().err
     assert main(["rnn", "valid", str(cfg), str(final), str(text), "--tail"]) == 0
     line = capsys.readouterr().out.decode()
     bits = float(line.split()[2])
