@@ -2,6 +2,8 @@
 small [local] + [detection] net learns; `darkcfg map` runs on it."""
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 from darkcfg.graph import load_graph
@@ -41,8 +43,6 @@ def test_darkcfg_trains_a_yolov1_detector(tmp_path):
 def test_shipped_yolov1_fashion_cfg_fits_its_data():
     """cfg/yolov1_fashion.cfg (the README's measured run): 96 x 96 grey in, [local] on the
     6 x 6 grid, [detection] side 6 over yolo_fashion.data's 10 classes."""
-    from darkcfg.data.classifier import read_data_config
-
     from .conftest import ROOT
     graph = load_graph(ROOT / "cfg" / "yolov1_fashion.cfg")
     head = graph.layers[-1]
@@ -51,4 +51,7 @@ def test_shipped_yolov1_fashion_cfg_fits_its_data():
                                                       "detection"]
     assert graph.layers[-4].out_shape == (64, 6, 6)
     assert (head.side, head.num, head.classes) == (6, 2, 10)
-    assert head.classes == read_data_config(ROOT / "cfg" / "yolo_fashion.data").classes
+    # The .data file's names= points into data/fashion_det, which exists only once the
+    # dataset is built (not on CI), so its classes= line is read directly.
+    data = (ROOT / "cfg" / "yolo_fashion.data").read_text()
+    assert head.classes == int(re.search(r"^classes\s*=\s*(\d+)", data, re.M).group(1))
