@@ -508,13 +508,12 @@ def idx(array: np.ndarray) -> bytes:
     return head + array.astype(np.uint8).tobytes()
 
 
-def test_make_transfer_subsets(tmp_path, monkeypatch, capsys):
+def subsets_tool(tmp_path, monkeypatch):
+    """tools/make_transfer_subsets.py as a module, reading a small Fashion-MNIST: 12
+    train images per class, 3 test ones, pixel 0 = the image's index (class = index % 10)."""
     import importlib.util
 
-    from darkcfg.data.classifier import open_dataset, read_data_config
-
     from .conftest import ROOT
-    # a small Fashion-MNIST: 12 train images per class, 3 test ones; pixel 0 = the index
     src = tmp_path / "fm"
     src.mkdir()
     for prefix, per in (("train", 12), ("t10k", 3)):
@@ -528,6 +527,13 @@ def test_make_transfer_subsets(tmp_path, monkeypatch, capsys):
         "make_transfer_subsets", ROOT / "tools" / "make_transfer_subsets.py")
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
+    return tool
+
+
+def test_make_transfer_subsets(tmp_path, monkeypatch, capsys):
+    from darkcfg.data.classifier import open_dataset, read_data_config
+
+    tool = subsets_tool(tmp_path, monkeypatch)
     out = tmp_path / "out"
     assert tool.main([str(out), "--per-class", "5", "--seed", "3"]) == 0
     first = {p.name: p.read_bytes() for p in out.iterdir()}
@@ -545,3 +551,46 @@ def test_make_transfer_subsets(tmp_path, monkeypatch, capsys):
     assert {p.name: p.read_bytes() for p in out.iterdir()} == first      # deterministic
     assert tool.main([str(out), "--per-class", "13"]) == 2
     assert "class 0 has 12 images; --per-class 13 asks for more" in capsys.readouterr().err
+
+
+def test_make_transfer_subsets_class_options(tmp_path, monkeypatch, capsys):
+    from darkcfg.data.classifier import open_dataset, read_data_config
+
+    tool = subsets_tool(tmp_path, monkeypatch)
+
+    def made(out, *options):
+        assert tool.main([str(tmp_path / out), "--per-class", "5", *options]) == 0
+        return {p.name: p.read_bytes() for p in (tmp_path / out).iterdir()}
+
+    def train_set(out, name):
+        ds = open_dataset(read_data_config(tmp_path / out / f"{name}.data"), "train")
+        return ds.images[:, 0, 0, 0].astype(int), ds.labels
+
+    # the defaults spelled out make the same files as no options
+    assert made("explicit", "--pretrain-classes", "1,3,5,7,8,9",
+                "--finetune-classes", "0,2,4,6") == made("default")
+    # the upper bound: pre-training on the fine-tuning classes (and two others) leaves out
+    # exactly the 5 images of each class drawn for fine-tuning, which are the default's
+    made("upper", "--pretrain-classes", "0,2,4,6,1,7")
+    small, small_labels = train_set("upper", "finetune")
+    assert small.tolist() == train_set("default", "finetune")[0].tolist()
+    assert small_labels.tolist() == [[0, 2, 4, 6].index(i % 10) for i in small]
+    index, labels = train_set("upper", "pretrain")
+    assert not set(index) & set(small)
+    assert sorted(set(index) | set(small)) == [i for i in range(120) if i % 10 in
+                                               (0, 1, 2, 4, 6, 7)]
+    assert labels.tolist() == [[0, 2, 4, 6, 1, 7].index(i % 10) for i in index]
+    # the reversed split: disjoint lists, so pre-training keeps every image of its classes
+    made("reversed", "--pretrain-classes", "0,2,3,4,6,7", "--finetune-classes", "1,5,8,9")
+    index, labels = train_set("reversed", "pretrain")
+    assert index.tolist() == [i for i in range(120) if i % 10 in (0, 2, 3, 4, 6, 7)]
+    small, labels = train_set("reversed", "finetune")
+    assert np.bincount(labels).tolist() == [5] * 4
+    assert sorted({i % 10 for i in small}) == [1, 5, 8, 9]
+    assert "Pullover" in (tmp_path / "reversed" / "pretrain.names").read_text()
+    for bad, said in (("0,0", "at most once"), ("3,10", "at most once"),
+                      ("1;2", "not a comma-separated list")):
+        with pytest.raises(SystemExit) as e:
+            tool.main([str(tmp_path / "bad"), "--finetune-classes", bad])
+        assert e.value.code == 2 and said in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()

@@ -1,9 +1,12 @@
 """The Fashion-MNIST subsets of the README's transfer-learning example.
 
     python tools/make_transfer_subsets.py OUT [--seed 0] [--per-class 50]
+        [--pretrain-classes 1,3,5,7,8,9] [--finetune-classes 0,2,4,6]
         [--detection data/fashion_det]
 
-Pre-training sees six classes, fine-tuning four others with few images:
+Pre-training sees six classes, fine-tuning four others with few images (the defaults;
+cfg/fashion_backbone.cfg has 6 outputs and cfg/transfer_*.cfg 4, so other class lists
+keep those counts):
 
     pretrain_train.npz   every train-split image of classes 1,3,5,7,8,9 (36,000),
                          labelled 0..5 in that order
@@ -18,6 +21,11 @@ With --detection DIR (the output of tools/make_detection_dataset.py) it also wri
 yolo_scratch.data and yolo_pretrained.data: that dataset with a backup folder of its own
 for each run (OUT/backup_scratch/, OUT/backup_pretrained/), so the two detector runs keep
 apart checkpoints of the same cfg.
+
+The README's controls change the classes: the reversed split (pre-training on classes
+that include the four tops, fine-tuning on others) and the upper bound (pre-training on
+the fine-tuning classes themselves). When the two lists share a class, pre-training
+leaves out the images drawn for fine-tuning, so the small set stays unseen.
 
 The same --seed gives the same files. The .npz files hold uint8 images (N, 28, 28) as
 `x` and labels as `y`, the array fast path of darkcfg's .data reader.
@@ -37,23 +45,50 @@ PRETRAIN = (1, 3, 5, 7, 8, 9)
 FINETUNE = (0, 2, 4, 6)
 
 
-def subset(x: np.ndarray, y: np.ndarray, classes: tuple[int, ...], per_class: int | None,
-           rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Images of `classes` (all, or per_class of each drawn by rng), in their original
-    order, labelled by position in `classes`."""
+def pick(y: np.ndarray, classes: tuple[int, ...], per_class: int | None,
+         rng: np.random.Generator, leave_out: np.ndarray | None = None) -> np.ndarray:
+    """Indices of the images of `classes` (all, or per_class of each drawn by rng), in
+    their original order, without those in leave_out."""
     keep = []
     for c in classes:
         idx = np.flatnonzero(y == c)
+        if leave_out is not None:
+            idx = np.setdiff1d(idx, leave_out)
         if per_class is not None:
             if per_class > len(idx):
                 raise DarkcfgError(f"class {c} has {len(idx)} images; --per-class "
                                    f"{per_class} asks for more")
             idx = rng.choice(idx, per_class, replace=False)
         keep.append(idx)
-    order = np.sort(np.concatenate(keep))
+    return np.sort(np.concatenate(keep))
+
+
+def relabelled(x: np.ndarray, y: np.ndarray, order: np.ndarray,
+               classes: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """The images at `order`, labelled by their class's position in `classes`."""
     relabel = np.full(10, -1, np.int64)
     relabel[list(classes)] = np.arange(len(classes))
     return x[order], relabel[y[order]]
+
+
+def subset(x: np.ndarray, y: np.ndarray, classes: tuple[int, ...], per_class: int | None,
+           rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Images of `classes` (all, or per_class of each drawn by rng), in their original
+    order, labelled by position in `classes`."""
+    return relabelled(x, y, pick(y, classes, per_class, rng), classes)
+
+
+def class_list(text: str) -> tuple[int, ...]:
+    """An argparse type: comma-separated Fashion-MNIST class numbers 0-9, each once."""
+    try:
+        classes = tuple(int(t) for t in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"'{text}' is not a comma-separated list of class numbers 0-9") from None
+    if not all(0 <= c <= 9 for c in classes) or len(set(classes)) != len(classes):
+        raise argparse.ArgumentTypeError(
+            f"'{text}': give each Fashion-MNIST class number 0-9 at most once")
+    return classes
 
 
 def write_npz(path: Path, x: np.ndarray, y: np.ndarray) -> None:
@@ -86,6 +121,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0, help="which fine-tuning images (0)")
     p.add_argument("--per-class", type=int, default=50,
                    help="fine-tuning training images per class (50)")
+    p.add_argument("--pretrain-classes", type=class_list, default=PRETRAIN,
+                   metavar="LIST", help="pre-training classes, labelled 0.. in this "
+                   "order (1,3,5,7,8,9)")
+    p.add_argument("--finetune-classes", type=class_list, default=FINETUNE,
+                   metavar="LIST", help="fine-tuning classes, labelled 0.. in this "
+                   "order (0,2,4,6); those also in --pretrain-classes lose the drawn "
+                   "fine-tuning images from pre-training")
     p.add_argument("--detection", type=Path,
                    help="a tools/make_detection_dataset.py folder: also write "
                    "yolo_scratch.data and yolo_pretrained.data for it")
@@ -101,23 +143,27 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     out = Path(args.out)
     rng = np.random.default_rng(args.seed)
+    pre, fine = args.pretrain_classes, args.finetune_classes
     try:
-        parts = {
-            "pretrain_train": subset(train.images, train.labels, PRETRAIN, None, rng),
-            "pretrain_test": subset(test.images, test.labels, PRETRAIN, None, rng),
-            "finetune_train": subset(train.images, train.labels, FINETUNE, args.per_class,
-                                     rng),
-            "finetune_test": subset(test.images, test.labels, FINETUNE, None, rng),
-        }
+        # the only draw from rng (pre-training takes every image), so a seed makes the
+        # files it made before the class options existed
+        small = pick(train.labels, fine, args.per_class, rng)
     except DarkcfgError as e:
         print(f"make_transfer_subsets: {e}", file=sys.stderr)
         return 2
+    parts = {
+        "pretrain_train": relabelled(train.images, train.labels,
+                                     pick(train.labels, pre, None, rng, small), pre),
+        "pretrain_test": subset(test.images, test.labels, pre, None, rng),
+        "finetune_train": relabelled(train.images, train.labels, small, fine),
+        "finetune_test": subset(test.images, test.labels, fine, None, rng),
+    }
     out.mkdir(parents=True, exist_ok=True)
     for name, (x, y) in parts.items():
         write_npz(out / f"{name}.npz", x.reshape(len(x), 28, 28), y)
         print(f"{out / name}.npz: {len(x)} images, {len(set(y.tolist()))} classes")
-    write_data(out, "pretrain", PRETRAIN)
-    write_data(out, "finetune", FINETUNE)
+    write_data(out, "pretrain", pre)
+    write_data(out, "finetune", fine)
     if args.detection is not None:
         write_detection_data(out, args.detection)
     return 0
