@@ -103,6 +103,8 @@ def format_table(graph: Graph) -> str:
         f"bytes, activations {_size(t['activation_bytes'])} at batch {graph.net.batch}, "
         f"input {w} x {h} x {c}")
     lines.append(freeze_line(graph.layers, frozen_at_start(graph)))
+    if kind := getattr(graph.layers[-1], "truth_kind", None):
+        lines.append(f"truth: {kind}")
     lines.append(dialect_line(graph))
     return "\n".join(lines)
 

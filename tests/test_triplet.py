@@ -4,6 +4,7 @@ random embeddings, embeddings with ties (duplicates), all-easy and all-hard batc
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,6 +17,7 @@ DISTANCES = ("euclidean", "squared", "cosine")
 MINERS = ("all", "hard", "semihard")
 CLASSES = np.repeat(np.arange(3), 4)                 # 12 images: 3 classes x 4
 D = 6
+ROOT = Path(__file__).resolve().parent.parent
 
 
 # --- a slow reference: plain loops over images, distances one pair at a time -------------
@@ -184,6 +186,31 @@ def test_rows_without_a_class_take_no_part():
     keep = np.arange(len(x)) != 5
     loss, _ = slow_triplet(x[keep], labels[keep], 0.3, "euclidean", "all", False)
     assert cost == pytest.approx(len(x) * loss, rel=1e-9)
+
+
+def test_what_training_consumes_is_a_class_label_per_image():
+    # the summary's truths is what the net reads per image: one class label, not the
+    # embedding's width (Darknet's rule, the last layer's outputs, would say 6 here)
+    x = random_batch(np.random.default_rng(5)).astype(np.float32).reshape(-1, D, 1, 1)
+    net = net_for("euclidean", "all", 0.3)
+    assert net.graph.truths == 1 and net.graph.layers[-1].outputs == D
+    index = CLASSES.astype(np.float32).reshape(-1, net.graph.truths)
+    index[5] = -1                                  # negative: no class
+    one_hot = truth_of(CLASSES)
+    one_hot[5] = 0
+    keep = np.arange(len(x)) != 5
+    loss, _ = slow_triplet(x[keep].reshape(-1, D), CLASSES[keep], 0.3, "euclidean", "all",
+                           False)
+    assert net.forward_train(x, index) == pytest.approx(len(x) * loss, rel=1e-9)
+    assert net.forward_train(x, one_hot) == pytest.approx(len(x) * loss, rel=1e-9)
+
+
+def test_summary_reports_one_truth_a_class_label():
+    from darkcfg.graph import load_graph
+    from darkcfg.summary import format_table
+    text = format_table(load_graph(ROOT / "cfg" / "fashion_siamese.cfg"))
+    assert "outputs 64 truths 1 params" in text
+    assert "truth: a class label per image" in text
 
 
 def test_inference_has_no_loss_and_passes_the_embedding():

@@ -42,10 +42,16 @@ MINERS = ("all", "hard", "semihard")
 
 
 def labels_of(truth: np.ndarray, n: int) -> np.ndarray:
-    """The class of each of n images from the truth rows (N, classes): the largest
-    entry's index; -1 for a row with no positive entry (no class: never a positive or a
-    negative of anything)."""
+    """The class of each of n images. Truth rows (N, classes), as the classifier loader
+    gives them: the largest entry's index, -1 for a row with no positive entry (no class:
+    never a positive or a negative of anything). A single column (N, 1), the layer's
+    `truths`: the class index itself, negative for none (a one-class one-hot row could
+    not train a triplet anyway: it has no negatives)."""
     t = truth.reshape(n, -1)
+    if t.shape[1] == 1:
+        labels = np.rint(t[:, 0]).astype(np.int64)
+        labels[labels < 0] = -1
+        return labels
     labels = t.argmax(1)
     labels[t.max(1) <= 0] = -1
     return labels
@@ -121,6 +127,11 @@ class Triplet(Layer):
         "images_per_class": Opt("int", 0, "K: images of each class in a mini-batch of "
                                 "training (0: 4, or mini-batch / classes_per_batch)", min=0),
     }
+
+    # what training reads per image: one class label (Darknet's net.truths is the last
+    # layer's truths, else its outputs, which here would be the embedding's width)
+    truths = 1
+    truth_kind = "a class label per image (its index, or a one-hot row of the .data classes)"
 
     def classes_and_images(self, mini_batch: int) -> tuple[int, int]:
         """(P, K): training builds each mini-batch from P classes x K images of each
