@@ -126,6 +126,9 @@ def test_classes_must_be_the_truths_width():
     x = np.random.default_rng(0).standard_normal((4, 3, 1, 1)).astype(np.float32)
     with pytest.raises(CfgError, match=r"'classes=5'.*the truth has 3 classes per image"):
         net.forward_train(x, np.eye(3, dtype=np.float32)[[0, 0, 1, 2]])
+    # what it reads per image is what the summary reports as its truths (not its 3 outputs)
+    assert net.graph.truths == 5
+    net.forward_train(x, np.eye(net.graph.truths, dtype=np.float32)[[0, 0, 1, 2]])
 
 
 CFG = """[net]

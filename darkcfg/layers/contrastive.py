@@ -92,6 +92,12 @@ class Contrastive(Layer):
     }
     quiet = frozenset({"contrastive_neg_max"})   # read by AB's detection mode only
 
+    @property
+    def truths(self) -> int:
+        # training reads `classes` truth values per image (the class rows of the .data
+        # file), not the embedding's width
+        return self.opts["classes"]
+
     def setup(self, layers):
         if self.opts["yolo_layer"] is not None:
             self.sources = [self.resolve("yolo_layer", self.opts["yolo_layer"][0], layers)]
