@@ -417,6 +417,10 @@ def cmd_valid(args: argparse.Namespace) -> int:
         raise DarkcfgError(f"{args.cfg}: layer {head.index} is a [{head.type}]: `valid` "
                            "measures classifiers; use `darkcfg map` for a detector")
     from .embed import metric_head
+    if args.layer is not None and metric_head(net.graph) is None:
+        raise DarkcfgError(f"{args.cfg}: --layer chooses the embedding of a net ending in "
+                           "[triplet] or [contrastive]; this one is a classifier (leave "
+                           "--layer out)")
     if metric_head(net.graph) is not None:
         if _on_dask(args):
             print("darkcfg: note: an embedding net's validation runs in this process "
@@ -496,9 +500,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
     )
     from .network import Network
     net = Network.load(args.cfg, args.weights, strict=not args.lenient)
-    layer = embedding_layer(net.graph, args.layer)
-    kind = distance_of(net.graph)
     stored = load_threshold(args.weights) if args.threshold is None else None
+    # without --layer, the layer `valid` chose the stored threshold on
+    layer = embedding_layer(net.graph, args.layer if args.layer is not None or stored is None
+                            else stored.layer)
+    kind = distance_of(net.graph)
     if stored is not None and (stored.layer, stored.distance) != (layer, kind):
         raise DarkcfgError(f"{threshold_path(args.weights)} holds a threshold for the "
                            f"{stored.distance} distance at layer {stored.layer}, not {kind} "
@@ -544,7 +550,7 @@ def _valid_embedding(args: argparse.Namespace, data_cfg, net) -> int:
     split = open_dataset(data_cfg, "valid")
     if split is None:
         raise DataError(f"{args.data}: no 'valid' key: nothing to validate on")
-    layer = embedding_layer(net.graph)
+    layer = embedding_layer(net.graph, args.layer)
     emb, r = validate_embeddings(net, split, layer)
     kind = distance_of(net.graph)
     print(f"{r.images} images ({split.source}), leave-one-out retrieval ({kind} distance): "
@@ -839,6 +845,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="k for top-k (default: the .data top, at least 5)")
     p.add_argument("--scatter", help="a [triplet] net: where the PCA scatter plot of the "
                    "embeddings goes (default: <weights without .weights>_scatter.png)")
+    p.add_argument("--layer", type=int, help="a [triplet] net: the layer whose output is the "
+                   "embedding measured (negative: from the end; default: the network output)")
     p.add_argument("--lenient", action="store_true", help="cfg problems become warnings")
     _dask_args(p)
     p.set_defaults(func=cmd_valid)
@@ -864,7 +872,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("image_b", help="another image file")
     p.add_argument("--threshold", type=float, help="same when the distance is at most this "
                    "(default: the one `darkcfg valid` stored in <weights>.threshold)")
-    p.add_argument("--layer", type=int, help="the layer whose output is the embedding")
+    p.add_argument("--layer", type=int, help="the layer whose output is the embedding "
+                   "(default: the one the stored threshold was chosen on, else the output)")
     p.add_argument("--lenient", action="store_true", help="cfg problems become warnings")
     p.set_defaults(func=cmd_compare)
 

@@ -203,6 +203,51 @@ def test_valid_then_compare(trained, tmp_path):
     assert other.returncode == 2 and "pass --threshold" in other.stderr
 
 
+def test_valid_on_an_inner_layer_and_compare_uses_it(trained, tmp_path):
+    # `valid --layer 1` measures the [maxpool]'s 4 x 4 x 4 map; the threshold remembers
+    # the layer and `compare` (no --layer) measures that layer's distance under it
+    _, data, cfg, weights, pngs, _ = trained
+    copy = tmp_path / "w.weights"
+    copy.write_bytes(weights.read_bytes())
+    res = darkcfg("valid", data, cfg, copy, "--layer", "1", "--scatter", tmp_path / "s.png")
+    assert res.returncode == 0, res.stderr
+    stored = json.loads((tmp_path / "w.weights.threshold").read_text())
+    assert stored["layer"] == 1
+    from darkcfg.data.classifier import open_dataset, read_data_config
+    from darkcfg.embed import embed_dataset
+    from darkcfg.network import Network
+    net = Network.load(cfg, copy)
+    split = open_dataset(read_data_config(data), "valid")
+    emb = embed_dataset(net, split, 1).astype(np.float64)
+    assert emb.shape[1] == 4 * 4 * 4
+    want = slow_retrieval(emb, split.labels, "euclidean")
+    assert f"recall@1 {100 * want[0]:.2f}%" in res.stdout
+    assert stored["threshold"] == pytest.approx(want[3], rel=1e-5)
+    res = darkcfg("compare", cfg, copy, pngs[0], pngs[1])
+    assert res.returncode == 0, res.stderr
+    out = tmp_path / "inner.npy"
+    assert darkcfg("embed", cfg, copy, pngs[0], pngs[1], "--layer", "1",
+                   "--output", out).returncode == 0
+    inner = np.load(out)
+    d = float(np.linalg.norm(inner[0] - inner[1]))
+    assert res.stdout.startswith("distance ") and "layer 1)" in res.stdout
+    assert float(res.stdout.split()[1]) == pytest.approx(d, rel=1e-4, abs=1e-6)
+
+
+def test_valid_layer_is_refused_for_a_classifier(tmp_path):
+    from .toy_classifier import make_data
+    data = make_data(tmp_path, n=12)
+    cfg = tmp_path / "c.cfg"
+    cfg.write_text("[net]\nbatch=4\nwidth=8\nheight=8\nchannels=1\n[connected]\n"
+                   "output=3\n[softmax]\n")
+    from darkcfg.network import Network
+    net = Network.load(cfg)
+    net.init_weights(0)
+    net.save_weights(tmp_path / "c.weights")
+    res = darkcfg("valid", data, cfg, tmp_path / "c.weights", "--layer", "0")
+    assert res.returncode == 2 and "--layer chooses the embedding" in res.stderr
+
+
 def _embed(cfg, weights, images, folder):
     out = folder / "pair.npy"
     res = darkcfg("embed", cfg, weights, *images, "--output", out)
