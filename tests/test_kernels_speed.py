@@ -274,3 +274,61 @@ def test_bn_statistics_from_conv_moments():
     mean, var = bn_train.forward(z.copy(), one, None, np.zeros(7, np.float32), one.copy(),
                                  "pjreddie", np.empty_like(z), moments)
     assert rel(mean, ref_mean) <= 1e-6 and rel(var, ref_var) <= 1e-6
+
+
+# (N, C, H, W, k, stride_y, stride_x, pad applied, dilation)
+DEPTHWISE_CASES = [
+    (1, 8, 13, 11, 3, 1, 1, 1, 1),      # odd sizes, stride 1
+    (2, 5, 14, 14, 5, 2, 2, 2, 1),      # efficientnet's 5x5 stride 2, batch 2
+    (1, 4, 9, 16, 3, 2, 1, 0, 2),       # anisotropic stride, dilated, no padding
+    (1, 6, 12, 12, 3, 3, 3, 1, 1),      # stride 3: nine phase planes
+    (1, 3, 1, 1, 3, 1, 1, 1, 1),        # a 1x1 map: one tap inside the padding's zeros
+    (1, 2, 70, 40, 3, 1, 1, 1, 1),      # more output rows than one block of sums
+]
+
+
+@pytest.mark.parametrize("activation", ["swish", "leaky", "logistic"])
+@pytest.mark.parametrize("case", DEPTHWISE_CASES, ids=str)
+def test_depthwise_conv_with_its_tail_equals_separate_kernels(case, activation):
+    # conv_depthwise: the phase planes against the naive loop (raw), and the fused BN or
+    # bias + activation bit for bit against the separate kernels on conv_direct's product
+    from darkcfg.kernels.direct import conv_direct
+    N, C, H, W, k, sy, sx, pad, d = case
+    rng = np.random.default_rng(sum(case))
+    x, w = rand(rng, N, C, H, W), rand(rng, C, 1, k, k)
+    out, _ = conv.conv2d(x, w, sy=sy, sx=sx, pad=pad, d=d, groups=C)
+    assert rel(out, naive.conv2d(x, w, sy, sx, pad, d, C)) <= REL
+    direct = np.empty_like(out)
+    conv_direct(x, w, sy, sx, pad, d, C, direct)
+    assert np.array_equal(out, direct)        # the same terms in the same order
+    for batch_normalize in (True, False):
+        p = {"biases": rand(rng, C), "scales": rand(rng, C), "mean": rand(rng, C),
+             "variance": rng.uniform(0.5, 2, C).astype(np.float32)}
+        ref = direct.copy()
+        if batch_normalize:
+            bn.bn_inference(ref, p["scales"], p["mean"], p["variance"], p["biases"])
+            tail = conv.make_tail(C, p["biases"], p["scales"], p["mean"], p["variance"],
+                                  activation=activation)
+        else:
+            bn.add_bias(ref, p["biases"])
+            tail = conv.make_tail(C, p["biases"], activation=activation)
+        act.activate(ref, activation)
+        got, _ = conv.conv2d(x, w, sy=sy, sx=sx, pad=pad, d=d, groups=C, tail=tail)
+        assert np.array_equal(got, ref)
+
+
+@pytest.mark.parametrize("activation", ["logistic", "swish", "linear"])
+@pytest.mark.parametrize("shape", [(1, 960, 1, 1, 64), (3, 24, 1, 1, 384), (1, 40, 1, 2, 7)],
+                         ids=str)
+def test_pointwise_conv_on_a_few_pixels_matches_naive(shape, activation):
+    # the squeeze-excitation products (a 1x1 conv on a 1x1 map) with their tail
+    N, C, H, W, n = shape
+    rng = np.random.default_rng(C + n)
+    x, w = rand(rng, N, C, H, W), rand(rng, n, C, 1, 1)
+    out, _ = conv.conv2d(x, w)
+    assert rel(out, naive.conv2d(x, w, 1, 1, 0, 1, 1)) <= REL
+    biases = rand(rng, n)
+    ref = naive.conv2d(x, w, 1, 1, 0, 1, 1).astype(np.float32)
+    bn.add_bias(ref, biases)
+    got, _ = conv.conv2d(x, w, tail=conv.make_tail(n, biases, activation=activation))
+    assert rel(got, naive.activate(ref, activation)) <= REL

@@ -30,9 +30,11 @@ from .activations import LINEAR
 from .bn import bn_denominator
 from .config import check_f32
 from .direct import (
+    conv_depthwise,
     conv_direct,
     conv_direct_backward_input,
     conv_direct_backward_weights,
+    conv_pointwise_few,
 )
 from .im2col import (
     col2im_add,
@@ -521,6 +523,17 @@ def conv2d(x: np.ndarray, weights: np.ndarray, *, sy: int = 1, sx: int = 1, pad:
     if cache is not None and moments is None and winograd_pays(N, C, n, k, sy, sx, d,
                                                                   groups, oh, ow):
         _conv_winograd(x, weights, pad, out, tail, cache)
+        return out, work
+    if moments is None and cg == 1 and n == C == groups and oh * ow:
+        conv_depthwise(x, weights, sy, sx, pad, d, out, tail.mode, tail.mean, tail.inv,
+                       tail.scales, tail.biases, tail.code,
+                       min(N * C, 4 * parallel.threads()))
+        return out, work
+    if (k == 1 and sy == 1 and sx == 1 and pad == 0 and groups == 1 and moments is None
+            and N * H * W < gemm.NR // 2):
+        conv_pointwise_few(x.reshape(N, C, H * W), weights.reshape(n, C),
+                           out.reshape(N, n, H * W), tail.mode, tail.mean, tail.inv,
+                           tail.scales, tail.biases, tail.code)
         return out, work
     if _direct(cg, n, groups):
         conv_direct(x, weights, sy, sx, pad, d, groups, out)

@@ -9,7 +9,8 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
-from .config import jit, pjit, pjit_sums
+from .config import jit, jit_sums, pjit, pjit_sums
+from .epilogue import BIAS, BN, U64, _act_runs
 
 
 @jit(inline="always")
@@ -57,6 +58,136 @@ def conv_direct(x, w, sy, sx, pad, d, groups, out):
                         s0 = np.uint64((xb + iy) * W + lo * sx + off)
                         for j in range(np.uint64(hi - lo)):
                             of[o0 + j] += wv * xf[s0 + j * ux]
+    return out
+
+
+# Inference depthwise convs (one filter per channel) with the tail fused. Each task copies
+# its input plane into zero-padded phase planes (for stride s, plane (py, px) holds the
+# padded pixels (s r + py, s c + px)), so every tap of every output becomes one run of
+# consecutive values: output (oy, ox) at flat position oy*Wq + ox of a plane Wq wide reads
+# tap (ky, kx) at the same position plus a constant offset. The columns past ow are
+# computed and dropped. A few output rows at a time keep the sums in L1.
+_CHUNK = 2048       # sums per block of output rows (8 KB)
+
+
+@jit(inline="always")
+def _fill_phases(xf, x0, H, W, pad, sy, sx, Hq, Wq, buf):
+    # buf <- the padded plane x[x0 : x0 + H*W] split into sy*sx phase planes of Hq x Wq
+    for i in range(buf.size):
+        buf[i] = 0.0
+    for iy in range(H):
+        yp = iy + pad
+        row = ((yp % sy) * sx * Hq + yp // sy) * Wq
+        for px in range(sx):            # the columns ix with (ix + pad) % sx == px
+            ix0 = (px - pad) % sx
+            if ix0 >= W:
+                continue
+            d0 = U64(row + px * Hq * Wq + (ix0 + pad) // sx)
+            s0 = U64(x0 + iy * W + ix0)
+            for j in range(U64((W - ix0 + sx - 1) // sx)):
+                buf[d0 + j] = xf[s0 + j * U64(sx)]
+
+
+@pjit
+def conv_depthwise(x, w, sy, sx, pad, d, out, mode, mean, inv, scales, biases, code,
+                   blocks):
+    # x (N, C, H, W); w (C, 1, k, k); out (N, C, oh, ow) = tail(conv), fully overwritten;
+    # the terms of each output summed in conv_direct's order (ky, kx), the tail as
+    # kernels.epilogue.store computes it
+    N, C, H, W = x.shape
+    k = w.shape[2]
+    oh, ow = out.shape[2], out.shape[3]
+    Hq = (H + 2 * pad + sy - 1) // sy
+    Wq = (W + 2 * pad + sx - 1) // sx
+    rows = max(1, min(oh, _CHUNK // Wq))
+    # the last row's dropped columns read up to k*d past the planes
+    size = sy * sx * Hq * Wq + Wq + k * d
+    xf = x.reshape(-1)
+    of = out.reshape(-1)
+    per = -(-N * C // blocks)
+    for blk in prange(blocks):         # planes in `blocks` runs: scratch made once a run
+        buf = np.empty(size, np.float32)
+        acc = np.empty(rows * Wq, np.float32)
+        runs = np.empty((1, 3), np.int64)
+        for t in range(blk * per, min(N * C, (blk + 1) * per)):
+            _depthwise_plane(xf, w, t, C, H, W, k, sy, sx, pad, d, oh, ow, Hq, Wq, rows,
+                             buf, acc, runs, of, mode, mean, inv, scales, biases, code)
+    return out
+
+
+@jit(inline="always")
+def _depthwise_plane(xf, w, t, C, H, W, k, sy, sx, pad, d, oh, ow, Hq, Wq, rows, buf, acc,
+                     runs, of, mode, mean, inv, scales, biases, code):
+    # plane t (image t // C, channel t % C) of conv_depthwise
+    c = t % C
+    _fill_phases(xf, t * H * W, H, W, pad, sy, sx, Hq, Wq, buf)
+    if mode == BN:
+        mf, rf, sf, bf = mean[c], inv[c], scales[c], biases[c]
+    else:
+        mf, rf, sf, bf = np.float32(0.0), 1.0, np.float32(1.0), biases[c]
+    for r0 in range(0, oh, rows):
+        nr = min(rows, oh - r0)
+        L = U64(nr * Wq)
+        for i in range(L):
+            acc[i] = 0.0
+        for ky in range(k):
+            qy = ky * d
+            for kx in range(k):
+                qx = kx * d
+                wv = w[c, 0, ky, kx]
+                s0 = U64((((qy % sy) * sx + qx % sx) * Hq + r0 + qy // sy) * Wq
+                         + qx // sx)
+                for i in range(L):
+                    acc[i] += wv * buf[s0 + i]
+        o0 = (t * oh + r0) * ow
+        for r in range(nr):
+            a0 = U64(r * Wq)
+            d0 = U64(o0 + r * ow)
+            if mode == BN:
+                for j in range(U64(ow)):
+                    v = np.float32(np.float64(acc[a0 + j] - mf) * rf)
+                    of[d0 + j] = v * sf + bf
+            elif mode == BIAS:
+                for j in range(U64(ow)):
+                    of[d0 + j] = acc[a0 + j] + bf
+            else:
+                for j in range(U64(ow)):
+                    of[d0 + j] = acc[a0 + j]
+        runs[0, 0] = 0
+        runs[0, 1] = o0
+        runs[0, 2] = nr * ow
+        _act_runs(of, U64(0), runs, 1, code)
+
+
+# the float64 sums may run in SIMD lanes (config.jit_sums)
+@jit_sums
+def conv_pointwise_few(x, w, out, mode, mean, inv, scales, biases, code):
+    # x (N, C, P), w (n, C), out (N, n, P) = tail(w @ x[b]) for each image, P small (a
+    # 1x1 conv on a 1x1 map: the squeeze-excitation products), serial: each product is a
+    # few microseconds
+    N, C, P = x.shape
+    n = w.shape[0]
+    of = out.reshape(-1)
+    for b in range(N):
+        for p in range(P):
+            col = np.empty(C, np.float32)
+            for c in range(C):
+                col[c] = x[b, c, p]
+            for f in range(n):
+                s = 0.0
+                for c in range(C):
+                    s += np.float64(w[f, c]) * np.float64(col[c])
+                v = np.float32(s)
+                if mode == BN:
+                    v = np.float32(np.float64(v - mean[f]) * inv[f]) * scales[f] + biases[f]
+                elif mode == BIAS:
+                    v = v + biases[f]
+                of[(b * n + f) * P + p] = v
+    runs = np.empty((1, 3), np.int64)
+    runs[0, 0] = 0
+    runs[0, 1] = 0
+    runs[0, 2] = of.size
+    _act_runs(of, U64(0), runs, 1, code)
     return out
 
 

@@ -21,7 +21,10 @@ class Product(Layer):
         # `from` map (N, C, H, W), then the activation.
         from ..kernels.activations import activate, needs_input
         src = net.outputs[self.sources[0]]
-        out = np.ascontiguousarray(src * x, dtype=np.float32)
+        out = getattr(self, "_out", None)
+        if out is None or out.shape != src.shape:
+            out = self._out = np.empty(src.shape, np.float32)
+        np.multiply(src, x, out=out)        # into the layer's buffer: no new pages per call
         if net.train:
             self._pre = out.copy() if needs_input(self.activation) else None
             self._y, self._x, self._from = out, x, src
