@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from darkcfg.train.chart import ACC, AVG, LOSS, draw_chart, nice_ticks
+from darkcfg.train.chart import ACC, AVG, LOSS, draw_chart, loss_axis_top, nice_ticks
 
 
 def made_up(n=300):
@@ -75,3 +75,24 @@ def test_chart_draws_a_statistic_on_the_right_axis(tmp_path):
     assert {120, 270} <= rows
     with pytest.raises(ValueError):
         draw_chart(out, it, loss, avg, stat=("active", stat[:-1]))
+
+
+def test_a_huge_early_loss_is_clipped_so_the_rest_stays_readable(tmp_path):
+    # a detector: ~80 for the first iterations, then 3-4; the axis follows the late part
+    rng = np.random.default_rng(1)
+    it = list(range(1, 401))
+    loss = [80.0 * math.exp(-i / 10) + 3 + rng.random() for i in it]
+    late = sorted(loss[200:])
+    assert loss_axis_top(loss) == pytest.approx(2 * late[int(0.9 * 200)])
+    assert loss_axis_top(loss) < 10
+    out = tmp_path / "chart.png"
+    draw_chart(out, it, loss, loss, size=(600, 400))
+    _, _, rgb = colours(out)
+    # the late average (3-4 of a top of ~8-10) is drawn in the plot's middle rows, not
+    # squashed onto its bottom edge (which a top of 80 would do: rows 330-345)
+    rows = np.flatnonzero((rgb == AVG).all(1)) // 600
+    assert np.median(rows) < 300
+    # a flat run keeps its largest loss as the top; a short one too
+    assert loss_axis_top([1.0, 0.9] * 20) == 1.0
+    assert loss_axis_top([50.0, 1.0, 1.0]) == 50.0
+    assert loss_axis_top([math.nan, math.inf]) == 1.0

@@ -37,6 +37,21 @@ def nice_ticks(lo: float, hi: float, count: int = 6) -> list[float]:
     return [round(k * step, 12) for k in range(first, last + 1)]
 
 
+def loss_axis_top(losses: Sequence[float]) -> float:
+    """The top of the loss axis: the largest finite loss, unless the first iterations'
+    losses dwarf the rest (a detector starts near 100 and trains at 2-5), when it is twice
+    the 90th percentile of the run's second half, the earlier values clipped to the top
+    edge (AlexeyAB's chart clips at a fixed max_chart_loss=20 for the same reason)."""
+    finite = sorted(v for v in losses if math.isfinite(v))
+    if not finite:
+        return 1.0
+    late = sorted(v for v in losses[len(losses) // 2:] if math.isfinite(v))
+    if len(losses) < 20 or not late:
+        return finite[-1]
+    p90 = late[min(len(late) - 1, int(0.9 * len(late)))]
+    return 2 * p90 if finite[-1] > 4 * p90 > 0 else finite[-1]
+
+
 def _label(v: float) -> str:
     return f"{v:.4g}" if abs(v) < 1e5 else f"{v:.2g}"
 
@@ -55,7 +70,8 @@ def draw_chart(path: str | os.PathLike, iterations: Sequence[int], losses: Seque
                size: tuple[int, int] = (900, 560), max_loss: float | None = None,
                stat: tuple[str, Sequence[float]] | None = None) -> None:
     """Write the chart PNG. `accuracy` holds (iteration, fraction 0..1) pairs; losses
-    above `max_loss` (default: the largest finite loss) are clipped to the top edge.
+    above `max_loss` (default: `loss_axis_top`) are clipped to the top edge, which then
+    says so.
     `stat`: (name, a value in 0..1 per iteration, NaN where there is none), drawn thin on
     the right-hand axis."""
     if len(iterations) != len(losses) or (avg_losses is not None and
@@ -72,7 +88,7 @@ def draw_chart(path: str | os.PathLike, iterations: Sequence[int], losses: Seque
     x0, y0, x1, y1 = left, top, width - right, height - bottom
 
     finite = [v for v in losses if math.isfinite(v)]
-    ymax = max_loss if max_loss is not None else max(finite, default=1.0)
+    ymax = max_loss if max_loss is not None else loss_axis_top(losses)
     yticks = nice_ticks(0.0, ymax if ymax > 0 else 1.0)
     ytop = yticks[-1]
     xs = list(iterations)
@@ -130,6 +146,9 @@ def draw_chart(path: str | os.PathLike, iterations: Sequence[int], losses: Seque
     draw.text((width / 2, 14), title or "training loss", fill=INK, font=font, anchor="mt")
     draw.text(((x0 + x1) / 2, height - 8), "iteration", fill=INK, font=small, anchor="mb")
     draw.text((x0 - 6, y0 - 8), "loss", fill=INK, font=small, anchor="rb")
+    if finite and max(finite) > ytop:
+        draw.text((x0 + 6, y0 + 6), f"losses above {_label(ytop)} clipped (largest "
+                  f"{max(finite):.4g})", fill=INK, font=small, anchor="lt")
     legend = [("loss", LOSS), ("avg loss", AVG)] + ([(accuracy_label, ACC)] if accuracy else []) \
         + ([(stat[0], STAT)] if stat is not None else [])
     lx = x1 - 8 - 90 * len(legend)
