@@ -309,7 +309,8 @@ def test_the_siamese_cfg_and_data_file():
 
 def test_shipped_siamese_weights_give_the_readme_numbers():
     """weights/fashion_siamese.weights on the unseen classes' test images: the recall@1
-    of README "Embeddings", and the threshold file `valid` wrote beside it."""
+    of README "Embeddings" at the layer `valid --layer 3` read (the 7 x 7 x 32 map), and
+    the threshold file it wrote beside them."""
     from darkcfg import DarkcfgError
     from darkcfg.data.classifier import open_dataset, read_data_config
     from darkcfg.embed import load_threshold, validate_embeddings
@@ -322,8 +323,9 @@ def test_shipped_siamese_weights_give_the_readme_numbers():
     except DarkcfgError as e:
         pytest.skip(str(e))
     net = Network.load(ROOT / "cfg" / "fashion_siamese.cfg", weights)
-    _, r = validate_embeddings(net, split, 8)
-    assert r.images == 4000 and r.recall_at_1 == pytest.approx(0.6138, abs=1e-3)
     stored = load_threshold(weights)
+    assert stored.layer == 3 and stored.distance == "euclidean"
+    _, r = validate_embeddings(net, split, 3)
+    assert r.images == 4000 and r.recall_at_1 == pytest.approx(0.7205, abs=1e-3)
     assert stored.threshold == pytest.approx(r.threshold, rel=1e-5)
     assert stored.accuracy == pytest.approx(r.accuracy, rel=1e-6)
