@@ -332,3 +332,28 @@ def test_pointwise_conv_on_a_few_pixels_matches_naive(shape, activation):
     bn.add_bias(ref, biases)
     got, _ = conv.conv2d(x, w, tail=conv.make_tail(n, biases, activation=activation))
     assert rel(got, naive.activate(ref, activation)) <= REL
+
+
+@pytest.mark.parametrize("shape", [(1, 40, 7, 9, 50), (2, 112, 5, 5, 40), (1, 96, 12, 12, 30)],
+                         ids=str)
+def test_pointwise_plans_for_any_thread_count_give_the_same_bits(shape, monkeypatch):
+    # the tile plans (pixel tiles, filter blocks, the whole image split by filters when
+    # it is small and there are fewer images than threads) change who computes what,
+    # never an output's terms or their order
+    N, C, H, W, n = shape
+    rng = np.random.default_rng(C)
+    x, w = rand(rng, N, C, H, W), rand(rng, n, C, 1, 1)
+    tail = _tail(rng, n, "leaky")
+    plan = conv.pointwise_tiles
+    outs = []
+    for threads in (1, 2, 3, 4):
+        monkeypatch.setattr(conv, "pointwise_tiles",
+                            lambda N_, C_, n_, P_, _t, k=threads: plan(N_, C_, n_, P_, k))
+        outs.append(conv.conv2d(x, w, tail=tail)[0].copy())
+    for out in outs[1:]:
+        assert np.array_equal(out, outs[0])
+    raw, _ = conv.conv2d(x, w)
+    assert rel(raw, naive.conv2d(x, w, 1, 1, 0, 1, 1)) <= REL
+    if N == 1:
+        width, fblocks, _, _ = plan(N, C, n, H * W, 2)
+        assert (width, fblocks) == (H * W, 2)        # whole image, filters halved
