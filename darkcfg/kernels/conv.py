@@ -536,10 +536,11 @@ def conv2d(x: np.ndarray, weights: np.ndarray, *, sy: int = 1, sx: int = 1, pad:
                        tail.scales, tail.biases, tail.code,
                        min(N * C, 4 * parallel.threads()))
         return out, work
-    if (k == 1 and sy == 1 and sx == 1 and pad == 0 and groups == 1 and moments is None
-            and N * H * W < gemm.NR // 2):
+    plain_1x1 = (k == 1 and sy == 1 and sx == 1 and pad == 0 and groups == 1
+                 and moments is None)
+    if plain_1x1 and N * H * W < gemm.NR // 2:
         conv_pointwise_few(x.reshape(N, C, H * W), weights.reshape(n, C),
-                           out.reshape(N, n, H * W), tail.mode, tail.mean, tail.inv,
+                           out.reshape(N, n, H * W, 1), tail.mode, tail.mean, tail.inv,
                            tail.scales, tail.biases, tail.code)
         return out, work
     if _direct(cg, n, groups):
@@ -551,8 +552,7 @@ def conv2d(x: np.ndarray, weights: np.ndarray, *, sy: int = 1, sx: int = 1, pad:
     if gemm.ENABLED and moments is None and gathered_pays(C, n, k, groups, ow):
         _conv_gathered(x, weights, sy, sx, pad, d, out, tail, cache)
         return out, work
-    if (gemm.ENABLED and k == 1 and sy == 1 and sx == 1 and pad == 0 and groups == 1
-            and moments is None and pointwise_pays(C, H * W)):
+    if gemm.ENABLED and plain_1x1 and pointwise_pays(C, H * W):
         _conv_pointwise(x, weights, out, tail, cache)
         return out, work
     if gemm.ENABLED and N * oh * ow >= gemm.NR // 2:

@@ -10,7 +10,7 @@ import numpy as np
 from numba import prange
 
 from .config import jit, jit_sums, pjit, pjit_sums
-from .epilogue import BIAS, BN, U64, _act_runs
+from .epilogue import U64, tail_runs
 
 
 @jit(inline="always")
@@ -63,7 +63,9 @@ def conv_direct(x, w, sy, sx, pad, d, groups, out):
 
 # Inference depthwise convs (one filter per channel) with the tail fused. Each task copies
 # its input plane into zero-padded phase planes (for stride s, plane (py, px) holds the
-# padded pixels (s r + py, s c + px)), so every tap of every output becomes one run of
+# padded pixels (s r + py, s c + px), as im2col.pad_phases lays out a whole tensor; one
+# plane at a time stays in cache, and the copy was 8-30 % of these convs' time when made
+# for the whole tensor first), so every tap of every output becomes one run of
 # consecutive values: output (oy, ox) at flat position oy*Wq + ox of a plane Wq wide reads
 # tap (ky, kx) at the same position plus a constant offset. The columns past ow are
 # computed and dropped. A few output rows at a time keep the sums in L1.
@@ -92,8 +94,8 @@ def _fill_phases(xf, x0, H, W, pad, sy, sx, Hq, Wq, buf):
 def conv_depthwise(x, w, sy, sx, pad, d, out, mode, mean, inv, scales, biases, code,
                    blocks):
     # x (N, C, H, W); w (C, 1, k, k); out (N, C, oh, ow) = tail(conv), fully overwritten;
-    # the terms of each output summed in conv_direct's order (ky, kx), the tail as
-    # kernels.epilogue.store computes it
+    # the terms of each output summed in conv_direct's order (ky, kx), the tail by
+    # epilogue.tail_runs
     N, C, H, W = x.shape
     k = w.shape[2]
     oh, ow = out.shape[2], out.shape[3]
@@ -110,84 +112,60 @@ def conv_depthwise(x, w, sy, sx, pad, d, out, mode, mean, inv, scales, biases, c
         acc = np.empty(rows * Wq, np.float32)
         runs = np.empty((1, 3), np.int64)
         for t in range(blk * per, min(N * C, (blk + 1) * per)):
-            _depthwise_plane(xf, w, t, C, H, W, k, sy, sx, pad, d, oh, ow, Hq, Wq, rows,
-                             buf, acc, runs, of, mode, mean, inv, scales, biases, code)
+            b = t // C
+            c = t - b * C
+            _fill_phases(xf, t * H * W, H, W, pad, sy, sx, Hq, Wq, buf)
+            for r0 in range(0, oh, rows):
+                nr = min(rows, oh - r0)
+                L = U64(nr * Wq)
+                for i in range(L):
+                    acc[i] = 0.0
+                for ky in range(k):
+                    qy = ky * d
+                    for kx in range(k):
+                        qx = kx * d
+                        wv = w[c, 0, ky, kx]
+                        s0 = U64((((qy % sy) * sx + qx % sx) * Hq + r0 + qy // sy) * Wq
+                                 + qx // sx)
+                        for i in range(L):
+                            acc[i] += wv * buf[s0 + i]
+                o0 = (b * C * oh + r0) * ow     # filter 0's plane: tail_runs adds c's
+                for rr in range(nr):
+                    a0 = U64(rr * Wq)
+                    d0 = U64(o0 + c * oh * ow + rr * ow)
+                    for j in range(U64(ow)):
+                        of[d0 + j] = acc[a0 + j]
+                runs[0, 0] = 0
+                runs[0, 1] = o0
+                runs[0, 2] = nr * ow
+                tail_runs(out, c, 1, runs, 1, mode, mean, inv, scales, biases, code)
     return out
 
 
-@jit(inline="always")
-def _depthwise_plane(xf, w, t, C, H, W, k, sy, sx, pad, d, oh, ow, Hq, Wq, rows, buf, acc,
-                     runs, of, mode, mean, inv, scales, biases, code):
-    # plane t (image t // C, channel t % C) of conv_depthwise
-    c = t % C
-    _fill_phases(xf, t * H * W, H, W, pad, sy, sx, Hq, Wq, buf)
-    if mode == BN:
-        mf, rf, sf, bf = mean[c], inv[c], scales[c], biases[c]
-    else:
-        mf, rf, sf, bf = np.float32(0.0), 1.0, np.float32(1.0), biases[c]
-    for r0 in range(0, oh, rows):
-        nr = min(rows, oh - r0)
-        L = U64(nr * Wq)
-        for i in range(L):
-            acc[i] = 0.0
-        for ky in range(k):
-            qy = ky * d
-            for kx in range(k):
-                qx = kx * d
-                wv = w[c, 0, ky, kx]
-                s0 = U64((((qy % sy) * sx + qx % sx) * Hq + r0 + qy // sy) * Wq
-                         + qx // sx)
-                for i in range(L):
-                    acc[i] += wv * buf[s0 + i]
-        o0 = (t * oh + r0) * ow
-        for r in range(nr):
-            a0 = U64(r * Wq)
-            d0 = U64(o0 + r * ow)
-            if mode == BN:
-                for j in range(U64(ow)):
-                    v = np.float32(np.float64(acc[a0 + j] - mf) * rf)
-                    of[d0 + j] = v * sf + bf
-            elif mode == BIAS:
-                for j in range(U64(ow)):
-                    of[d0 + j] = acc[a0 + j] + bf
-            else:
-                for j in range(U64(ow)):
-                    of[d0 + j] = acc[a0 + j]
-        runs[0, 0] = 0
-        runs[0, 1] = o0
-        runs[0, 2] = nr * ow
-        _act_runs(of, U64(0), runs, 1, code)
-
-
-# the float64 sums may run in SIMD lanes (config.jit_sums)
+# the float64 sums may run in SIMD lanes (config.jit_sums; the tail is its own kernel)
 @jit_sums
 def conv_pointwise_few(x, w, out, mode, mean, inv, scales, biases, code):
-    # x (N, C, P), w (n, C), out (N, n, P) = tail(w @ x[b]) for each image, P small (a
+    # x (N, C, P), w (n, C), out (N, n, P, 1) = tail(w @ x[b]) for each image, P small (a
     # 1x1 conv on a 1x1 map: the squeeze-excitation products), serial: each product is a
     # few microseconds
     N, C, P = x.shape
     n = w.shape[0]
     of = out.reshape(-1)
+    runs = np.empty((N, 3), np.int64)
+    col = np.empty(C, np.float32)
     for b in range(N):
+        runs[b, 0] = 0
+        runs[b, 1] = b * n * P
+        runs[b, 2] = P
         for p in range(P):
-            col = np.empty(C, np.float32)
             for c in range(C):
                 col[c] = x[b, c, p]
             for f in range(n):
                 s = 0.0
                 for c in range(C):
                     s += np.float64(w[f, c]) * np.float64(col[c])
-                v = np.float32(s)
-                if mode == BN:
-                    v = np.float32(np.float64(v - mean[f]) * inv[f]) * scales[f] + biases[f]
-                elif mode == BIAS:
-                    v = v + biases[f]
-                of[(b * n + f) * P + p] = v
-    runs = np.empty((1, 3), np.int64)
-    runs[0, 0] = 0
-    runs[0, 1] = 0
-    runs[0, 2] = of.size
-    _act_runs(of, U64(0), runs, 1, code)
+                of[(b * n + f) * P + p] = np.float32(s)
+    tail_runs(out, 0, n, runs, N, mode, mean, inv, scales, biases, code)
     return out
 
 
