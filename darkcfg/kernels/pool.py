@@ -8,6 +8,7 @@ j*stride_x - padding//2), and cells outside the image are skipped.
 """
 from __future__ import annotations
 
+import numba
 import numpy as np
 from numba import prange
 
@@ -77,41 +78,89 @@ def _maxpool(x, size, sy, sx, pad, out, arg, want_arg):
                         dst[j] = v if v > dst[j] else dst[j]
 
 
+@jit(inline="always")
+def _pair_max(src, dst, n, shift):
+    # dst[p] = max(src[p], src[p + shift]) for p < n: two arrays and unsigned offsets, so
+    # LLVM vectorises it (within one array the unknown shift blocks that)
+    us = np.uint64(shift)
+    for p in range(np.uint64(n)):
+        v = src[p + us]
+        c = src[p]
+        dst[p] = v if v > c else c
+
+
+@jit(inline="always")
+def _window_max(a, b, n, size, unit):
+    # The max over windows of `size` steps of `unit` values, for the first n values of a
+    # (which holds n + (size - 1) * unit), in log steps: windows of 1, 2, 4, ... steps,
+    # then the last as two overlapping ones. Ping-pongs between a and b; returns the
+    # array holding the result.
+    have = 1
+    src, dst = a, b
+    while 2 * have <= size:
+        _pair_max(src, dst, n + (size - 2 * have) * unit, have * unit)
+        src, dst = dst, src
+        have *= 2
+    if have < size:
+        _pair_max(src, dst, n, (size - have) * unit)
+        src, dst = dst, src
+    return src
+
+
 @pjit_dual
 def _maxpool_s1(x, size, pad, out):
-    # _maxpool at stride 1 without argmax (inference; the SPP blocks' 5/9/13 windows), as
-    # two 1-D passes: a max over the window's columns into `rows`, then over its rows: 2k
-    # comparisons an output instead of k^2. The cells compared are the same in-image ones,
-    # and the max of a set does not depend on the order (a NaN never wins either way), so
-    # the result equals _maxpool's.
+    # _maxpool at stride 1 without argmax (inference: the SPP blocks' 5/9/13 windows,
+    # yolov3-tiny's 2 x 2), separable and in log steps: per plane, each row laid out with
+    # -FLT_MAX on both sides (NaN cells turned into -FLT_MAX: they never win), the row
+    # windows' max in log2(size) + 1 vectorised passes, then the same down the columns
+    # (rows stacked with -FLT_MAX rows around). The cells compared are the same in-image
+    # ones and the max of a set does not depend on the order, so the result equals
+    # _maxpool's (-FLT_MAX for a window wholly in the padding, as Darknet starts there).
+    # 3-10x faster than a pass per window column (512 x 13 x 13, Zen 3).
     n, c, h, w = x.shape
     oh, ow = out.shape[2], out.shape[3]
     off = pad // 2
-    for t in prange(n * c):
-        b, k = t // c, t % c
-        rows = np.empty((h, ow), np.float32)
-        for y in range(h):
-            src = x[b, k, y]
-            dst = rows[y]
-            dst[:] = -FLT_MAX
-            for dx in range(size):
-                o = dx - off
-                lo = 0 if o >= 0 else min(ow, -o)
-                hi = max(lo, min(ow, w - o))
-                for j in range(lo, hi):
-                    v = src[j + o]
-                    dst[j] = v if v > dst[j] else dst[j]
-        for i in range(oh):
-            dst = out[b, k, i]
-            dst[:] = -FLT_MAX
-            for dy in range(size):
-                y = i - off + dy
-                if y < 0 or y >= h:
-                    continue
-                src = rows[y]
-                for j in range(ow):
-                    v = src[j]
-                    dst[j] = v if v > dst[j] else dst[j]
+    wp = ow + size - 1                  # a row with its windows' reach
+    hp = oh + size - 1
+    planes = n * c
+    chunks = min(planes, 4 * numba.get_num_threads())
+    per = -(-planes // chunks)
+    xf = x.reshape(-1)
+    of = out.reshape(-1)
+    lo = -FLT_MAX
+    m = max(h * wp, hp * ow) + size
+    uw, uwp, uow, uoff = np.uint64(w), np.uint64(wp), np.uint64(ow), np.uint64(off)
+    for ch in prange(chunks):
+        a = np.empty(m, np.float32)
+        b = np.empty(m, np.float32)
+        for t in range(ch * per, min(planes, (ch + 1) * per)):
+            src = np.uint64(t * h * w)
+            for y in range(np.uint64(h)):
+                r = y * uwp
+                for u in range(uoff):
+                    a[r + u] = lo
+                s = src + y * uw
+                d = r + uoff
+                for u in range(uw):
+                    v = xf[s + u]
+                    a[d + u] = v if v > lo else lo
+                for u in range(uoff + uw, uwp):
+                    a[r + u] = lo
+            rows = _window_max(a, b, h * wp, size, 1)      # past ow in a row: unused
+            cols = b if rows is a else a
+            for q in range(uoff * uow):
+                cols[q] = lo
+            for y in range(np.uint64(h)):
+                s = y * uwp
+                d = (y + uoff) * uow
+                for j in range(uow):
+                    cols[d + j] = rows[s + j]
+            for q in range(np.uint64((off + h) * ow), np.uint64(m)):
+                cols[q] = lo
+            res = _window_max(cols, rows, oh * ow, size, ow)
+            dst = np.uint64(t * oh * ow)
+            for q in range(np.uint64(oh * ow)):
+                of[dst + q] = res[q]
 
 
 @jit(inline="always")
@@ -299,10 +348,10 @@ def maxpool(x: np.ndarray, size: int, stride_y: int, stride_x: int, padding: int
         arg = None
     if kernel is _maxpool2 and not want_arg and stride_x == 2:
         _maxpool2_s2(x, out)
+    elif not want_arg and stride_y == stride_x == 1 and size >= 2:
+        _maxpool_s1(x, size, padding, out)
     elif kernel is _maxpool2:
         _maxpool2(x, stride_x, out, _NO_ARG if arg is None else arg, want_arg)
-    elif not want_arg and stride_y == stride_x == 1 and size >= 3:
-        _maxpool_s1(x, size, padding, out)
     else:
         _maxpool(x, size, stride_y, stride_x, padding, out, _NO_ARG if arg is None else arg,
                  want_arg)
