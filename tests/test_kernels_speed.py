@@ -377,3 +377,21 @@ def test_pad_phases_equals_pad_then_stride_slices(shape, pad, sy, sx):
     for py in range(sy):
         for px in range(sx):
             np.testing.assert_array_equal(out[:, :, py, px], big[:, :, py::sy, px::sx])
+
+
+@pytest.mark.parametrize("shape,stride,scale", [
+    ((1, 3, 5, 7), 2, 1.0), ((2, 2, 4, 3), 3, 0.5), ((1, 1, 2, 2), 4, -2.0),
+    ((1, 4, 3, 5), 1, 1.5), ((1, 70, 13, 13), 2, 1.0)])     # the last on the parallel twin
+def test_upsample_equals_repeat(shape, stride, scale):
+    """[upsample]: each cell an s x s block times scale (NaN and inf carried), the same
+    through a kept buffer on the second call."""
+    from darkcfg.kernels.resample import upsample
+    x = rand(np.random.default_rng(stride + len(shape)), *shape)
+    x.flat[::5] = np.nan
+    x.flat[1::7] = np.inf
+    want = np.float32(scale) * x.repeat(stride, axis=2).repeat(stride, axis=3)
+    out = upsample(x, stride, scale)
+    np.testing.assert_array_equal(out, want)
+    again = upsample(x[:, ::-1].copy(), stride, scale, out=out)
+    assert again is out
+    np.testing.assert_array_equal(out, want[:, ::-1])

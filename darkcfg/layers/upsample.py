@@ -42,7 +42,8 @@ class Upsample(Layer):
         # stride sums each block times scale (case `upsample_reorg`).
         from ..kernels.resample import downsample_sum, upsample
         if self.stride > 0:
-            return upsample(x, self.stride, self.scale)
+            self._out = upsample(x, self.stride, self.scale, out=getattr(self, "_out", None))
+            return self._out
         return downsample_sum(x, -self.stride, self.scale)
 
     def backward(self, dy: np.ndarray | None, net: RunState) -> np.ndarray | None:
