@@ -108,7 +108,7 @@ def _window_max(a, b, n, size, unit):
 
 
 @pjit_dual
-def _maxpool_s1(x, size, pad, out):
+def _maxpool_s1(x, size, pad, out, chunks):
     # _maxpool at stride 1 without argmax (inference: the SPP blocks' 5/9/13 windows,
     # yolov3-tiny's 2 x 2), separable and in log steps: per plane, each row laid out with
     # -FLT_MAX on both sides (NaN cells turned into -FLT_MAX: they never win), the row
@@ -123,7 +123,6 @@ def _maxpool_s1(x, size, pad, out):
     wp = ow + size - 1                  # a row with its windows' reach
     hp = oh + size - 1
     planes = n * c
-    chunks = min(planes, 4 * numba.get_num_threads())
     per = -(-planes // chunks)
     xf = x.reshape(-1)
     of = out.reshape(-1)
@@ -349,7 +348,8 @@ def maxpool(x: np.ndarray, size: int, stride_y: int, stride_x: int, padding: int
     if kernel is _maxpool2 and not want_arg and stride_x == 2:
         _maxpool2_s2(x, out)
     elif not want_arg and stride_y == stride_x == 1 and size >= 2:
-        _maxpool_s1(x, size, padding, out)
+        # tasks of whole planes, each with its own two row buffers
+        _maxpool_s1(x, size, padding, out, max(1, min(nb * c, 4 * numba.get_num_threads())))
     elif kernel is _maxpool2:
         _maxpool2(x, stride_x, out, _NO_ARG if arg is None else arg, want_arg)
     else:
