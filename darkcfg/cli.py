@@ -417,10 +417,13 @@ def cmd_valid(args: argparse.Namespace) -> int:
         raise DarkcfgError(f"{args.cfg}: layer {head.index} is a [{head.type}]: `valid` "
                            "measures classifiers; use `darkcfg map` for a detector")
     from .embed import metric_head
-    if args.layer is not None and metric_head(net.graph) is None:
-        raise DarkcfgError(f"{args.cfg}: --layer chooses the embedding of a net ending in "
-                           "[triplet] or [contrastive]; this one is a classifier (leave "
-                           "--layer out)")
+    for flag, given in (("--layer", args.layer is not None),
+                        ("--save-threshold", args.save_threshold)):
+        if given and metric_head(net.graph) is None:
+            what = ("chooses the embedding" if flag == "--layer" else
+                    "replaces the verification threshold")
+            raise DarkcfgError(f"{args.cfg}: {flag} {what} of a net ending in [triplet] or "
+                               f"[contrastive]; this one is a classifier (leave {flag} out)")
     if metric_head(net.graph) is not None:
         if _on_dask(args):
             print("darkcfg: note: an embedding net's validation runs in this process "
@@ -546,7 +549,12 @@ def _valid_embedding(args: argparse.Namespace, data_cfg, net) -> int:
     stem = os.path.splitext(os.fspath(args.weights))[0]
     scatter = args.scatter or f"{stem}_scatter.png"
     check_target(scatter, "scatter plot")           # before the work, not after it
-    check_target(threshold_path(args.weights), "threshold file")
+    # the threshold file is written when there is none, replaced only when asked: a
+    # `valid --layer N` for a look at another layer must not undo the one `compare` uses
+    tpath = threshold_path(args.weights)
+    keep = os.path.lexists(tpath) and not args.save_threshold
+    if not keep:
+        check_target(tpath, "threshold file")
     split = open_dataset(data_cfg, "valid")
     if split is None:
         raise DataError(f"{args.data}: no 'valid' key: nothing to validate on")
@@ -558,12 +566,29 @@ def _valid_embedding(args: argparse.Namespace, data_cfg, net) -> int:
           f"mAP@R {100 * r.map_at_r:.2f}%")
     print(f"verification: same class when the distance is <= {r.threshold:.6g} (balanced "
           f"accuracy {100 * r.accuracy:.2f}% over all pairs)")
-    saved = save_threshold(args.weights, Threshold(r.threshold, kind, layer, r.accuracy,
-                                                   f"{split.source}, {r.images} images"))
+    if not keep:
+        saved = save_threshold(args.weights, Threshold(r.threshold, kind, layer, r.accuracy,
+                                                       f"{split.source}, {r.images} images"))
     draw_scatter(scatter, emb, split.labels, split.names,
                  title=f"{os.path.basename(args.cfg)}: {r.images} images, PCA")
-    print(f"threshold saved to {saved} (read by `darkcfg compare`); scatter plot {scatter}")
+    if keep:
+        print(f"{tpath} kept ({_stored_threshold(args.weights)}); pass --save-threshold to "
+              f"replace it with this one; scatter plot {scatter}")
+    else:
+        print(f"threshold saved to {saved} (read by `darkcfg compare`); scatter plot "
+              f"{scatter}")
     return 0
+
+
+def _stored_threshold(weights) -> str:
+    """What the threshold file beside `weights` holds, in words (or why it is unreadable)."""
+    from .embed import load_threshold
+    try:
+        t = load_threshold(weights)
+    except DarkcfgError as e:
+        return f"unreadable: {e}"
+    return (f"threshold {t.threshold:.6g} at layer {t.layer}, chosen on {t.valid}" if t
+            else "absent")
 
 
 def cmd_detect(args: argparse.Namespace) -> int:
@@ -847,6 +872,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "embeddings goes (default: <weights without .weights>_scatter.png)")
     p.add_argument("--layer", type=int, help="a [triplet] net: the layer whose output is the "
                    "embedding measured (negative: from the end; default: the network output)")
+    p.add_argument("--save-threshold", action="store_true", help="a [triplet] net: replace "
+                   "<weights>.threshold with this run's threshold (default: written only "
+                   "when there is none yet)")
     p.add_argument("--lenient", action="store_true", help="cfg problems become warnings")
     _dask_args(p)
     p.set_defaults(func=cmd_valid)

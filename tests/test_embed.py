@@ -213,6 +213,21 @@ def test_valid_on_an_inner_layer_and_compare_uses_it(trained, tmp_path):
     assert res.returncode == 0, res.stderr
     stored = json.loads((tmp_path / "w.weights.threshold").read_text())
     assert stored["layer"] == 1
+    # a second `valid` at another layer keeps that file unless asked to replace it
+    kept = (tmp_path / "w.weights.threshold").read_bytes()
+    res = darkcfg("valid", data, cfg, copy, "--scatter", tmp_path / "s.png")
+    assert res.returncode == 0, res.stderr
+    assert (tmp_path / "w.weights.threshold").read_bytes() == kept
+    assert "w.weights.threshold kept (threshold " in res.stdout
+    assert "at layer 1," in res.stdout and "--save-threshold" in res.stdout
+    res = darkcfg("valid", data, cfg, copy, "--scatter", tmp_path / "s.png",
+                  "--save-threshold")
+    assert res.returncode == 0, res.stderr
+    assert json.loads((tmp_path / "w.weights.threshold").read_text())["layer"] == 3
+    res = darkcfg("valid", data, cfg, copy, "--layer", "1", "--scatter", tmp_path / "s.png",
+                  "--save-threshold")
+    assert res.returncode == 0, res.stderr
+    assert (tmp_path / "w.weights.threshold").read_bytes() == kept    # same run, same bytes
     from darkcfg.data.classifier import open_dataset, read_data_config
     from darkcfg.embed import embed_dataset
     from darkcfg.network import Network
@@ -246,6 +261,8 @@ def test_valid_layer_is_refused_for_a_classifier(tmp_path):
     net.save_weights(tmp_path / "c.weights")
     res = darkcfg("valid", data, cfg, tmp_path / "c.weights", "--layer", "0")
     assert res.returncode == 2 and "--layer chooses the embedding" in res.stderr
+    res = darkcfg("valid", data, cfg, tmp_path / "c.weights", "--save-threshold")
+    assert res.returncode == 2 and "--save-threshold replaces the verification" in res.stderr
 
 
 def _embed(cfg, weights, images, folder):
