@@ -58,71 +58,84 @@ def _filter_transform(w, u):
                 u[4 * k + 3, f, c] = v3
 
 
+@jit(inline="always")
+def _input_run(xf, src, wp, V, base, vs, run):
+    # B^T d B of `run` tiles side by side in a tile row: tile j's 4x4 patch starts at
+    # xf[src + 2j], rows wp apart; its 16 values go to V[base + j + e * vs]. Unsigned
+    # offsets and no branch: LLVM vectorises it across the tiles.
+    two = U64(2)
+    one = U64(1)
+    for j in range(U64(run)):
+        i0 = src + two * j
+        i1 = i0 + wp
+        i2 = i1 + wp
+        i3 = i2 + wp
+        # rows: B^T d
+        a0 = xf[i0] - xf[i2]
+        a1 = xf[i0 + one] - xf[i2 + one]
+        a2 = xf[i0 + two] - xf[i2 + two]
+        a3 = xf[i0 + U64(3)] - xf[i2 + U64(3)]
+        b0 = xf[i1] + xf[i2]
+        b1 = xf[i1 + one] + xf[i2 + one]
+        b2 = xf[i1 + two] + xf[i2 + two]
+        b3 = xf[i1 + U64(3)] + xf[i2 + U64(3)]
+        c0 = xf[i2] - xf[i1]
+        c1 = xf[i2 + one] - xf[i1 + one]
+        c2 = xf[i2 + two] - xf[i1 + two]
+        c3 = xf[i2 + U64(3)] - xf[i1 + U64(3)]
+        d0 = xf[i1] - xf[i3]
+        d1 = xf[i1 + one] - xf[i3 + one]
+        d2 = xf[i1 + two] - xf[i3 + two]
+        d3 = xf[i1 + U64(3)] - xf[i3 + U64(3)]
+        # columns: (B^T d) B
+        k = base + j
+        V[k] = a0 - a2
+        V[k + vs] = a1 + a2
+        V[k + U64(2) * vs] = a2 - a1
+        V[k + U64(3) * vs] = a1 - a3
+        V[k + U64(4) * vs] = b0 - b2
+        V[k + U64(5) * vs] = b1 + b2
+        V[k + U64(6) * vs] = b2 - b1
+        V[k + U64(7) * vs] = b1 - b3
+        V[k + U64(8) * vs] = c0 - c2
+        V[k + U64(9) * vs] = c1 + c2
+        V[k + U64(10) * vs] = c2 - c1
+        V[k + U64(11) * vs] = c1 - c3
+        V[k + U64(12) * vs] = d0 - d2
+        V[k + U64(13) * vs] = d1 + d2
+        V[k + U64(14) * vs] = d2 - d1
+        V[k + U64(15) * vs] = d1 - d3
+
+
 @jit
 def input_transform(xp, th, tw, t0, T, V, vstride, lanes):
     # xp (N, C, 2*th + 2, 2*tw + 2) padded input -> B^T d B of tiles t0..t0+T into V, flat:
     # plane e (of 16) at e * vstride, and within a plane panels of `lanes` tiles, each
     # C x lanes (channel-major): tile k of channel c at (k // lanes) * C * lanes + c * lanes
     # + k % lanes. lanes = T is the plain (C, T) matrix; lanes = kernels.gemm.NR the packed
-    # columns of its micro-kernel.
-    C = xp.shape[1]
+    # columns of its micro-kernel. Per channel and tile row, the tiles in runs that stay
+    # within one panel (1.1-1.6x faster than a tile at a time, Zen 3).
+    N, C, Hp, Wp = xp.shape
+    xf = xp.reshape(-1)
     per = th * tw
+    vs = U64(vstride)
     for c in range(C):
         t = t0
-        lane = 0
-        panel = U64(c * lanes)
-        vs = U64(vstride)
         while t < t0 + T:
             b = t // per
             r = t - b * per
             ty = r // tw
             tx0 = r - ty * tw
             L = min(tw - tx0, t0 + T - t)
-            r0 = xp[b, c, 2 * ty, 2 * tx0:]
-            r1 = xp[b, c, 2 * ty + 1, 2 * tx0:]
-            r2 = xp[b, c, 2 * ty + 2, 2 * tx0:]
-            r3 = xp[b, c, 2 * ty + 3, 2 * tx0:]
-            for s in range(L):
-                i = 2 * s
-                # rows: B^T d
-                a0 = r0[i] - r2[i]
-                a1 = r0[i + 1] - r2[i + 1]
-                a2 = r0[i + 2] - r2[i + 2]
-                a3 = r0[i + 3] - r2[i + 3]
-                b0 = r1[i] + r2[i]
-                b1 = r1[i + 1] + r2[i + 1]
-                b2 = r1[i + 2] + r2[i + 2]
-                b3 = r1[i + 3] + r2[i + 3]
-                c0 = r2[i] - r1[i]
-                c1 = r2[i + 1] - r1[i + 1]
-                c2 = r2[i + 2] - r1[i + 2]
-                c3 = r2[i + 3] - r1[i + 3]
-                d0 = r1[i] - r3[i]
-                d1 = r1[i + 1] - r3[i + 1]
-                d2 = r1[i + 2] - r3[i + 2]
-                d3 = r1[i + 3] - r3[i + 3]
-                # columns: (B^T d) B
-                k = panel + U64(lane)
-                V[k] = a0 - a2
-                V[k + vs] = a1 + a2
-                V[k + 2 * vs] = a2 - a1
-                V[k + 3 * vs] = a1 - a3
-                V[k + 4 * vs] = b0 - b2
-                V[k + 5 * vs] = b1 + b2
-                V[k + 6 * vs] = b2 - b1
-                V[k + 7 * vs] = b1 - b3
-                V[k + 8 * vs] = c0 - c2
-                V[k + 9 * vs] = c1 + c2
-                V[k + 10 * vs] = c2 - c1
-                V[k + 11 * vs] = c1 - c3
-                V[k + 12 * vs] = d0 - d2
-                V[k + 13 * vs] = d1 + d2
-                V[k + 14 * vs] = d2 - d1
-                V[k + 15 * vs] = d1 - d3
-                lane += 1
-                if lane == lanes:
-                    lane = 0
-                    panel += U64(C * lanes)
+            row0 = ((b * C + c) * Hp + 2 * ty) * Wp + 2 * tx0
+            s = 0
+            while s < L:
+                k = t - t0 + s
+                lane = k % lanes
+                run = min(L - s, lanes - lane)
+                _input_run(xf, U64(row0 + 2 * s), U64(Wp), V,
+                           U64((k // lanes) * C * lanes + c * lanes + lane), vs, run)
+                s += run
             t += L
 
 
