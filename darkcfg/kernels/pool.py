@@ -13,6 +13,7 @@ import numpy as np
 from numba import prange
 
 from .config import check_f32, jit, pjit, pjit_dual, pjit_sums
+from .gemm import prefetch
 
 # Darknet starts a max at -FLT_MAX (not -inf): a window lying wholly in the padding gives it.
 FLT_MAX = np.float32(3.4028234663852886e38)
@@ -287,6 +288,12 @@ def _global_avgpool(x):
     return out
 
 
+# How many input rows ahead _maxpool2_s2 asks for: a map too big for the caches comes
+# from memory, where the hardware prefetchers, following one plane's rows, start late
+# (timed on Zen 3 with the input evicted: 1.15-2.3x faster from 2 to 8 rows ahead)
+POOL_AHEAD = 4
+
+
 @pjit_dual
 def _maxpool2_s2(x, out):
     # _maxpool2 at stride 2 without argmax (inference), in flat loops LLVM vectorises
@@ -300,11 +307,14 @@ def _maxpool2_s2(x, out):
     of = out.reshape(-1)
     lo = -FLT_MAX
     two = np.uint64(2)
+    ahead = np.uint64(POOL_AHEAD * w)
     for t in prange(n * c):
         for i in range(oh):
             r0 = np.uint64((t * h + 2 * i) * w)
             r1 = np.uint64((t * h + 2 * i + 1) * w) if 2 * i + 1 < h else r0
             o = np.uint64((t * oh + i) * ow)
+            for q in range(0, 2 * w, 16):        # the rows two outputs on, one line each
+                prefetch(xf, r0 + ahead + np.uint64(q))
             for j in range(np.uint64(full)):
                 a = xf[r0 + two * j]
                 m = a if a > lo else lo
