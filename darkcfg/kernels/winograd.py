@@ -115,7 +115,7 @@ def input_transform(xp, th, tw, t0, T, V, vstride, lanes):
     # + k % lanes. lanes = T is the plain (C, T) matrix; lanes = kernels.gemm.NR the packed
     # columns of its micro-kernel. Per channel and tile row, the tiles in runs that stay
     # within one panel (1.1-1.6x faster than a tile at a time, Zen 3).
-    N, C, Hp, Wp = xp.shape
+    C, Hp, Wp = xp.shape[1], xp.shape[2], xp.shape[3]
     xf = xp.reshape(-1)
     per = th * tw
     vs = U64(vstride)
