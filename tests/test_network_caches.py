@@ -202,3 +202,51 @@ def test_gradients_handed_on_uncopied_equal_copied_ones(tmp_path):
     for mine, copied in zip(*grads):
         for k in mine:
             np.testing.assert_array_equal(mine[k], copied[k])
+
+
+def test_inference_tail_is_kept_and_follows_bn_and_bias_edits(tmp_path):
+    """The BN/bias tail a conv applies as it stores its tiles is kept between calls, and
+    a change of any of its vectors in place, even without params_changed, is seen."""
+    cfg = tmp_path / "bn.cfg"
+    cfg.write_text(CFG.replace("[convolutional]\nfilters=48",
+                               "[convolutional]\nbatch_normalize=1\nfilters=48"))
+
+    def fresh_copy(_, net):
+        other = Network(load_graph(cfg))
+        for mine, theirs in zip(net.layers, other.layers):
+            for k, v in mine.params.items():
+                theirs.params[k][...] = v
+        return other
+
+    net = Network(load_graph(cfg))
+    net.init_weights(3)
+    x = np.random.default_rng(2).random((2, 40, 12, 12), np.float32)
+    before = outputs(net, x)
+    tail = net.layers[0].inference_tail()
+    assert net.layers[0].inference_tail() is tail             # kept
+    for layer, key in ((0, "rolling_variance"), (0, "scales"), (0, "rolling_mean"),
+                       (0, "biases"), (1, "biases")):
+        net.layers[layer].params[key][5] += 0.5
+        after = outputs(net, x)
+        assert not same(before, after), (layer, key)
+        assert same(after, outputs(fresh_copy(tmp_path, net), x)), (layer, key)
+        before = after
+
+
+def test_fingerprint_follows_whole_rewrites():
+    """The key of the packed and Winograd weights: equal for equal bits, different after
+    a rewrite of the whole array (new draw, an SGD-like step, a scale) at any size."""
+    from darkcfg.kernels.winograd import fingerprint
+    rng = np.random.default_rng(0)
+    for size in (1, 7, 16, 2047, 2048, 5000, 300_000):
+        w = rng.standard_normal(size).astype(np.float32)
+        f = fingerprint(w)
+        assert fingerprint(w.copy()) == f
+        for changed in (rng.standard_normal(size).astype(np.float32),
+                        w - np.float32(1e-3) * rng.standard_normal(size).astype(np.float32),
+                        w * np.float32(0.5)):
+            assert fingerprint(changed) != f, size
+    w = rng.standard_normal(2000).astype(np.float32)     # small: every value counts
+    v = w.copy()
+    v[1234] += 1
+    assert fingerprint(v) != fingerprint(w)

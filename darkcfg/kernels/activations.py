@@ -52,7 +52,11 @@ GELU_B = 0.035677
 def _f(x: float, code: int) -> float:
     """One activation value, x float64."""
     if code == LEAKY or code == REVLEAKY:  # noqa: SIM109 (folds to a constant when inlined)
-        return x if x > 0.0 else 0.1 * x
+        # x if x > 0 else 0.1 * x, the same bits, written as a product: stored back in
+        # place, `x if ...` would be a store of the value just loaded on one branch, which
+        # LLVM drops, leaving a masked store (vmaskmovps, slow on AMD: 0.83 ns a value
+        # against 0.35 ns this way on Zen 3)
+        return x * (1.0 if x > 0.0 else 0.1)
     if code == LOGISTIC:
         return np.float64(vm.logistic(np.float32(x)))
     if code == RELU:
