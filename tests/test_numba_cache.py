@@ -135,7 +135,7 @@ def test_a_kernel_does_not_keep_an_inlined_function_from_its_cache(tmp_path):
     assert run() == -1.0                                  # Darknet's leaky: 0.1 x
     act = tree / "darkcfg" / "kernels" / "activations.py"
     text = act.read_text()
-    assert "return x if x > 0.0 else 0.1 * x" in text
-    act.write_text(text.replace("return x if x > 0.0 else 0.1 * x",
-                                "return x if x > 0.0 else 0.2 * x"))
+    assert "return x * (1.0 if x > 0.0 else 0.1)" in text
+    act.write_text(text.replace("return x * (1.0 if x > 0.0 else 0.1)",
+                                "return x * (1.0 if x > 0.0 else 0.2)"))
     assert run() == pytest.approx(-2.0)
