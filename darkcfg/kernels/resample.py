@@ -7,6 +7,7 @@ import numpy as np
 from numba import prange
 
 from .config import check_f32, pjit, pjit_dual
+from .conv import reuse
 
 
 @pjit_dual
@@ -65,9 +66,7 @@ def upsample(x: np.ndarray, stride: int, scale: float = 1.0,
     if stride < 1:
         raise ValueError(f"stride must be >= 1; received stride={stride}")
     n, c, h, w = x.shape
-    shape = (n, c, h * stride, w * stride)
-    if out is None or out.shape != shape:
-        out = np.empty(shape, np.float32)
+    out = reuse(out, (n, c, h * stride, w * stride))
     _upsample(x, stride, np.float32(scale), out)
     return out
 

@@ -59,52 +59,42 @@ def _filter_transform(w, u):
 
 
 @jit(inline="always")
+def _rows(xf, p, q, sign):
+    # the 4 values of the patch row at p plus (sign 1) or minus (sign -1) those at q
+    one = U64(1)
+    if sign > 0:
+        return (xf[p] + xf[q], xf[p + one] + xf[q + one], xf[p + U64(2)] + xf[q + U64(2)],
+                xf[p + U64(3)] + xf[q + U64(3)])
+    return (xf[p] - xf[q], xf[p + one] - xf[q + one], xf[p + U64(2)] - xf[q + U64(2)],
+            xf[p + U64(3)] - xf[q + U64(3)])
+
+
+@jit(inline="always")
+def _store_cols(V, k, vs, e, r):
+    # one row of B^T d times B, into planes e..e+3 at V[k + plane * vs]
+    r0, r1, r2, r3 = r
+    V[k + U64(e) * vs] = r0 - r2
+    V[k + U64(e + 1) * vs] = r1 + r2
+    V[k + U64(e + 2) * vs] = r2 - r1
+    V[k + U64(e + 3) * vs] = r1 - r3
+
+
+@jit(inline="always")
 def _input_run(xf, src, wp, V, base, vs, run):
     # B^T d B of `run` tiles side by side in a tile row: tile j's 4x4 patch starts at
     # xf[src + 2j], rows wp apart; its 16 values go to V[base + j + e * vs]. Unsigned
     # offsets and no branch: LLVM vectorises it across the tiles.
-    two = U64(2)
-    one = U64(1)
     for j in range(U64(run)):
-        i0 = src + two * j
+        i0 = src + U64(2) * j
         i1 = i0 + wp
         i2 = i1 + wp
         i3 = i2 + wp
-        # rows: B^T d
-        a0 = xf[i0] - xf[i2]
-        a1 = xf[i0 + one] - xf[i2 + one]
-        a2 = xf[i0 + two] - xf[i2 + two]
-        a3 = xf[i0 + U64(3)] - xf[i2 + U64(3)]
-        b0 = xf[i1] + xf[i2]
-        b1 = xf[i1 + one] + xf[i2 + one]
-        b2 = xf[i1 + two] + xf[i2 + two]
-        b3 = xf[i1 + U64(3)] + xf[i2 + U64(3)]
-        c0 = xf[i2] - xf[i1]
-        c1 = xf[i2 + one] - xf[i1 + one]
-        c2 = xf[i2 + two] - xf[i1 + two]
-        c3 = xf[i2 + U64(3)] - xf[i1 + U64(3)]
-        d0 = xf[i1] - xf[i3]
-        d1 = xf[i1 + one] - xf[i3 + one]
-        d2 = xf[i1 + two] - xf[i3 + two]
-        d3 = xf[i1 + U64(3)] - xf[i3 + U64(3)]
-        # columns: (B^T d) B
         k = base + j
-        V[k] = a0 - a2
-        V[k + vs] = a1 + a2
-        V[k + U64(2) * vs] = a2 - a1
-        V[k + U64(3) * vs] = a1 - a3
-        V[k + U64(4) * vs] = b0 - b2
-        V[k + U64(5) * vs] = b1 + b2
-        V[k + U64(6) * vs] = b2 - b1
-        V[k + U64(7) * vs] = b1 - b3
-        V[k + U64(8) * vs] = c0 - c2
-        V[k + U64(9) * vs] = c1 + c2
-        V[k + U64(10) * vs] = c2 - c1
-        V[k + U64(11) * vs] = c1 - c3
-        V[k + U64(12) * vs] = d0 - d2
-        V[k + U64(13) * vs] = d1 + d2
-        V[k + U64(14) * vs] = d2 - d1
-        V[k + U64(15) * vs] = d1 - d3
+        # rows: B^T d; then each row times B
+        _store_cols(V, k, vs, 0, _rows(xf, i0, i2, -1))
+        _store_cols(V, k, vs, 4, _rows(xf, i1, i2, 1))
+        _store_cols(V, k, vs, 8, _rows(xf, i2, i1, -1))
+        _store_cols(V, k, vs, 12, _rows(xf, i1, i3, -1))
 
 
 @jit

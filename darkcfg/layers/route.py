@@ -57,11 +57,10 @@ class Route(Layer):
             y = net.outputs[i]
             step = y.shape[1] // self.groups
             parts.append(y[:, self.group_id * step:(self.group_id + 1) * step])
+        from ..kernels.conv import reuse
         shape = (len(parts[0]), sum(p.shape[1] for p in parts), *parts[0].shape[2:])
-        out = getattr(self, "_out", None)
-        if out is None or out.shape != shape:
-            out = self._out = np.empty(shape, np.float32)
-        return np.concatenate(parts, axis=1, out=out)
+        self._out = reuse(getattr(self, "_out", None), shape)
+        return np.concatenate(parts, axis=1, out=self._out)
 
     def backward(self, dy: np.ndarray | None, net: RunState) -> np.ndarray | None:
         # each source gets its slice of dy back in its group's channels (zeros in the
