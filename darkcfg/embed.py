@@ -159,7 +159,7 @@ def load_threshold(weights: str | os.PathLike) -> Threshold | None:
     if not os.path.exists(path):
         return None
     try:
-        t = Threshold(**json.loads(read_text(path, "threshold file")))
+        t = Threshold(**json.loads(read_text(path, "threshold")))
     except (ValueError, TypeError) as e:
         raise DataError(f"{path}: not a threshold file written by `darkcfg valid` ({e}); "
                         "run `darkcfg valid` again or pass --threshold") from None
