@@ -284,7 +284,18 @@ DEPTHWISE_CASES = [
     (1, 6, 12, 12, 3, 3, 3, 1, 1),      # stride 3: nine phase planes
     (1, 3, 1, 1, 3, 1, 1, 1, 1),        # a 1x1 map: one tap inside the padding's zeros
     (1, 2, 70, 40, 3, 1, 1, 1, 1),      # more output rows than one block of sums
+    # outputs at most conv.DEPTHWISE_BLOCKED_OW wide run in channel blocks of 8:
+    (1, 13, 7, 7, 5, 1, 1, 2, 1),       # 13 channels: a block and a part of one
+    (2, 19, 14, 14, 5, 2, 2, 2, 1),     # strided, batch 2, three blocks
+    (1, 16, 9, 11, 3, 1, 1, 2, 2),      # dilated, four pixels and a rest per row
+    (1, 9, 40, 36, 3, 2, 2, 1, 1),      # 18 wide: plane by plane, strided
 ]
+
+
+def test_depthwise_cases_cover_both_paths():
+    wide = [conv.conv_out_hw(H, W, k, sy, sx, pad, d)[1] > conv.DEPTHWISE_BLOCKED_OW
+            for _, _, H, W, k, sy, sx, pad, d in DEPTHWISE_CASES]
+    assert any(wide) and not all(wide)
 
 
 @pytest.mark.parametrize("activation", ["swish", "leaky", "logistic"])

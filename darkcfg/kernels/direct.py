@@ -7,10 +7,14 @@ im2col row order (ci, ky, kx), as the GEMM does.
 from __future__ import annotations
 
 import numpy as np
-from numba import prange
+from llvmlite import ir
+from numba import prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 
 from .config import jit, jit_sums, pjit, pjit_sums
 from .epilogue import U64, tail_runs
+from .gemm import _as_int, _data, _fma_loop
 
 
 @jit(inline="always")
@@ -139,6 +143,154 @@ def conv_depthwise(x, w, sy, sx, pad, d, out, mode, mean, inv, scales, biases, c
                 runs[0, 1] = o0
                 runs[0, 2] = nr * ow
                 tail_runs(out, c, 1, runs, 1, mode, mean, inv, scales, biases, code)
+    return out
+
+
+# Inference depthwise convs on small maps (7 x 7 to 28 x 28: efficientnet's later
+# stages), where a plane's rows are too short for vectors: channels in blocks of LANES
+# instead, the vectors running across them (ONNX Runtime's NCHWc layout does the same).
+# Each task copies its block's input into zero-padded phase tiles as conv_depthwise does
+# with one plane, but with the LANES channels innermost, so that every tap of every
+# output pixel of the block is one vector; _pixels sums PIXELS outputs at a time in
+# registers over all taps, in conv_depthwise's order (ky, kx) with a separate multiply
+# and add, so the bits are the same. The sums go back into the channels' planes and the
+# tail runs on the block's planes while they are in cache.
+LANES = 8
+PIXELS = 4
+
+
+def _pixels_intrinsic(count: int):
+    """An intrinsic summing `count` output pixels of a channel block: (tile, s0, step,
+    taps, wt, acc, a0) -> acc[a0 + r*LANES ..] = sum_q wt[q*LANES ..] * tile[s0 +
+    taps[q] + r*step ..] for r < count, q < taps.size, as LANES-wide vectors."""
+
+    @intrinsic
+    def pixels(typingctx, tile, s0, step, taps, wt, acc, a0):
+        sig = types.void(tile, s0, step, taps, wt, acc, a0)
+
+        def codegen(context, builder, signature, args):
+            tile_a, s0_v, step_v, taps_a, wt_a, acc_a, a0_v = args
+            tys = signature.args
+            i64 = ir.IntType(64)
+            vt = ir.VectorType(ir.FloatType(), LANES)
+            s0_v = _as_int(builder, s0_v, i64)
+            step_v = _as_int(builder, step_v, i64)
+            ntaps = cgutils.create_struct_proxy(tys[3])(context, builder, value=taps_a).nitems
+            t0 = _data(context, builder, tys[0], tile_a, s0_v)
+            tp = _data(context, builder, tys[3], taps_a, ir.Constant(i64, 0))
+            w0 = _data(context, builder, tys[4], wt_a, ir.Constant(i64, 0))
+            zero = ir.Constant(vt, [0.0] * LANES)
+
+            def vec(ptr):
+                return builder.load(builder.bitcast(ptr, vt.as_pointer()), align=4)
+
+            def body(q, accs):
+                off = builder.load(builder.gep(tp, [q]))
+                wv = vec(builder.gep(w0, [builder.mul(q, ir.Constant(i64, LANES))]))
+                new = []
+                for r, a in enumerate(accs):
+                    at = builder.add(off, builder.mul(step_v, ir.Constant(i64, r)))
+                    new.append(builder.fadd(a, builder.fmul(wv, vec(builder.gep(t0, [at])))))
+                return new
+
+            sums = _fma_loop(builder, ntaps, 1, [zero] * count, body)
+            out = _data(context, builder, tys[5], acc_a, _as_int(builder, a0_v, i64))
+            for r, v in enumerate(sums):
+                builder.store(v, builder.bitcast(
+                    builder.gep(out, [ir.Constant(i64, r * LANES)]), vt.as_pointer()),
+                    align=4)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return pixels
+
+
+_pixels_n = _pixels_intrinsic(PIXELS)
+_pixels_1 = _pixels_intrinsic(1)
+
+
+@pjit
+def conv_depthwise_blocked(x, w, sy, sx, pad, d, out, mode, mean, inv, scales, biases,
+                           code, blocks):
+    # x (N, C, H, W); w (C, 1, k, k); out (N, C, oh, ow) = tail(conv), fully overwritten
+    N, C, H, W = x.shape
+    k = w.shape[2]
+    kk = k * k
+    oh, ow = out.shape[2], out.shape[3]
+    Hq = (H + 2 * pad + sy - 1) // sy
+    Wq = (W + 2 * pad + sx - 1) // sx
+    P = oh * ow
+    row = ow * LANES
+    step = LANES                # from one output pixel to the next in its phase tile
+    cblocks = -(-C // LANES)
+    xf = x.reshape(-1)
+    of = out.reshape(-1)
+    wf = w.reshape(-1)
+    taps = np.empty(kk, np.int64)       # each tap's offset in the phase tiles
+    for ky in range(k):
+        qy = ky * d
+        for kx in range(k):
+            qx = kx * d
+            taps[ky * k + kx] = ((((qy % sy) * sx + qx % sx) * Hq + qy // sy) * Wq
+                                 + qx // sx) * LANES
+    # the tiles' places of the input (conv_depthwise's _fill_phases without a division
+    # per row): row iy goes to row span[iy, 0] of the phase planes; its columns ix0 + j sx
+    # (j < count) of phase px to column x0 + j there, (ix0, x0 + px Hq Wq, count) =
+    # span[H + px]
+    span = np.zeros((H + sx, 3), np.int64)
+    for iy in range(H):
+        yp = iy + pad
+        span[iy, 0] = (yp % sy) * sx * Hq + yp // sy
+    for px in range(sx):
+        ix0 = (px - pad) % sx
+        span[H + px, 0] = ix0
+        span[H + px, 1] = px * Hq * Wq + (ix0 + pad) // sx
+        span[H + px, 2] = max(0, (W - ix0 + sx - 1) // sx)
+    per = -(-N * cblocks // blocks)
+    for blk in prange(blocks):
+        tile = np.empty(sy * sx * Hq * Wq * LANES, np.float32)
+        wt = np.empty(kk * LANES, np.float32)
+        acc = np.empty(row, np.float32)
+        runs = np.empty((1, 3), np.int64)
+        for t in range(blk * per, min(N * cblocks, (blk + 1) * per)):
+            b = t // cblocks
+            c0 = (t - b * cblocks) * LANES
+            cb = min(LANES, C - c0)
+            for i in range(tile.size):
+                tile[i] = 0.0
+            for cc in range(cb):
+                s0 = (b * C + c0 + cc) * H * W
+                for iy in range(H):
+                    r0 = span[iy, 0] * Wq * LANES + cc
+                    r1 = U64(s0 + iy * W)
+                    for px in range(sx):
+                        ix0 = span[H + px, 0]
+                        d0 = U64(r0 + span[H + px, 1] * LANES)
+                        for j in range(U64(span[H + px, 2])):
+                            tile[d0 + j * U64(LANES)] = xf[r1 + U64(ix0) + j * U64(sx)]
+            for i in range(wt.size):
+                wt[i] = 0.0
+            for cc in range(cb):
+                for q in range(kk):
+                    wt[q * LANES + cc] = wf[(c0 + cc) * kk + q]
+            for oy in range(oh):
+                s1 = oy * Wq * LANES
+                ox = 0
+                while ox + PIXELS <= ow:
+                    _pixels_n(tile, s1 + ox * step, step, taps, wt, acc, ox * LANES)
+                    ox += PIXELS
+                while ox < ow:
+                    _pixels_1(tile, s1 + ox * step, step, taps, wt, acc, ox * LANES)
+                    ox += 1
+                o0 = ((b * C + c0) * oh + oy) * ow
+                for cc in range(cb):
+                    for ox in range(ow):
+                        of[o0 + cc * P + ox] = acc[ox * LANES + cc]
+            runs[0, 0] = 0
+            runs[0, 1] = b * C * P
+            runs[0, 2] = P
+            tail_runs(out, c0, cb, runs, 1, mode, mean, inv, scales, biases, code)
     return out
 
 
