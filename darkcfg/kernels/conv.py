@@ -63,9 +63,10 @@ WINOGRAD_MIN_N = 32
 WINOGRAD_MIN_TILES = 16
 # Inference depthwise convs with outputs at most this wide run channel-blocked
 # (direct.conv_depthwise_blocked), wider ones plane by plane (direct.conv_depthwise).
-# Timed per conv on one Zen 3 core (efficientnet_b0's shapes, BN and swish): 7 x 7
-# outputs 1.8-2.6x faster blocked, 9 x 9 and 10 x 10 1.5x, 14 x 14 1.2-1.6x; 28 x 28
-# 0.96x, 56 x 56 0.88x, 112 x 112 0.73-0.76x.
+# Timed per conv on one Zen 3 core (efficientnet_b0's shapes, BN and swish, against the
+# plane-by-plane kernel with its sums in registers too): 7 x 7 outputs 1.5-1.9x faster
+# blocked, 9 and 10 wide 1.1-1.3x, 14 x 14 1.1-1.3x; 28 x 28 0.86x, 56 x 56 0.73-0.93x,
+# 112 x 112 0.70-0.77x.
 DEPTHWISE_BLOCKED_OW = 16
 # 1x1 stride-1 convs through _conv_pointwise (False: the packed path, for comparison)
 POINTWISE = True

@@ -65,6 +65,71 @@ def conv_direct(x, w, sy, sx, pad, d, groups, out):
     return out
 
 
+LANES = 8      # float32 values per vector of the depthwise kernels (ymm)
+PIXELS = 4     # vectors of sums held in registers at once
+
+
+def _sums_intrinsic(count: int, broadcast: bool):
+    """An intrinsic summing `count` vectors of LANES outputs over all taps in registers:
+    (tile, s0, step, taps, wt, acc, a0) -> acc[a0 + r*LANES ..] = sum_q W_q * tile[s0 +
+    taps[q] + r*step ..] for r < count, q < taps.size, the terms in the order of q, each
+    a separate multiply and add. W_q is the vector wt[q*LANES ..] (a channel block's
+    weights), or with `broadcast` the value wt[q] in every lane (one plane's)."""
+
+    @intrinsic
+    def pixels(typingctx, tile, s0, step, taps, wt, acc, a0):
+        sig = types.void(tile, s0, step, taps, wt, acc, a0)
+
+        def codegen(context, builder, signature, args):
+            tile_a, s0_v, step_v, taps_a, wt_a, acc_a, a0_v = args
+            tys = signature.args
+            i64 = ir.IntType(64)
+            vt = ir.VectorType(ir.FloatType(), LANES)
+            s0_v = _as_int(builder, s0_v, i64)
+            step_v = _as_int(builder, step_v, i64)
+            ntaps = cgutils.create_struct_proxy(tys[3])(context, builder, value=taps_a).nitems
+            t0 = _data(context, builder, tys[0], tile_a, s0_v)
+            tp = _data(context, builder, tys[3], taps_a, ir.Constant(i64, 0))
+            w0 = _data(context, builder, tys[4], wt_a, ir.Constant(i64, 0))
+            zero = ir.Constant(vt, [0.0] * LANES)
+
+            def vec(ptr):
+                return builder.load(builder.bitcast(ptr, vt.as_pointer()), align=4)
+
+            def body(q, accs):
+                off = builder.load(builder.gep(tp, [q]))
+                if broadcast:
+                    one = builder.insert_element(ir.Constant(vt, ir.Undefined),
+                                                 builder.load(builder.gep(w0, [q])),
+                                                 ir.Constant(ir.IntType(32), 0))
+                    wv = builder.shuffle_vector(one, one, ir.Constant(
+                        ir.VectorType(ir.IntType(32), LANES), [0] * LANES))
+                else:
+                    wv = vec(builder.gep(w0, [builder.mul(q, ir.Constant(i64, LANES))]))
+                new = []
+                for r, a in enumerate(accs):
+                    at = builder.add(off, builder.mul(step_v, ir.Constant(i64, r)))
+                    new.append(builder.fadd(a, builder.fmul(wv, vec(builder.gep(t0, [at])))))
+                return new
+
+            sums = _fma_loop(builder, ntaps, 1, [zero] * count, body)
+            out = _data(context, builder, tys[5], acc_a, _as_int(builder, a0_v, i64))
+            for r, v in enumerate(sums):
+                builder.store(v, builder.bitcast(
+                    builder.gep(out, [ir.Constant(i64, r * LANES)]), vt.as_pointer()),
+                    align=4)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    return pixels
+
+
+_pixels_n = _sums_intrinsic(PIXELS, False)
+_pixels_1 = _sums_intrinsic(1, False)
+_run_sums = _sums_intrinsic(PIXELS, True)      # PIXELS * LANES outputs of one plane
+
+
 # Inference depthwise convs (one filter per channel) with the tail fused. Each task copies
 # its input plane into zero-padded phase planes (for stride s, plane (py, px) holds the
 # padded pixels (s r + py, s c + px), as im2col.pad_phases lays out a whole tensor; one
@@ -72,7 +137,9 @@ def conv_direct(x, w, sy, sx, pad, d, groups, out):
 # for the whole tensor first), so every tap of every output becomes one run of
 # consecutive values: output (oy, ox) at flat position oy*Wq + ox of a plane Wq wide reads
 # tap (ky, kx) at the same position plus a constant offset. The columns past ow are
-# computed and dropped. A few output rows at a time keep the sums in L1.
+# computed and dropped. A few output rows at a time keep the sums in L1; _run_sums adds
+# up 32 of them at a time in registers over all taps (1.0-1.3x faster than adding each
+# tap's products into the sums in L1, one Zen 3 core).
 _CHUNK = 2048       # sums per block of output rows (8 KB)
 
 
@@ -106,33 +173,35 @@ def conv_depthwise(x, w, sy, sx, pad, d, out, mode, mean, inv, scales, biases, c
     Hq = (H + 2 * pad + sy - 1) // sy
     Wq = (W + 2 * pad + sx - 1) // sx
     rows = max(1, min(oh, _CHUNK // Wq))
-    # the last row's dropped columns read up to k*d past the planes
-    size = sy * sx * Hq * Wq + Wq + k * d
+    run = PIXELS * LANES
+    # sums in runs of `run` values: the last run of a block of rows reads up to run - 1
+    # values past its end, and the last row's dropped columns up to k*d past the planes
+    size = sy * sx * Hq * Wq + Wq + k * d + run
+    taps = np.empty(k * k, np.int64)        # each tap's offset in the phase planes
+    for ky in range(k):
+        qy = ky * d
+        for kx in range(k):
+            qx = kx * d
+            taps[ky * k + kx] = (((qy % sy) * sx + qx % sx) * Hq + qy // sy) * Wq + qx // sx
     xf = x.reshape(-1)
     of = out.reshape(-1)
+    wf = w.reshape(-1)
     per = -(-N * C // blocks)
     for blk in prange(blocks):         # planes in `blocks` runs: scratch made once a run
         buf = np.empty(size, np.float32)
-        acc = np.empty(rows * Wq, np.float32)
+        acc = np.empty(-(-rows * Wq // run) * run, np.float32)
+        wq = np.empty(k * k, np.float32)
         runs = np.empty((1, 3), np.int64)
         for t in range(blk * per, min(N * C, (blk + 1) * per)):
             b = t // C
             c = t - b * C
             _fill_phases(xf, t * H * W, H, W, pad, sy, sx, Hq, Wq, buf)
+            for q in range(k * k):
+                wq[q] = wf[c * k * k + q]
             for r0 in range(0, oh, rows):
                 nr = min(rows, oh - r0)
-                L = U64(nr * Wq)
-                for i in range(L):
-                    acc[i] = 0.0
-                for ky in range(k):
-                    qy = ky * d
-                    for kx in range(k):
-                        qx = kx * d
-                        wv = w[c, 0, ky, kx]
-                        s0 = U64((((qy % sy) * sx + qx % sx) * Hq + r0 + qy // sy) * Wq
-                                 + qx // sx)
-                        for i in range(L):
-                            acc[i] += wv * buf[s0 + i]
+                for i in range(0, nr * Wq, run):
+                    _run_sums(buf, r0 * Wq + i, LANES, taps, wq, acc, i)
                 o0 = (b * C * oh + r0) * ow     # filter 0's plane: tail_runs adds c's
                 for rr in range(nr):
                     a0 = U64(rr * Wq)
@@ -155,59 +224,6 @@ def conv_depthwise(x, w, sy, sx, pad, d, out, mode, mean, inv, scales, biases, c
 # registers over all taps, in conv_depthwise's order (ky, kx) with a separate multiply
 # and add, so the bits are the same. The sums go back into the channels' planes and the
 # tail runs on the block's planes while they are in cache.
-LANES = 8
-PIXELS = 4
-
-
-def _pixels_intrinsic(count: int):
-    """An intrinsic summing `count` output pixels of a channel block: (tile, s0, step,
-    taps, wt, acc, a0) -> acc[a0 + r*LANES ..] = sum_q wt[q*LANES ..] * tile[s0 +
-    taps[q] + r*step ..] for r < count, q < taps.size, as LANES-wide vectors."""
-
-    @intrinsic
-    def pixels(typingctx, tile, s0, step, taps, wt, acc, a0):
-        sig = types.void(tile, s0, step, taps, wt, acc, a0)
-
-        def codegen(context, builder, signature, args):
-            tile_a, s0_v, step_v, taps_a, wt_a, acc_a, a0_v = args
-            tys = signature.args
-            i64 = ir.IntType(64)
-            vt = ir.VectorType(ir.FloatType(), LANES)
-            s0_v = _as_int(builder, s0_v, i64)
-            step_v = _as_int(builder, step_v, i64)
-            ntaps = cgutils.create_struct_proxy(tys[3])(context, builder, value=taps_a).nitems
-            t0 = _data(context, builder, tys[0], tile_a, s0_v)
-            tp = _data(context, builder, tys[3], taps_a, ir.Constant(i64, 0))
-            w0 = _data(context, builder, tys[4], wt_a, ir.Constant(i64, 0))
-            zero = ir.Constant(vt, [0.0] * LANES)
-
-            def vec(ptr):
-                return builder.load(builder.bitcast(ptr, vt.as_pointer()), align=4)
-
-            def body(q, accs):
-                off = builder.load(builder.gep(tp, [q]))
-                wv = vec(builder.gep(w0, [builder.mul(q, ir.Constant(i64, LANES))]))
-                new = []
-                for r, a in enumerate(accs):
-                    at = builder.add(off, builder.mul(step_v, ir.Constant(i64, r)))
-                    new.append(builder.fadd(a, builder.fmul(wv, vec(builder.gep(t0, [at])))))
-                return new
-
-            sums = _fma_loop(builder, ntaps, 1, [zero] * count, body)
-            out = _data(context, builder, tys[5], acc_a, _as_int(builder, a0_v, i64))
-            for r, v in enumerate(sums):
-                builder.store(v, builder.bitcast(
-                    builder.gep(out, [ir.Constant(i64, r * LANES)]), vt.as_pointer()),
-                    align=4)
-            return context.get_dummy_value()
-
-        return sig, codegen
-
-    return pixels
-
-
-_pixels_n = _pixels_intrinsic(PIXELS)
-_pixels_1 = _pixels_intrinsic(1)
 
 
 @pjit
