@@ -361,3 +361,16 @@ def test_crop_training_window_lies_inside_the_input():
                for i in range(3) for j in range(3) for f in (1, -1)}
     for _ in range(10):
         assert tuple(net.forward(x)[0].ravel()) in windows
+
+
+@pytest.mark.parametrize("shape", [(1, 3, 5, 7), (2, 40, 9, 9), (1, 70, 64, 64)], ids=str)
+def test_scale_planes_equals_numpy_broadcast(shape):
+    # [scale_channels]' per-channel product, serial (small) and parallel (large) twins
+    from darkcfg.kernels.shortcut import scale_planes
+    rng = np.random.default_rng(sum(shape))
+    src = rng.standard_normal(shape).astype(np.float32)
+    factors = rng.standard_normal((*shape[:2], 1, 1)).astype(np.float32)
+    out = np.full_like(src, np.nan)
+    assert np.array_equal(scale_planes(src, factors, out), src * factors)
+    with pytest.raises(ValueError, match="do not fit"):
+        scale_planes(src, factors[:, :1].copy(), out)

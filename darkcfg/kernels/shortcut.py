@@ -1,5 +1,6 @@
 """Residual sums: P's [shortcut] (alpha/beta, channel overlap, integer-factor spatial
-mixing) and AH's flat sum over several `from` layers, with their backward passes."""
+mixing) and AH's flat sum over several `from` layers, with their backward passes; and
+[scale_channels]' product of a map by one factor per channel."""
 from __future__ import annotations
 
 import numpy as np
@@ -85,6 +86,31 @@ def shortcut_sum(x: np.ndarray, adds: list[np.ndarray]) -> np.ndarray:
         af = np.asarray(a, dtype=np.float32).reshape(n, -1)
         m = min(flat.shape[1], af.shape[1])
         flat[:, :m] += af[:, :m]
+    return out
+
+
+@pjit_dual
+def _scale_planes(src, factors, out):
+    # out[i, :] = src[i, :] * factors[i] over planes i (each image's channels)
+    planes, P = src.shape
+    for i in prange(planes):
+        v = factors[i]
+        for j in range(np.uint64(P)):
+            out[i, j] = src[i, j] * v
+    return out
+
+
+def scale_planes(src: np.ndarray, factors: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """out (N, C, H, W) = src (N, C, H, W) times factors (N, C, 1, 1), channel by channel
+    (NumPy's broadcast multiply gives the same bits but walks the planes row by row:
+    1.6-1.8x slower on efficientnet_b0's maps, one thread)."""
+    check_f32("src", src, 4)
+    check_f32("factors", factors, 4)
+    N, C, H, W = src.shape
+    if factors.shape != (N, C, 1, 1) or out.shape != src.shape:
+        raise ValueError(f"factors {factors.shape} and out {out.shape} do not fit src "
+                         f"{src.shape}")
+    _scale_planes(src.reshape(N * C, H * W), factors.reshape(N * C), out.reshape(N * C, H * W))
     return out
 
 

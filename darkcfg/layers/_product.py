@@ -12,6 +12,10 @@ if TYPE_CHECKING:
     from .base import RunState
 
 
+def _f32c(a: np.ndarray) -> bool:
+    return a.dtype == np.float32 and a.flags.c_contiguous
+
+
 class Product(Layer):
     """The previous layer times an earlier (`from`) layer, broadcast, then an activation;
     shared by [scale_channels] and [sam]."""
@@ -20,11 +24,16 @@ class Product(Layer):
         # x (N, C, H, W), or broadcastable factors (N, C, 1, 1) / (N, 1, H, W), times the
         # `from` map (N, C, H, W), then the activation.
         from ..kernels.activations import activate, needs_input
+        from ..kernels.shortcut import scale_planes
         src = net.outputs[self.sources[0]]
         out = getattr(self, "_out", None)
         if out is None or out.shape != src.shape:
             out = self._out = np.empty(src.shape, np.float32)
-        np.multiply(src, x, out=out)        # into the layer's buffer: no new pages per call
+        per_channel = x.shape == (*src.shape[:2], 1, 1)
+        if per_channel and _f32c(x) and _f32c(src):
+            scale_planes(src, x, out)
+        else:                               # into the layer's buffer: no new pages per call
+            np.multiply(src, x, out=out)
         if net.train:
             self._pre = out.copy() if needs_input(self.activation) else None
             self._y, self._x, self._from = out, x, src
