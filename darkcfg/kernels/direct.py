@@ -161,6 +161,20 @@ def _fill_phases(xf, x0, H, W, pad, sy, sx, Hq, Wq, buf):
                 buf[d0 + j] = xf[s0 + j * U64(sx)]
 
 
+@jit(inline="always")
+def _tap_offsets(k, d, sy, sx, Hq, Wq, lanes):
+    # tap (ky, kx)'s offset from an output's own position in the phase planes (Hq x Wq,
+    # `lanes` values per pixel), in the order ky * k + kx
+    taps = np.empty(k * k, np.int64)
+    for ky in range(k):
+        qy = ky * d
+        for kx in range(k):
+            qx = kx * d
+            taps[ky * k + kx] = ((((qy % sy) * sx + qx % sx) * Hq + qy // sy) * Wq
+                                 + qx // sx) * lanes
+    return taps
+
+
 @pjit
 def conv_depthwise(x, w, sy, sx, pad, d, out, mode, mean, inv, scales, biases, code,
                    blocks):
@@ -177,12 +191,7 @@ def conv_depthwise(x, w, sy, sx, pad, d, out, mode, mean, inv, scales, biases, c
     # sums in runs of `run` values: the last run of a block of rows reads up to run - 1
     # values past its end, and the last row's dropped columns up to k*d past the planes
     size = sy * sx * Hq * Wq + Wq + k * d + run
-    taps = np.empty(k * k, np.int64)        # each tap's offset in the phase planes
-    for ky in range(k):
-        qy = ky * d
-        for kx in range(k):
-            qx = kx * d
-            taps[ky * k + kx] = (((qy % sy) * sx + qx % sx) * Hq + qy // sy) * Wq + qx // sx
+    taps = _tap_offsets(k, d, sy, sx, Hq, Wq, 1)
     xf = x.reshape(-1)
     of = out.reshape(-1)
     wf = w.reshape(-1)
@@ -243,13 +252,7 @@ def conv_depthwise_blocked(x, w, sy, sx, pad, d, out, mode, mean, inv, scales, b
     xf = x.reshape(-1)
     of = out.reshape(-1)
     wf = w.reshape(-1)
-    taps = np.empty(kk, np.int64)       # each tap's offset in the phase tiles
-    for ky in range(k):
-        qy = ky * d
-        for kx in range(k):
-            qx = kx * d
-            taps[ky * k + kx] = ((((qy % sy) * sx + qx % sx) * Hq + qy // sy) * Wq
-                                 + qx // sx) * LANES
+    taps = _tap_offsets(k, d, sy, sx, Hq, Wq, LANES)
     # the tiles' places of the input (conv_depthwise's _fill_phases without a division
     # per row): row iy goes to row span[iy, 0] of the phase planes; its columns ix0 + j sx
     # (j < count) of phase px to column x0 + j there, (ix0, x0 + px Hq Wq, count) =
