@@ -119,6 +119,7 @@ POINTWISE_CASES = [
     (2, 128, 9, 9, 255),    # batch 2, a yolo head's 255 filters
     (1, 300, 4, 4, 7),      # deeper than a KC block: the sum in two blocks
     (3, 16, 10, 10, 20),    # few channels on a small map
+    (1, 16, 96, 100, 24),   # few channels on a map of more than 8k pixels
 ]
 
 

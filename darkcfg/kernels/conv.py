@@ -413,10 +413,14 @@ POINTWISE_CHUNK = 48 * 1024
 def pointwise_pays(C: int, P: int) -> bool:
     """Whether conv2d's inference runs a 1x1 stride-1 conv through _conv_pointwise: timed
     per conv against the packed path on one Zen 3 core (yolov3-tiny, yolov4 shapes),
-    1.1-1.4x faster with at least 96 channels or maps of at most 8k pixels, 0.8-0.95x on
-    larger maps of few channels (64 -> 64 on 160 x 160, 32 -> 64 on 208 x 208), where the
-    output tile's rows, a whole map apart, stream from memory."""
-    return POINTWISE and (C >= 96 or P <= 8192)
+    1.1-1.4x faster with at least 96 channels or maps of at most 8k pixels. Larger maps of
+    16-64 channels were 0.8-0.95x then; timed again since (session 8, Zen 3, AVX2, BN +
+    leaky, 5 interleaved rounds, same bits), they are 0.64-0.94x the packed path's time
+    at one thread and 0.69-0.93x at two (64 -> 64 on 104 x 104: 0.72 / 0.69; 32 -> 64 on
+    208 x 208: 0.94 / 0.83; 16 -> 96 on 112 x 112: 0.78 / 0.75), except 16 -> 32 on
+    208 x 208 at one thread (1.07; 0.93 at two). With 3 channels the two are alike
+    (0.97 / 1.02): such convs stay on the packed path."""
+    return POINTWISE and (C >= 16 or P <= 8192)
 
 
 def pointwise_tiles(N: int, C: int, n: int, P: int, threads: int
