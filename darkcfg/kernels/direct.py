@@ -144,21 +144,35 @@ _CHUNK = 2048       # sums per block of output rows (8 KB)
 
 
 @jit(inline="always")
-def _fill_phases(xf, x0, H, W, pad, sy, sx, Hq, Wq, buf):
-    # buf <- the padded plane x[x0 : x0 + H*W] split into sy*sx phase planes of Hq x Wq
-    for i in range(buf.size):
-        buf[i] = 0.0
+def _phase_spans(H, W, pad, sy, sx, Hq, Wq):
+    # where _fill_phases puts the input, computed once per call (no division per row):
+    # row iy starts at planes offset span[iy, 0]; within it, phase px takes the columns
+    # ix0 + j sx, j < count, to offset x0 + j, where (ix0, x0, count) = span[H + px]
+    span = np.zeros((H + sx, 3), np.int64)
     for iy in range(H):
         yp = iy + pad
-        row = ((yp % sy) * sx * Hq + yp // sy) * Wq
-        for px in range(sx):            # the columns ix with (ix + pad) % sx == px
-            ix0 = (px - pad) % sx
-            if ix0 >= W:
-                continue
-            d0 = U64(row + px * Hq * Wq + (ix0 + pad) // sx)
-            s0 = U64(x0 + iy * W + ix0)
-            for j in range(U64((W - ix0 + sx - 1) // sx)):
-                buf[d0 + j] = xf[s0 + j * U64(sx)]
+        span[iy, 0] = ((yp % sy) * sx * Hq + yp // sy) * Wq
+    for px in range(sx):                # the columns ix with (ix + pad) % sx == px
+        ix0 = (px - pad) % sx
+        span[H + px, 0] = ix0
+        span[H + px, 1] = px * Hq * Wq + (ix0 + pad) // sx
+        span[H + px, 2] = max(0, (W - ix0 + sx - 1) // sx)
+    return span
+
+
+@jit(inline="always")
+def _fill_phases(xf, x0, H, W, sx, span, buf, lanes, lane):
+    # the padded plane x[x0 : x0 + H*W] split into sy*sx phase planes (_phase_spans), with
+    # `lanes` values per pixel: pixel i of the planes at buf[i * lanes + lane]. The
+    # padding is left as it is in buf (the caller zeroes buf first).
+    L = U64(lanes)
+    for iy in range(H):
+        s0 = U64(x0 + iy * W)
+        for px in range(sx):
+            d0 = U64((span[iy, 0] + span[H + px, 1]) * lanes + lane)
+            s1 = s0 + U64(span[H + px, 0])
+            for j in range(U64(span[H + px, 2])):
+                buf[d0 + j * L] = xf[s1 + j * U64(sx)]
 
 
 @jit(inline="always")
@@ -192,6 +206,7 @@ def conv_depthwise(x, w, sy, sx, pad, d, out, mode, mean, inv, scales, biases, c
     # values past its end, and the last row's dropped columns up to k*d past the planes
     size = sy * sx * Hq * Wq + Wq + k * d + run
     taps = _tap_offsets(k, d, sy, sx, Hq, Wq, 1)
+    span = _phase_spans(H, W, pad, sy, sx, Hq, Wq)
     xf = x.reshape(-1)
     of = out.reshape(-1)
     wf = w.reshape(-1)
@@ -204,7 +219,9 @@ def conv_depthwise(x, w, sy, sx, pad, d, out, mode, mean, inv, scales, biases, c
         for t in range(blk * per, min(N * C, (blk + 1) * per)):
             b = t // C
             c = t - b * C
-            _fill_phases(xf, t * H * W, H, W, pad, sy, sx, Hq, Wq, buf)
+            for i in range(buf.size):
+                buf[i] = 0.0
+            _fill_phases(xf, t * H * W, H, W, sx, span, buf, 1, 0)
             for q in range(k * k):
                 wq[q] = wf[c * k * k + q]
             for r0 in range(0, oh, rows):
@@ -229,7 +246,7 @@ def conv_depthwise(x, w, sy, sx, pad, d, out, mode, mean, inv, scales, biases, c
 # instead, the vectors running across them (ONNX Runtime's NCHWc layout does the same).
 # Each task copies its block's input into zero-padded phase tiles as conv_depthwise does
 # with one plane, but with the LANES channels innermost, so that every tap of every
-# output pixel of the block is one vector; _pixels sums PIXELS outputs at a time in
+# output pixel of the block is one vector; _pixels_n sums PIXELS outputs at a time in
 # registers over all taps, in conv_depthwise's order (ky, kx) with a separate multiply
 # and add, so the bits are the same. The sums go back into the channels' planes and the
 # tail runs on the block's planes while they are in cache.
@@ -253,19 +270,7 @@ def conv_depthwise_blocked(x, w, sy, sx, pad, d, out, mode, mean, inv, scales, b
     of = out.reshape(-1)
     wf = w.reshape(-1)
     taps = _tap_offsets(k, d, sy, sx, Hq, Wq, LANES)
-    # the tiles' places of the input (conv_depthwise's _fill_phases without a division
-    # per row): row iy goes to row span[iy, 0] of the phase planes; its columns ix0 + j sx
-    # (j < count) of phase px to column x0 + j there, (ix0, x0 + px Hq Wq, count) =
-    # span[H + px]
-    span = np.zeros((H + sx, 3), np.int64)
-    for iy in range(H):
-        yp = iy + pad
-        span[iy, 0] = (yp % sy) * sx * Hq + yp // sy
-    for px in range(sx):
-        ix0 = (px - pad) % sx
-        span[H + px, 0] = ix0
-        span[H + px, 1] = px * Hq * Wq + (ix0 + pad) // sx
-        span[H + px, 2] = max(0, (W - ix0 + sx - 1) // sx)
+    span = _phase_spans(H, W, pad, sy, sx, Hq, Wq)
     per = -(-N * cblocks // blocks)
     for blk in prange(blocks):
         tile = np.empty(sy * sx * Hq * Wq * LANES, np.float32)
@@ -279,15 +284,7 @@ def conv_depthwise_blocked(x, w, sy, sx, pad, d, out, mode, mean, inv, scales, b
             for i in range(tile.size):
                 tile[i] = 0.0
             for cc in range(cb):
-                s0 = (b * C + c0 + cc) * H * W
-                for iy in range(H):
-                    r0 = span[iy, 0] * Wq * LANES + cc
-                    r1 = U64(s0 + iy * W)
-                    for px in range(sx):
-                        ix0 = span[H + px, 0]
-                        d0 = U64(r0 + span[H + px, 1] * LANES)
-                        for j in range(U64(span[H + px, 2])):
-                            tile[d0 + j * U64(LANES)] = xf[r1 + U64(ix0) + j * U64(sx)]
+                _fill_phases(xf, (b * C + c0 + cc) * H * W, H, W, sx, span, tile, LANES, cc)
             for i in range(wt.size):
                 wt[i] = 0.0
             for cc in range(cb):
