@@ -376,19 +376,19 @@ def test_pointwise_plans_for_any_thread_count_give_the_same_bits(shape, monkeypa
     ((1, 5, 7, 5), 4, 2, 2), ((1, 2, 5, 5), 6, 2, 2), ((3, 2, 33, 30), 2, 3, 1),
     ((1, 64, 20, 22), 1, 2, 2)])        # the last one on the parallel twin
 def test_pad_phases_equals_pad_then_stride_slices(shape, pad, sy, sx):
-    """The strided convs' source: padded pixel (i, j) of every plane at phase
-    (i % sy, j % sx), position (i // sy, j // sx), zeros past the padded input."""
+    """The strided convs' source: padded pixel (i, j) of every plane at row i // sy,
+    phase (i % sy, j % sx), column j // sx, zeros past the padded input."""
     from darkcfg.kernels.im2col import pad_phases
     x = rand(np.random.default_rng(sum(shape) + pad), *shape)
     n, c, h, w = shape
     hq, wq = -(-(h + 2 * pad) // sy), -(-(w + 2 * pad) // sx)
-    out = np.full((n, c, sy, sx, hq, wq), np.nan, np.float32)
+    out = np.full((n, c, hq, sy, sx, wq), np.nan, np.float32)
     pad_phases(x, pad, sy, sx, out)
     big = np.zeros((n, c, hq * sy, wq * sx), np.float32)
     big[:, :, pad:pad + h, pad:pad + w] = x
     for py in range(sy):
         for px in range(sx):
-            np.testing.assert_array_equal(out[:, :, py, px], big[:, :, py::sy, px::sx])
+            np.testing.assert_array_equal(out[:, :, :, py, px], big[:, :, py::sy, px::sx])
 
 
 @pytest.mark.parametrize("shape,stride,scale", [

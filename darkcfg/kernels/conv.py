@@ -338,27 +338,26 @@ def _packed_weights(weights: np.ndarray, cache: dict | None, groups: int = 1
 def _packed_source(x: np.ndarray, k: int, sy: int, sx: int, pad: int, d: int
                    ) -> tuple[np.ndarray, np.ndarray, int, int]:
     """Where gemm.pack_patches(_t) read a conv's patches: x, zero-padded, and for strided
-    convs split into sy x sx phases (im2col.pad_phases), so that a patch element's values
-    over a run of output pixels are consecutive. Returns (src flat, row_off: patch element
-    r = (c, ky, kx) lies row_off[r] past a patch's origin, the pitch of an output row,
-    the stride of an image)."""
+    convs split into sy x sx phases (im2col.pad_phases: the phases of each row side by
+    side), so that a patch element's values over a run of output pixels are consecutive.
+    Returns (src flat, row_off: patch element r = (c, ky, kx) lies row_off[r] past a
+    patch's origin, the pitch of an output row, the stride of an image)."""
     N, C, H, W = x.shape
     r = np.arange(C * k * k, dtype=np.int64)
     c, i, j = r // (k * k), (r // k) % k * d, r % k * d
     if sy > 1 or sx > 1:
         Hq, Wq = -(-(H + 2 * pad) // sy), -(-(W + 2 * pad) // sx)
-        src = parallel.scratch("packed_src", (N, C, sy, sx, Hq, Wq))
+        src = parallel.scratch("packed_src", (N, C, Hq, sy, sx, Wq))
         pad_phases(x, pad, sy, sx, src)
-        row_off = (((c * sy + i % sy) * sx + j % sx) * Hq + i // sy) * Wq + j // sx
+        row_off = (((c * Hq + i // sy) * sy + i % sy) * sx + j % sx) * Wq + j // sx
+        return src.reshape(-1), row_off, sy * sx * Wq, src[0].size
+    if pad:
+        src = parallel.scratch("packed_src", (N, C, H + 2 * pad, W + 2 * pad))
+        pad_input(x, pad, src)
     else:
-        if pad:
-            src = parallel.scratch("packed_src", (N, C, H + 2 * pad, W + 2 * pad))
-            pad_input(x, pad, src)
-        else:
-            src = x
-        Hq, Wq = src.shape[2], src.shape[3]
-        row_off = (c * Hq + i) * Wq + j
-    return src.reshape(-1), row_off, Wq, src[0].size
+        src = x
+    Hq, Wq = src.shape[2], src.shape[3]
+    return src.reshape(-1), (c * Hq + i) * Wq + j, Wq, src[0].size
 
 
 def _conv_packed(x: np.ndarray, weights: np.ndarray, sy: int, sx: int, pad: int, d: int,
