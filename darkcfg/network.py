@@ -9,6 +9,7 @@ import numpy as np
 
 from .errors import CfgError, DarkcfgError
 from .graph import Graph, load_graph
+from .layers.route import place_sources
 from .memory import available_memory
 
 if TYPE_CHECKING:
@@ -128,6 +129,8 @@ class Network:
 
     def _run(self, x: np.ndarray) -> np.ndarray:
         """The forward pass proper; returns layer output_index's own buffer."""
+        if len(x) == 1 and not self.train:
+            place_sources(self.layers)      # concatenations written in place
         for i, layer in enumerate(self.layers):
             try:
                 x = layer.forward(x, self)

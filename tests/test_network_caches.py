@@ -250,3 +250,113 @@ def test_fingerprint_follows_whole_rewrites():
     v = w.copy()
     v[1234] += 1
     assert fingerprint(v) != fingerprint(w)
+
+
+ROUTES = """[net]
+batch=1
+width=8
+height=8
+channels=3
+
+[convolutional]
+filters=8
+size=3
+pad=1
+batch_normalize=1
+activation=leaky
+
+[route]
+layers=-1
+groups=2
+group_id=1
+
+[convolutional]
+filters=4
+size=3
+pad=1
+activation=leaky
+
+[route]
+layers=-1,-3
+
+[maxpool]
+size=3
+stride=1
+
+[maxpool]
+size=5
+stride=1
+
+[route]
+layers=-1,-2,-3
+
+[convolutional]
+filters=6
+size=1
+activation=leaky
+
+[route]
+layers=-1,0
+
+[convolutional]
+filters=5
+size=3
+stride=2
+pad=1
+activation=linear
+
+[upsample]
+stride=2
+
+[route]
+layers=-1,6
+
+[convolutional]
+filters=3
+size=1
+activation=logistic
+"""
+
+
+def test_routes_of_one_image_are_written_in_place_and_equal_copies(tmp_path):
+    """A forward pass of one image has each [route]'s sources write straight into its
+    buffer (nested routes, a source of two routes, maxpool and upsample sources, a
+    channel group taken as a view); every layer's output equals the batch's (where each
+    route copies) and each route equals the NumPy concatenation of its sources after the
+    whole pass (no source overwritten)."""
+    cfg = tmp_path / "routes.cfg"
+    cfg.write_text(ROUTES)
+    net = Network(load_graph(cfg))
+    net.init_weights(3)
+    rng = np.random.default_rng(0)
+    for layer in net.layers:        # BN statistics that are not the identity
+        if "rolling_mean" in layer.params:
+            layer.params["rolling_mean"][:] = rng.normal(0, 0.3, layer.n)
+            layer.params["rolling_variance"][:] = rng.uniform(0.5, 2, layer.n)
+    net.params_changed()
+    x = rng.random((2, 3, 8, 8), np.float32)
+    net.forward(x)
+    batch = [o[:1].copy() for o in net.outputs]
+    for _ in range(2):                      # and again after a batch of two
+        y = net.forward(x[:1])
+        for i, (o, ref) in enumerate(zip(net.outputs, batch)):
+            np.testing.assert_allclose(o, ref, rtol=1e-6, atol=1e-7, err_msg=f"layer {i}")
+        for layer in net.layers:
+            if layer.type == "route":
+                parts = [net.outputs[i] for i in layer.sources]
+                if layer.groups > 1:
+                    step = parts[0].shape[1] // layer.groups
+                    parts = [p[:, layer.group_id * step:(layer.group_id + 1) * step]
+                             for p in parts]
+                np.testing.assert_array_equal(net.outputs[layer.index],
+                                              np.concatenate(parts, axis=1))
+        np.testing.assert_array_equal(y, net.outputs[-1])
+        net.forward(x)
+    out = net.outputs
+    net.forward(x[:1])
+    # the sources of each route are its buffer (route 3 inside route 6, itself inside 11)
+    for route, sources in [(1, [0]), (3, [2]), (6, [3, 4, 5]), (8, [7, 0]), (11, [6, 10])]:
+        for s in sources:
+            assert np.shares_memory(out[route], out[s]), (route, s)
+    assert np.shares_memory(out[11], out[2])
+    assert not np.shares_memory(out[3], out[0])      # the later route 8 took layer 0

@@ -22,6 +22,7 @@ NOT_COMPUTED = ("binary", "xnor", "bin_output", "antialiasing", "sway", "rotate"
 @register
 class Convolutional(BNActivation, Layer):
     type = "convolutional"
+    writes_out = True
     example = ("[convolutional]\nfilters=4\nsize=3\nstride=2\npad=1\ngroups=2\n"
                "batch_normalize=1\nactivation=logistic\n")
     aliases = ("conv",)

@@ -27,6 +27,7 @@ class Maxpool(Pool):
     }
 
     def setup(self, layers):
+        self.writes_out = not self.opts["maxpool_depth"]
         if self.opts["maxpool_depth"]:
             self.image_input()
             _, h, w = self.in_shape

@@ -28,6 +28,7 @@ class Upsample(Layer):
         if s == 0:
             raise self.error("'stride' must not be 0", "stride")
         self.stride, self.scale = s, self.opts["scale"]
+        self.writes_out = s > 0
         c, h, w = self.in_shape
         if s > 0:
             self.out_shape = (c, h * s, w * s)
