@@ -40,6 +40,33 @@ def test_fused_tail_equals_separate_kernels(activation, batch_normalize):
     assert np.array_equal(out, ref)
 
 
+@pytest.mark.parametrize("dialect", ["pjreddie", "alexeyab"])
+def test_fused_bn_leaky_store_keeps_special_values(dialect):
+    """The packed path's BN + leaky store (one pass, leaky chosen in float32) against
+    BN then leaky as separate kernels, bit for bit, on products holding NaN, +-inf,
+    +-0, denormals, the smallest and largest floats and values near the BN mean."""
+    from darkcfg.kernels import epilogue
+    rng = np.random.default_rng(5)
+    n, oh, ow = 4, 6, 10
+    special = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0, 1e-45, -1e-45, 1e-39,
+                        -1e-39, 1.2e-38, -1.2e-38, 3.4e38, -3.4e38, 1e-30, -1e-30,
+                        0.5, -0.5], np.float32)
+    acc = rand(rng, n, oh * ow)
+    acc[:, :special.size] = special
+    mean = np.array([0.0, 0.5, -0.5, 1e-30], np.float32)
+    scales = np.array([1.0, 2.0, -1.5, 1e-3], np.float32)
+    biases = np.array([0.0, -0.25, 0.1, 0.0], np.float32)
+    variance = np.array([1.0, 0.25, 4.0, 1e-6], np.float32)
+    tail = conv.make_tail(n, biases, scales, mean, variance, dialect, "leaky")
+    out = np.full((1, n, oh, ow), 7.0, np.float32)
+    epilogue.store(acc, oh * ow, out, 0, 0, ow, tail.mode, tail.mean, tail.inv,
+                   tail.scales, tail.biases, tail.code)
+    ref = acc.reshape(1, n, oh, ow).copy()
+    bn.bn_inference(ref, scales, mean, variance, biases, dialect)
+    act.activate(ref, "leaky")
+    assert np.array_equal(out.view(np.uint32), ref.view(np.uint32))
+
+
 # (N, C, H, W, filters, pad)
 WINOGRAD_CASES = [
     (1, 64, 9, 11, 64, 1),      # odd sizes: a half tile at the right and bottom

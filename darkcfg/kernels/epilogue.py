@@ -179,13 +179,17 @@ def store(acc, T, out, j0, f0, pitch, mode, mean, inv, scales, biases, code):
         sa = U64(i * ld)
         base = U64(f * P)
         if mode == BN and code == LEAKY:        # the common case in one pass
+            # leaky as _f's (Darknet's .1 * x in double), the choice made in float32:
+            # 0.8x the time of selecting between doubles (same bits; not in place, so
+            # no masked store)
             mf, rf, sf, bf = mean[f], inv[f], scales[f], biases[f]
             for k in range(nr):
                 s0 = sa + U64(runs[k, 0])
                 d = base + U64(runs[k, 1])
                 for t in range(U64(runs[k, 2])):
                     v = np.float32(np.float64(a[s0 + t] - mf) * rf) * sf + bf
-                    o[d + t] = _f(np.float64(v), LEAKY)
+                    y = np.float32(np.float64(v) * 0.1)
+                    o[d + t] = v if v > 0 else y
             continue
         for k in range(nr):
             s0 = sa + U64(runs[k, 0])
