@@ -108,7 +108,8 @@ class Layer:
     # True when forward writes its output into `self._out` whenever that is a float32
     # array of the output's shape (C-contiguous), and returns it: a [route] of one image
     # hands such a source a view of its own buffer (layers/route.py, place_sources).
-    writes_out: ClassVar[bool] = False
+    # Set per layer where options decide it ([maxpool] maxpool_depth, [upsample] stride).
+    writes_out: bool = False
 
     def __init__(self, section: Section, net: NetInfo, layers: list[Layer], *,
                  strict: bool = True):
